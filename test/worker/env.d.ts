@@ -1,0 +1,6 @@
+declare namespace Cloudflare {
+  interface Env {
+    /** Test-only: serves files from `fixtures/` (see vitest.config.ts). */
+    FIXTURES: Fetcher;
+  }
+}

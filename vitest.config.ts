@@ -1,0 +1,44 @@
+import { readFile } from "node:fs/promises";
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+/** Test-only binding: serves files from `fixtures/` to code running inside workerd. */
+async function serveFixture(request: Request): Promise<Response> {
+  const path = decodeURIComponent(new URL(request.url).pathname);
+  if (path.includes("..")) return new Response("bad path", { status: 400 });
+  try {
+    return new Response(await readFile(new URL(`./fixtures${path}`, import.meta.url)));
+  } catch {
+    return new Response(`no fixture ${path}`, { status: 404 });
+  }
+}
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        // Worker code, inside the real workerd runtime with real (emulated) R2.
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: { VERSION_LIST_TTL_MS: "0" },
+              serviceBindings: { FIXTURES: serveFixture },
+            },
+          }),
+        ],
+        test: { name: "workerd", include: ["test/worker/**/*.test.ts"], testTimeout: 60_000 },
+      },
+      {
+        // Scripts and the end-to-end test against `wrangler dev`, in Node.
+        test: {
+          name: "node",
+          include: ["test/scripts/**/*.test.ts", "test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});

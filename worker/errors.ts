@@ -1,0 +1,33 @@
+/**
+ * @module
+ * Domain errors shared by every layer. Each carries a `kind` that says what went
+ * wrong in protocol terms; only `http/` turns a kind into a status code, so the
+ * registry, the protocol codec and the runtimes stay reusable from the CLI and
+ * the origin server.
+ */
+
+export type ErrorKind =
+  | "invalid_argument" // the caller sent something we cannot accept
+  | "not_found" // the model or version does not exist
+  | "conflict" // a write would break immutability
+  | "payload_too_large" // a size from the outside world is over its bound
+  | "unavailable" // the model exists but cannot be served right now
+  | "internal"; // a bug: never expected, always logged
+
+export class PinionError extends Error {
+  override readonly name = "PinionError";
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export const invalid = (message: string) => new PinionError("invalid_argument", message);
+export const notFound = (message: string) => new PinionError("not_found", message);
+export const conflict = (message: string) => new PinionError("conflict", message);
+export const tooLarge = (message: string) => new PinionError("payload_too_large", message);
+export const unavailable = (message: string, cause?: unknown) =>
+  new PinionError("unavailable", message, { cause });

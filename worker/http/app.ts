@@ -1,0 +1,49 @@
+/**
+ * @module
+ * The HTTP application: request ids, timings, OIP routes, JSON errors for
+ * everything (unknown paths 404, wrong methods 405). The data plane is supplied
+ * per environment by the caller, so the app itself holds no bindings.
+ */
+import { Hono } from "hono";
+import { methodNotAllowed } from "hono/method-not-allowed";
+import { requestId } from "hono/request-id";
+import type { DataPlane } from "../serving/data-plane";
+import { errorResponse } from "./errors";
+import { serverTiming } from "./middleware";
+import { oipRoutes, type PlaneVariables } from "./oip-routes";
+
+export function createApp<Bindings extends object>(
+  planeFor: (env: Bindings) => DataPlane,
+): Hono<{ Bindings: Bindings; Variables: PlaneVariables }> {
+  const app = new Hono<{ Bindings: Bindings; Variables: PlaneVariables }>();
+  const routes = oipRoutes();
+
+  app.use(requestId());
+  app.use(serverTiming());
+  app.use(
+    methodNotAllowed({
+      app: routes,
+      onMethodNotAllowed: (c, methods) =>
+        c.json(
+          { error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(" or ")}` },
+          405,
+          { Allow: methods.join(", ") },
+        ),
+    }),
+  );
+  app.use(async (c, next) => {
+    c.set("plane", planeFor(c.env));
+    await next();
+  });
+  app.route("/", routes);
+  app.notFound((c) =>
+    c.json(
+      {
+        error: `no such endpoint: ${c.req.method} ${c.req.path}; see GET /v2 and /v2/models/{name}`,
+      },
+      404,
+    ),
+  );
+  app.onError((error, c) => errorResponse(c, error));
+  return app;
+}

@@ -1,0 +1,76 @@
+/**
+ * @module
+ * Open Inference Protocol v2 REST endpoints over the data plane.
+ */
+import { Hono, type Context } from "hono";
+import { PinionError } from "../errors";
+import { parseInferenceRequest, type ModelReady, type ServerMetadata } from "../protocol/types";
+import type { DataPlane } from "../serving/data-plane";
+import { errorResponse } from "./errors";
+import { limitBody, readJson, type AppVariables } from "./middleware";
+import pkg from "../../package.json";
+
+export type PlaneVariables = AppVariables & { plane: DataPlane };
+type Ctx = Context<{ Variables: PlaneVariables }>;
+
+const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
+
+export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
+  const app = new Hono<{ Variables: PlaneVariables }>();
+
+  app.get("/v2/health/live", (c) => c.json({ live: true }));
+
+  app.get("/v2/health/ready", async (c) => {
+    const ready = await c.var.plane.registryReachable();
+    return c.json({ ready }, ready ? 200 : 503);
+  });
+
+  app.get("/v2", (c) => c.json(SERVER_METADATA));
+
+  const metadata = async (c: Ctx) =>
+    c.json(await c.var.plane.metadata(c.req.param("name")!, c.req.param("version")));
+  app.get("/v2/models/:name", metadata);
+  app.get("/v2/models/:name/versions/:version", metadata);
+
+  const ready = async (c: Ctx) => {
+    const plane = c.var.plane;
+    const manifest = await plane.resolve(c.req.param("name")!, c.req.param("version"));
+    const body: ModelReady & { version: string } = {
+      name: manifest.name,
+      version: String(manifest.version),
+      ready: true,
+    };
+    c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
+    try {
+      const model = await c.var.timing.measure("load", () => plane.load(manifest));
+      c.header("x-pinion-runtime", model.runtime);
+    } catch (error) {
+      if (!(error instanceof PinionError) || error.kind !== "unavailable") throw error;
+      return c.json({ ...body, ready: false, error: error.message }, 503);
+    }
+    return c.json(body);
+  };
+  app.get("/v2/models/:name/ready", ready);
+  app.get("/v2/models/:name/versions/:version/ready", ready);
+
+  const infer = async (c: Ctx) => {
+    const plane = c.var.plane;
+    const timing = c.var.timing;
+    const manifest = await timing.measure("resolve", () =>
+      plane.resolve(c.req.param("name")!, c.req.param("version")),
+    );
+    // Name what is being served even when the request then fails.
+    c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
+    c.header("x-pinion-runtime", manifest.runtime);
+    const request = parseInferenceRequest(await readJson(c));
+    const result = await plane.inferResolved(manifest, request, timing);
+    c.header("x-pinion-runtime", result.runtime);
+    return c.json(result.response);
+  };
+  const bounded = limitBody((c) => (c as Ctx).var.plane.config.maxRequestBytes);
+  app.post("/v2/models/:name/infer", bounded, infer);
+  app.post("/v2/models/:name/versions/:version/infer", bounded, infer);
+
+  app.onError((error, c) => errorResponse(c, error));
+  return app;
+}

@@ -1,0 +1,97 @@
+/**
+ * @module
+ * Open Inference Protocol tensor datatypes and how Pinion stores each in memory.
+ */
+
+/** Datatypes Pinion encodes and decodes as JSON. */
+export const DATATYPES = [
+  "BOOL",
+  "UINT8",
+  "UINT16",
+  "UINT32",
+  "UINT64",
+  "INT8",
+  "INT16",
+  "INT32",
+  "INT64",
+  "FP32",
+  "FP64",
+] as const;
+
+export type Datatype = (typeof DATATYPES)[number];
+
+/** OIP datatypes that exist in the spec but have no JSON form Pinion accepts. */
+const NOT_IN_JSON = new Set(["FP16", "BF16", "BYTES"]);
+
+export type TensorData =
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array
+  | BigUint64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | BigInt64Array
+  | Float32Array
+  | Float64Array;
+
+/** A dense, row-major tensor. BOOL is stored as one byte per element (0 or 1). */
+export interface Tensor {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  data: TensorData;
+}
+
+/** A tensor's declared signature; -1 marks a dynamic dimension. */
+export interface TensorSpec {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+}
+
+export function isDatatype(value: string): value is Datatype {
+  return (DATATYPES as readonly string[]).includes(value);
+}
+
+export function isKnownButUnsupported(value: string): boolean {
+  return NOT_IN_JSON.has(value);
+}
+
+export function allocate(datatype: Datatype, length: number): TensorData {
+  switch (datatype) {
+    case "BOOL":
+    case "UINT8":
+      return new Uint8Array(length);
+    case "UINT16":
+      return new Uint16Array(length);
+    case "UINT32":
+      return new Uint32Array(length);
+    case "UINT64":
+      return new BigUint64Array(length);
+    case "INT8":
+      return new Int8Array(length);
+    case "INT16":
+      return new Int16Array(length);
+    case "INT32":
+      return new Int32Array(length);
+    case "INT64":
+      return new BigInt64Array(length);
+    case "FP32":
+      return new Float32Array(length);
+    case "FP64":
+      return new Float64Array(length);
+  }
+}
+
+/** Inclusive integer range of each integer datatype (64-bit ones limited to JS safe integers). */
+export const INTEGER_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
+  UINT8: [0, 0xff],
+  UINT16: [0, 0xffff],
+  UINT32: [0, 0xffffffff],
+  UINT64: [0, Number.MAX_SAFE_INTEGER],
+  INT8: [-0x80, 0x7f],
+  INT16: [-0x8000, 0x7fff],
+  INT32: [-0x80000000, 0x7fffffff],
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};

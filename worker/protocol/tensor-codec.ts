@@ -1,0 +1,198 @@
+/**
+ * @module
+ * JSON tensor codec for the Open Inference Protocol: request `data` (flat or
+ * nested, row-major) to typed arrays, typed arrays back to JSON. Every value from
+ * the outside world is checked here, and nothing is allocated from a size the
+ * caller claims until that size is bounded.
+ */
+import { invalid } from "../errors";
+import {
+  DATATYPES,
+  INTEGER_RANGE,
+  allocate,
+  isDatatype,
+  isKnownButUnsupported,
+  type Datatype,
+  type Tensor,
+  type TensorData,
+  type TensorSpec,
+} from "./datatypes";
+import type { Parameters, RequestInput, ResponseOutput } from "./types";
+
+/** Deeper than any real model; stops pathological shapes early. */
+export const MAX_RANK = 16;
+
+export function parseDatatype(value: string, what: string): Datatype {
+  if (isDatatype(value)) return value;
+  if (isKnownButUnsupported(value)) {
+    throw invalid(`${what} has datatype ${value}, which Pinion does not accept as JSON data`);
+  }
+  throw invalid(`${what} has unknown datatype '${value}'; expected one of ${DATATYPES.join(", ")}`);
+}
+
+/**
+ * Validates a claimed shape and returns its element count. `maxElements` bounds
+ * the product, so a shape like [1e9, 1e9] is refused before anything is allocated.
+ */
+export function checkShape(shape: readonly unknown[], what: string, maxElements: number): number {
+  if (shape.length > MAX_RANK) {
+    throw invalid(`${what} has rank ${shape.length}; at most ${MAX_RANK} dimensions are supported`);
+  }
+  let count = 1;
+  for (const [axis, dim] of shape.entries()) {
+    if (typeof dim !== "number" || !Number.isSafeInteger(dim) || dim < 0) {
+      throw invalid(
+        `${what} shape[${axis}] is ${JSON.stringify(dim)}; dimensions must be integers >= 0`,
+      );
+    }
+    count *= dim;
+  }
+  if (count > maxElements) {
+    throw invalid(
+      `${what} shape [${shape.join(", ")}] has ${count} elements; at most ${maxElements} fit in one request`,
+    );
+  }
+  return count;
+}
+
+/** Decodes one request input into a dense tensor of its declared datatype. */
+export function decodeInput(input: RequestInput, maxElements: number): Tensor {
+  const what = `input '${input.name}'`;
+  const datatype = parseDatatype(input.datatype, what);
+  const count = checkShape(input.shape, what, maxElements);
+  const data = input.data;
+  if (!Array.isArray(data)) {
+    throw invalid(`${what} data must be a JSON array (flat or nested row-major)`);
+  }
+  const out = allocate(datatype, count);
+  const write = elementWriter(datatype, out, what);
+  const nested = data.length > 0 && Array.isArray(data[0]);
+  if (!nested) {
+    if (data.length !== count) {
+      throw invalid(
+        `${what} has ${data.length} data elements but shape [${input.shape.join(", ")}] needs ${count}`,
+      );
+    }
+    for (let i = 0; i < count; i++) write(i, data[i]);
+  } else {
+    const shape = input.shape;
+    if (shape.length === 0) throw invalid(`${what} is a scalar (shape []) but data is nested`);
+    let next = 0;
+    const walk = (level: unknown[], depth: number, path: string): void => {
+      if (level.length !== shape[depth]) {
+        throw invalid(
+          `${what} data${path} has ${level.length} entries but shape[${depth}] is ${shape[depth]}`,
+        );
+      }
+      if (depth === shape.length - 1) {
+        for (const value of level) write(next++, value);
+        return;
+      }
+      for (const [i, child] of level.entries()) {
+        if (!Array.isArray(child)) {
+          throw invalid(`${what} data${path}[${i}] must be an array: nesting must match the shape`);
+        }
+        walk(child, depth + 1, `${path}[${i}]`);
+      }
+    };
+    walk(data, 0, "");
+  }
+  return { name: input.name, datatype, shape: [...input.shape], data: out };
+}
+
+type Writer = (index: number, value: unknown) => void;
+
+function elementWriter(datatype: Datatype, out: TensorData, what: string): Writer {
+  const bad = (index: number, value: unknown, expected: string): never => {
+    const shown = Array.isArray(value) ? "an array" : JSON.stringify(value);
+    throw invalid(`${what} element ${index} is ${shown}; expected ${expected}`);
+  };
+  switch (datatype) {
+    case "BOOL": {
+      const bytes = out as Uint8Array;
+      return (i, v) => {
+        if (typeof v !== "boolean") bad(i, v, "true or false (BOOL)");
+        bytes[i] = v ? 1 : 0;
+      };
+    }
+    case "FP32": {
+      const floats = out as Float32Array;
+      return (i, v) => {
+        if (typeof v !== "number") bad(i, v, "a number (FP32)");
+        const f = Math.fround(v as number);
+        if (!Number.isFinite(f)) bad(i, v, "a finite number representable as FP32");
+        floats[i] = f;
+      };
+    }
+    case "FP64": {
+      const doubles = out as Float64Array;
+      return (i, v) => {
+        if (typeof v !== "number" || !Number.isFinite(v)) bad(i, v, "a finite number (FP64)");
+        doubles[i] = v as number;
+      };
+    }
+    case "INT64":
+    case "UINT64": {
+      const [lo, hi] = INTEGER_RANGE[datatype]!;
+      const big = out as BigInt64Array | BigUint64Array;
+      return (i, v) => {
+        if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi) {
+          bad(i, v, `an integer in [${lo}, ${hi}] (${datatype}, as a JSON number)`);
+        }
+        big[i] = BigInt(v as number);
+      };
+    }
+    default: {
+      const [lo, hi] = INTEGER_RANGE[datatype]!;
+      const ints = out as Exclude<
+        TensorData,
+        BigInt64Array | BigUint64Array | Float32Array | Float64Array
+      >;
+      return (i, v) => {
+        if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi) {
+          bad(i, v, `an integer in [${lo}, ${hi}] (${datatype})`);
+        }
+        ints[i] = v as number;
+      };
+    }
+  }
+}
+
+/**
+ * Checks a decoded tensor against the model's declared input: same datatype,
+ * same rank, and every fixed dimension equal (-1 accepts any size).
+ */
+export function checkAgainstSpec(tensor: Tensor, spec: TensorSpec): void {
+  const what = `input '${tensor.name}'`;
+  if (tensor.datatype !== spec.datatype) {
+    throw invalid(`${what} has datatype ${tensor.datatype}; the model expects ${spec.datatype}`);
+  }
+  const fits =
+    tensor.shape.length === spec.shape.length &&
+    spec.shape.every((dim, axis) => dim === -1 || dim === tensor.shape[axis]);
+  if (!fits) {
+    throw invalid(
+      `${what} has shape [${tensor.shape.join(", ")}]; the model expects [${spec.shape.join(", ")}] (-1 = any size)`,
+    );
+  }
+}
+
+/** Encodes a tensor as a flat JSON response output. */
+export function encodeOutput(tensor: Tensor, parameters?: Parameters): ResponseOutput {
+  let data: number[] | boolean[];
+  if (tensor.datatype === "BOOL") {
+    data = Array.from(tensor.data as Uint8Array, (v) => v !== 0);
+  } else if (tensor.data instanceof BigInt64Array || tensor.data instanceof BigUint64Array) {
+    // JSON numbers are doubles: values beyond 2^53 lose precision, as in every JSON OIP server.
+    data = Array.from(tensor.data, (v) => Number(v));
+  } else {
+    data = Array.from(tensor.data);
+  }
+  return {
+    name: tensor.name,
+    datatype: tensor.datatype,
+    shape: tensor.shape,
+    data,
+    ...(parameters ? { parameters } : {}),
+  };
+}

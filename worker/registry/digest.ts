@@ -1,0 +1,9 @@
+/**
+ * @module
+ * SHA-256 via WebCrypto, available in workerd and in Node alike.
+ */
+
+export async function sha256Hex(bytes: ArrayBuffer | Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}

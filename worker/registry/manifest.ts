@@ -1,0 +1,45 @@
+/**
+ * @module
+ * The version manifest: everything needed to serve a version without opening
+ * its artifacts. Validated with a schema on every read and write.
+ */
+import { z } from "zod";
+import { DATATYPES } from "../protocol/datatypes";
+import { MODEL_NAME_PATTERN } from "./names";
+
+export const MANIFEST_SCHEMA_VERSION = 1;
+
+export const tensorSpecSchema = z.object({
+  name: z.string().min(1).max(256),
+  datatype: z.enum(DATATYPES),
+  shape: z.array(z.number().int().min(-1)).max(16),
+});
+
+export const artifactSchema = z.object({
+  key: z.string().min(1),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, "sha256 must be 64 lowercase hex digits"),
+  mediaType: z.string().min(1),
+});
+export type Artifact = z.infer<typeof artifactSchema>;
+
+/** Which runtime should serve the version. Later runtimes extend this list. */
+export const RUNTIME_HINTS = ["ort"] as const;
+export type RuntimeHint = (typeof RUNTIME_HINTS)[number];
+
+export const manifestSchema = z.object({
+  schema: z.literal(MANIFEST_SCHEMA_VERSION),
+  name: z.string().regex(MODEL_NAME_PATTERN),
+  version: z.number().int().positive(),
+  createdAt: z.iso.datetime(),
+  /** OIP platform string, e.g. `onnx_onnxv1`. */
+  platform: z.string().min(1),
+  inputs: z.array(tensorSpecSchema).min(1),
+  outputs: z.array(tensorSpecSchema).min(1),
+  artifacts: z.object({ onnx: artifactSchema }),
+  runtime: z.enum(RUNTIME_HINTS),
+  /** Free-form provenance, e.g. the file the version was published from. */
+  source: z.string().max(1024).optional(),
+});
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ArtifactRole = keyof Manifest["artifacts"];

@@ -1,0 +1,182 @@
+/**
+ * @module
+ * The model registry over an object store: list versions, read manifests, read
+ * artifacts with their digests verified, and publish new immutable versions.
+ */
+import { conflict, invalid, notFound, unavailable } from "../errors";
+import type { TensorSpec } from "../protocol/datatypes";
+import { sha256Hex } from "./digest";
+import { blobKey, manifestKey, versionFromPrefix, versionsPrefix } from "./layout";
+import {
+  MANIFEST_SCHEMA_VERSION,
+  manifestSchema,
+  type ArtifactRole,
+  type Manifest,
+  type RuntimeHint,
+} from "./manifest";
+import { checkModelName } from "./names";
+import type { ObjectStore } from "./store";
+
+export interface PublishInput {
+  name: string;
+  /** Omit to take the next free version number. */
+  version?: number;
+  platform: string;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  runtime: RuntimeHint;
+  artifacts: Record<ArtifactRole, { bytes: Uint8Array; mediaType: string }>;
+  source?: string;
+  createdAt?: Date;
+}
+
+/** How often a publish without a version number retries after losing a race. */
+const PUBLISH_ATTEMPTS = 5;
+
+export class ModelRegistry {
+  constructor(private readonly store: ObjectStore) {}
+
+  /** True when the store answers a listing; used by readiness probes. */
+  async ping(): Promise<boolean> {
+    try {
+      await this.store.list({ prefix: "models/", limit: 1 });
+      return true;
+    } catch (error) {
+      console.error("registry unreachable", error);
+      return false;
+    }
+  }
+
+  /** Published versions of a model, ascending. Empty when the model does not exist. */
+  async listVersions(name: string): Promise<number[]> {
+    checkModelName(name);
+    const versions: number[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.list({ prefix: versionsPrefix(name), delimiter: "/", cursor });
+      for (const prefix of page.delimitedPrefixes) {
+        const version = versionFromPrefix(prefix);
+        if (version !== undefined) versions.push(version);
+      }
+      cursor = page.truncated ? page.cursor : undefined;
+    } while (cursor);
+    return versions.sort((a, b) => a - b);
+  }
+
+  /** Reads and validates a manifest; a version without one does not exist. */
+  async getManifest(name: string, version: number): Promise<Manifest> {
+    checkModelName(name);
+    const object = await this.store.get(manifestKey(name, version));
+    if (!object) throw notFound(`model '${name}' has no version ${version}`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(await object.text());
+    } catch (cause) {
+      throw unavailable(`manifest of ${name}@${version} is not valid JSON`, cause);
+    }
+    const result = manifestSchema.safeParse(parsed);
+    if (!result.success) {
+      throw unavailable(
+        `manifest of ${name}@${version} is invalid: ${result.error.issues[0]!.message}`,
+      );
+    }
+    const manifest = result.data;
+    if (manifest.name !== name || manifest.version !== version) {
+      throw unavailable(
+        `manifest at ${name}@${version} describes ${manifest.name}@${manifest.version}`,
+      );
+    }
+    return manifest;
+  }
+
+  /**
+   * Reads an artifact and verifies its size and sha256 against the manifest.
+   * `maxBytes` is checked against the manifest before any byte is fetched.
+   */
+  async readArtifact(
+    manifest: Manifest,
+    role: ArtifactRole,
+    maxBytes: number,
+  ): Promise<Uint8Array> {
+    const artifact = manifest.artifacts[role];
+    const label = `${role} artifact of ${manifest.name}@${manifest.version}`;
+    if (artifact.bytes > maxBytes) {
+      throw unavailable(`${label} is ${artifact.bytes} bytes; this server's limit is ${maxBytes}`);
+    }
+    const object = await this.store.get(artifact.key);
+    if (!object) throw unavailable(`${label} is missing from the bucket (${artifact.key})`);
+    if (object.size !== artifact.bytes) {
+      throw unavailable(`${label} is ${object.size} bytes, the manifest says ${artifact.bytes}`);
+    }
+    const bytes = new Uint8Array(await object.arrayBuffer());
+    const digest = await sha256Hex(bytes);
+    if (digest !== artifact.sha256) {
+      console.error(
+        JSON.stringify({
+          event: "artifact_integrity_failure",
+          model: manifest.name,
+          version: manifest.version,
+          key: artifact.key,
+          expected: artifact.sha256,
+          actual: digest,
+        }),
+      );
+      throw unavailable(`${label} failed its sha256 check; refusing to serve it`);
+    }
+    return bytes;
+  }
+
+  /**
+   * Publishes a new immutable version: artifacts first (content-addressed), then
+   * the manifest with a create-only condition. An existing version is never
+   * overwritten; asking for one is a conflict.
+   */
+  async publish(input: PublishInput): Promise<Manifest> {
+    const name = checkModelName(input.name);
+    const artifacts = {} as Manifest["artifacts"];
+    for (const [role, { bytes, mediaType }] of Object.entries(input.artifacts)) {
+      const sha256 = await sha256Hex(bytes);
+      const key = blobKey(name, sha256);
+      if (!(await this.store.head(key))) {
+        await this.store.put(key, bytes, { sha256, httpMetadata: { contentType: mediaType } });
+      }
+      artifacts[role as ArtifactRole] = { key, bytes: bytes.byteLength, sha256, mediaType };
+    }
+
+    const attempts = input.version === undefined ? PUBLISH_ATTEMPTS : 1;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const version = input.version ?? ((await this.listVersions(name)).at(-1) ?? 0) + 1;
+      const candidate = {
+        schema: MANIFEST_SCHEMA_VERSION,
+        name,
+        version,
+        createdAt: (input.createdAt ?? new Date()).toISOString(),
+        platform: input.platform,
+        inputs: input.inputs,
+        outputs: input.outputs,
+        artifacts,
+        runtime: input.runtime,
+        ...(input.source ? { source: input.source } : {}),
+      };
+      const checked = manifestSchema.safeParse(candidate);
+      if (!checked.success) {
+        const issue = checked.error.issues[0]!;
+        throw invalid(`cannot publish ${name}: manifest ${issue.path.join(".")}: ${issue.message}`);
+      }
+      const written = await this.store.put(
+        manifestKey(name, version),
+        JSON.stringify(checked.data, null, 2),
+        { onlyIf: { etagDoesNotMatch: "*" }, httpMetadata: { contentType: "application/json" } },
+      );
+      if (written) return checked.data;
+      if (input.version !== undefined) {
+        throw conflict(
+          `${name}@${version} already exists and versions are immutable; publish a new version instead`,
+        );
+      }
+    }
+    throw conflict(
+      `could not claim a version number for ${name} after ${PUBLISH_ATTEMPTS} attempts`,
+    );
+  }
+}

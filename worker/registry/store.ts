@@ -1,0 +1,52 @@
+/**
+ * @module
+ * The slice of an object store the registry needs. An R2 bucket binding
+ * satisfies it as is; so does Miniflare's R2 emulation in Node, which is how the
+ * scripts publish to local R2. Declared here, rather than importing Workers
+ * types, so the registry runs anywhere.
+ */
+
+export interface StoredObjectInfo {
+  key: string;
+  size: number;
+  etag: string;
+}
+
+export interface StoredObject extends StoredObjectInfo {
+  arrayBuffer(): Promise<ArrayBuffer>;
+  text(): Promise<string>;
+}
+
+export interface PutOptions {
+  /** `etagDoesNotMatch: "*"` makes a put create-only. */
+  onlyIf?: { etagMatches?: string; etagDoesNotMatch?: string };
+  /** The store verifies the body against this digest (hex) and rejects a mismatch. */
+  sha256?: string;
+  httpMetadata?: { contentType?: string };
+}
+
+export interface ListOptions {
+  prefix?: string;
+  delimiter?: string;
+  cursor?: string;
+  limit?: number;
+}
+
+export interface ListResult {
+  objects: StoredObjectInfo[];
+  delimitedPrefixes: string[];
+  truncated: boolean;
+  cursor?: string;
+}
+
+export interface ObjectStore {
+  get(key: string): Promise<StoredObject | null>;
+  head(key: string): Promise<StoredObjectInfo | null>;
+  /** Resolves to null when an `onlyIf` condition failed and nothing was written. */
+  put(
+    key: string,
+    value: ArrayBuffer | Uint8Array | string,
+    options?: PutOptions,
+  ): Promise<StoredObjectInfo | null>;
+  list(options?: ListOptions): Promise<ListResult>;
+}

@@ -1,0 +1,118 @@
+/**
+ * @module
+ * The onnxruntime-web runtime: runs any ONNX graph ORT supports. Where ORT comes
+ * from is injected (`loadOrt`), so the same runtime runs inside workerd (through
+ * the workaround in `ort-workerd.ts`) and in Node.
+ */
+import type * as OrtNamespace from "onnxruntime-web";
+import { invalid, unavailable } from "../../errors";
+import type { Tensor, TensorSpec } from "../../protocol/datatypes";
+import type { Manifest } from "../../registry/manifest";
+import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
+import { fromOrtType, specsFromMetadata, toOrtType } from "./tensor-types";
+
+export type Ort = typeof OrtNamespace;
+
+/**
+ * ORT keeps its own copy of the weights in the WASM heap, plus the graph and
+ * arena buffers; twice the model file is a measured, conservative estimate.
+ */
+const MEMORY_PER_MODEL_BYTE = 2;
+
+export class OrtRuntime implements Runtime {
+  readonly name = "ort";
+
+  constructor(private readonly loadOrt: () => Promise<Ort>) {}
+
+  async load(manifest: Manifest, artifacts: ArtifactSource): Promise<LoadedModel> {
+    const bytes = await artifacts("onnx");
+    const ort = await this.loadOrt();
+    const label = `${manifest.name}@${manifest.version}`;
+    let session: OrtNamespace.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(bytes, {
+        executionProviders: ["wasm"],
+        graphOptimizationLevel: "all",
+      });
+    } catch (cause) {
+      throw unavailable(`onnxruntime-web could not load ${label}: ${messageOf(cause)}`, cause);
+    }
+    const inputs = specsFromMetadata(session.inputMetadata, "input");
+    const outputs = specsFromMetadata(session.outputMetadata, "output");
+    const names = (specs: readonly TensorSpec[]) => specs.map((s) => s.name).join(",");
+    if (names(inputs) !== names(manifest.inputs) || names(outputs) !== names(manifest.outputs)) {
+      await session.release();
+      throw unavailable(`the manifest of ${label} does not match its ONNX graph's inputs/outputs`);
+    }
+    return new OrtModel(ort, session, manifest, bytes.byteLength * MEMORY_PER_MODEL_BYTE);
+  }
+}
+
+class OrtModel implements LoadedModel {
+  readonly runtime = "ort";
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+  /** ORT's WASM backend runs one call at a time per session; requests queue here. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly ort: Ort,
+    private readonly session: OrtNamespace.InferenceSession,
+    manifest: Manifest,
+    readonly bytesHeld: number,
+  ) {
+    this.inputs = manifest.inputs;
+    this.outputs = manifest.outputs;
+  }
+
+  run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]> {
+    const result = this.queue.then(() => this.runNow(inputs, outputNames));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async runNow(
+    inputs: readonly Tensor[],
+    outputNames: readonly string[],
+  ): Promise<Tensor[]> {
+    const feeds: Record<string, OrtNamespace.Tensor> = {};
+    for (const tensor of inputs) {
+      feeds[tensor.name] = new this.ort.Tensor(
+        toOrtType(tensor.datatype),
+        tensor.data,
+        tensor.shape,
+      );
+    }
+    let results: OrtNamespace.InferenceSession.ReturnType;
+    try {
+      results = await this.session.run(feeds, [...outputNames]);
+    } catch (cause) {
+      // Inputs already match the declared signature; what ORT still rejects is a
+      // shape the graph cannot take (e.g. a dynamic dim it cannot broadcast).
+      throw invalid(`the model rejected the input: ${messageOf(cause)}`);
+    }
+    try {
+      return outputNames.map((name) => {
+        const value = results[name]!;
+        return {
+          name,
+          datatype: fromOrtType(value.type, `output '${name}'`),
+          shape: [...value.dims],
+          data: value.data as Tensor["data"],
+        };
+      });
+    } finally {
+      for (const value of Object.values(results)) value.dispose();
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.queue;
+    await this.session.release();
+  }
+}
+
+function messageOf(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text;
+}

@@ -1,0 +1,35 @@
+/**
+ * @module
+ * The one interface every runtime implements. A runtime turns a version's
+ * artifacts into a loaded model; a loaded model runs batches and says how much
+ * memory it holds, so the serving layer can keep the isolate within budget.
+ */
+import type { Tensor, TensorSpec } from "../protocol/datatypes";
+import type { ArtifactRole, Manifest } from "../registry/manifest";
+
+/** What answered, as reported in `x-pinion-runtime`. */
+export type RuntimeName = "ort";
+
+/** Fetches one of the version's artifacts, digest already verified. */
+export type ArtifactSource = (role: ArtifactRole) => Promise<Uint8Array>;
+
+export interface LoadedModel {
+  readonly runtime: RuntimeName;
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+  /** Bytes this model keeps alive while loaded (weights, runtime buffers). */
+  readonly bytesHeld: number;
+  /**
+   * Runs one batch. `inputs` match `this.inputs` by name and have been checked
+   * against their specs; the result holds exactly the `outputNames` asked for,
+   * in that order.
+   */
+  run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]>;
+  /** Frees what the model holds; called once, when it is evicted. */
+  dispose(): Promise<void>;
+}
+
+export interface Runtime {
+  readonly name: RuntimeName;
+  load(manifest: Manifest, artifacts: ArtifactSource): Promise<LoadedModel>;
+}

@@ -1,0 +1,36 @@
+/**
+ * @module
+ * Serving limits, read from the worker's vars (strings) with defaults.
+ */
+import { z } from "zod";
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+export const servingConfigSchema = z.object({
+  /** Largest request body accepted, in bytes; larger ones get 413 before being buffered. */
+  MAX_REQUEST_BYTES: positiveInt(8 * 1024 * 1024),
+  /** Bytes of loaded models an isolate keeps (isolates have 128 MB in all). */
+  MODEL_CACHE_BYTES: positiveInt(64 * 1024 * 1024),
+  /** How long an isolate trusts its list of a model's versions, in ms (0 = always re-list). */
+  VERSION_LIST_TTL_MS: z.coerce.number().int().min(0).default(5000),
+});
+
+export type ServingConfig = {
+  maxRequestBytes: number;
+  modelCacheBytes: number;
+  versionListTtlMs: number;
+};
+
+export function parseServingConfig(vars: Record<string, unknown>): ServingConfig {
+  const unset = (value: unknown) => (value === "" || value === null ? undefined : value);
+  const parsed = servingConfigSchema.parse({
+    MAX_REQUEST_BYTES: unset(vars.MAX_REQUEST_BYTES),
+    MODEL_CACHE_BYTES: unset(vars.MODEL_CACHE_BYTES),
+    VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
+  });
+  return {
+    maxRequestBytes: parsed.MAX_REQUEST_BYTES,
+    modelCacheBytes: parsed.MODEL_CACHE_BYTES,
+    versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
+  };
+}

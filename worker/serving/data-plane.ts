@@ -1,0 +1,192 @@
+/**
+ * @module
+ * The data plane: resolve a model reference to a pinned version, load it
+ * through the model cache, run it. Knows nothing of HTTP; errors are domain
+ * errors whose kind the HTTP layer maps to a status.
+ */
+import { invalid, notFound, PinionError } from "../errors";
+import type { Tensor } from "../protocol/datatypes";
+import { checkAgainstSpec, decodeInput, encodeOutput } from "../protocol/tensor-codec";
+import type {
+  InferenceRequest,
+  InferenceResponse,
+  ModelMetadata,
+  Parameters,
+} from "../protocol/types";
+import { manifestKey } from "../registry/layout";
+import type { Manifest } from "../registry/manifest";
+import { checkModelName, parseVersion } from "../registry/names";
+import type { ModelRegistry } from "../registry/registry";
+import type { LoadedModel, Runtime } from "../runtimes/runtime";
+import type { ServingConfig } from "./config";
+import { ModelCache } from "./model-cache";
+import { Timing } from "./timing";
+
+/** Smallest JSON encoding of one element is two bytes ("0,"), so no request holds more. */
+const MIN_BYTES_PER_ELEMENT = 2;
+
+export interface InferenceResult {
+  response: InferenceResponse;
+  manifest: Manifest;
+  runtime: LoadedModel["runtime"];
+}
+
+export class DataPlane {
+  readonly cache: ModelCache;
+  /** Manifests are immutable once published, so they are cached without expiry. */
+  private readonly manifests = new Map<string, Manifest>();
+  private readonly versionLists = new Map<string, { versions: number[]; fetchedAt: number }>();
+
+  constructor(
+    private readonly registry: ModelRegistry,
+    private readonly runtime: Runtime,
+    readonly config: ServingConfig,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.cache = new ModelCache(config.modelCacheBytes);
+  }
+
+  /** Published versions, from a per-isolate list refreshed every `versionListTtlMs`. */
+  async versions(name: string): Promise<number[]> {
+    checkModelName(name);
+    const cached = this.versionLists.get(name);
+    if (cached && this.now() - cached.fetchedAt < this.config.versionListTtlMs) {
+      return cached.versions;
+    }
+    const versions = await this.registry.listVersions(name);
+    this.versionLists.set(name, { versions, fetchedAt: this.now() });
+    return versions;
+  }
+
+  /** Resolves `name` plus an optional version string to a manifest. */
+  async resolve(name: string, version?: string): Promise<Manifest> {
+    checkModelName(name);
+    let pinned: number;
+    if (version === undefined) {
+      const latest = (await this.versions(name)).at(-1);
+      if (latest === undefined) throw notFound(`model '${name}' not found`);
+      pinned = latest;
+    } else {
+      pinned = parseVersion(version);
+    }
+    const key = manifestKey(name, pinned);
+    let manifest = this.manifests.get(key);
+    if (!manifest) {
+      manifest = await this.registry.getManifest(name, pinned).catch(async (error: unknown) => {
+        // Tell "no such model" apart from "no such version of this model".
+        const missing = error instanceof PinionError && error.kind === "not_found";
+        if (missing && (await this.registry.listVersions(name)).length === 0) {
+          throw notFound(`model '${name}' not found`);
+        }
+        throw error;
+      });
+      this.manifests.set(key, manifest);
+    }
+    return manifest;
+  }
+
+  async metadata(name: string, version?: string): Promise<ModelMetadata> {
+    const manifest = await this.resolve(name, version);
+    const versions = await this.versions(name);
+    return {
+      name: manifest.name,
+      versions: (versions.includes(manifest.version)
+        ? versions
+        : [...versions, manifest.version]
+      ).map(String),
+      platform: manifest.platform,
+      inputs: manifest.inputs,
+      outputs: manifest.outputs,
+    };
+  }
+
+  /** Loads the version (if not loaded yet), so readiness means "can answer now". */
+  async load(manifest: Manifest): Promise<LoadedModel> {
+    const key = `${manifest.name}@${manifest.version}`;
+    return this.cache.get(key, () =>
+      this.runtime.load(manifest, (role) =>
+        this.registry.readArtifact(manifest, role, this.config.modelCacheBytes),
+      ),
+    );
+  }
+
+  /** Registry reachability, for the server readiness probe. */
+  async registryReachable(): Promise<boolean> {
+    return this.registry.ping();
+  }
+
+  async infer(
+    name: string,
+    version: string | undefined,
+    request: InferenceRequest,
+    timing: Timing = new Timing(),
+  ): Promise<InferenceResult> {
+    const manifest = await timing.measure("resolve", () => this.resolve(name, version));
+    return this.inferResolved(manifest, request, timing);
+  }
+
+  /** Runs a request against an already resolved version. */
+  async inferResolved(
+    manifest: Manifest,
+    request: InferenceRequest,
+    timing: Timing = new Timing(),
+  ): Promise<InferenceResult> {
+    const inputs = this.decodeInputs(manifest, request);
+    const outputs = this.selectOutputs(manifest, request);
+    const model = await timing.measure("load", () => this.load(manifest));
+    const names = outputs.map((o) => o.name);
+    const results = await timing.measure("compute", () => model.run(inputs, names));
+    const response: InferenceResponse = {
+      model_name: manifest.name,
+      model_version: String(manifest.version),
+      ...(request.id !== undefined ? { id: request.id } : {}),
+      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
+    };
+    return { response, manifest, runtime: model.runtime };
+  }
+
+  private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {
+    const maxElements = Math.floor(this.config.maxRequestBytes / MIN_BYTES_PER_ELEMENT);
+    const byName = new Map<string, Tensor>();
+    for (const input of request.inputs) {
+      const spec = manifest.inputs.find((s) => s.name === input.name);
+      if (!spec) {
+        throw invalid(
+          `unknown input '${input.name}'; ${manifest.name}@${manifest.version} takes ${listNames(manifest.inputs)}`,
+        );
+      }
+      if (byName.has(input.name)) throw invalid(`input '${input.name}' is given more than once`);
+      const tensor = decodeInput(input, maxElements);
+      checkAgainstSpec(tensor, spec);
+      byName.set(input.name, tensor);
+    }
+    const missing = manifest.inputs.filter((s) => !byName.has(s.name));
+    if (missing.length > 0) throw invalid(`missing input ${listNames(missing)}`);
+    return manifest.inputs.map((s) => byName.get(s.name)!);
+  }
+
+  private selectOutputs(
+    manifest: Manifest,
+    request: InferenceRequest,
+  ): { name: string; parameters?: Parameters }[] {
+    if (!request.outputs || request.outputs.length === 0) {
+      return manifest.outputs.map((o) => ({ name: o.name }));
+    }
+    const seen = new Set<string>();
+    for (const output of request.outputs) {
+      if (!manifest.outputs.some((o) => o.name === output.name)) {
+        throw invalid(
+          `unknown output '${output.name}'; ${manifest.name}@${manifest.version} produces ${listNames(manifest.outputs)}`,
+        );
+      }
+      if (seen.has(output.name))
+        throw invalid(`output '${output.name}' is requested more than once`);
+      seen.add(output.name);
+    }
+    return request.outputs;
+  }
+}
+
+function listNames(specs: readonly { name: string }[]): string {
+  return specs.map((s) => `'${s.name}'`).join(", ");
+}
