@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { SummaryReporter } from "./test/summary-reporter";
 
 /** Test-only binding: serves files from `fixtures/` to code running inside workerd. */
 async function serveFixture(request: Request): Promise<Response> {
@@ -15,6 +16,7 @@ async function serveFixture(request: Request): Promise<Response> {
 
 export default defineConfig({
   test: {
+    reporters: ["default", new SummaryReporter()],
     projects: [
       {
         // Worker code, inside the real workerd runtime with real (emulated) R2.
@@ -22,7 +24,8 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              bindings: { VERSION_LIST_TTL_MS: "0" },
+              // Re-list versions on every request, and a 1 MB body limit that is cheap to exceed.
+              bindings: { VERSION_LIST_TTL_MS: "0", MAX_REQUEST_BYTES: "1000000" },
               serviceBindings: { FIXTURES: serveFixture },
             },
           }),

@@ -17,7 +17,8 @@ const requestInputSchema = z.object({
   shape: z.array(z.unknown()),
   datatype: z.string(),
   parameters: parametersSchema.optional(),
-  data: z.unknown(),
+  // Optional here so that a missing `data` gets the codec's clearer message.
+  data: z.unknown().optional(),
 });
 export type RequestInput = Omit<z.infer<typeof requestInputSchema>, "shape"> & { shape: number[] };
 

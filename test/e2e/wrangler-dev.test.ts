@@ -1,0 +1,161 @@
+/**
+ * End to end, as a user runs it: `npm start`'s script seeds the demo models into
+ * a fresh local R2 and starts `wrangler dev`; we call it over real HTTP, then stop
+ * the whole process group we started (wrangler spawns workerd children).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const root = new URL("../../", import.meta.url);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stopGroup(child: ChildProcess): Promise<void> {
+  const pid = child.pid!;
+  if (!groupAlive(pid)) return;
+  process.kill(-pid, "SIGTERM");
+  for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (groupAlive(pid)) process.kill(-pid, "SIGKILL");
+}
+
+describe("npm start + wrangler dev over real HTTP", () => {
+  let child: ChildProcess;
+  let base: string;
+  let persistTo: string;
+  let output = "";
+
+  beforeAll(async () => {
+    persistTo = await mkdtemp(join(tmpdir(), "pinion-e2e-"));
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    const tsx = new URL("node_modules/tsx/dist/cli.mjs", root).pathname;
+    child = spawn(
+      process.execPath,
+      [
+        tsx,
+        "scripts/dev.ts",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--persist-to",
+        persistTo,
+        "--inspector-port",
+        String(await freePort()),
+        "--show-interactive-dev-session=false",
+      ],
+      {
+        cwd: root,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, CI: "true" },
+      },
+    );
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
+      try {
+        if ((await fetch(`${base}/v2/health/live`)).ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`server did not come up:\n${output}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  });
+
+  afterAll(async () => {
+    if (child) await stopGroup(child);
+    if (persistTo) await rm(persistTo, { recursive: true, force: true });
+  });
+
+  it("seeds the three demo models", async () => {
+    expect(output).toMatch(/published: simple@1/);
+    expect(output).toMatch(/published: digits-mlp@1/);
+    expect(output).toMatch(/published: digits-cnn@1/);
+    for (const name of ["simple", "digits-mlp", "digits-cnn"]) {
+      const response = await fetch(`${base}/v2/models/${name}/ready`);
+      expect(response.status, name).toBe(200);
+    }
+  });
+
+  it("answers the seed model's cases as PyTorch does", async () => {
+    const cases = JSON.parse(
+      await readFile(new URL("fixtures/seed-simple/cases.json", root), "utf8"),
+    ) as { inputs: number[][]; expected: number[][] };
+    const response = await fetch(`${base}/v2/models/simple/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "e2e-1" },
+      body: JSON.stringify({
+        id: "e2e",
+        inputs: [{ name: "input", shape: [100, 10], datatype: "FP32", data: cases.inputs }],
+      }),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("x-pinion-model")).toBe("simple@1");
+    expect(response.headers.get("x-pinion-runtime")).toBe("ort");
+    expect(response.headers.get("x-request-id")).toBe("e2e-1");
+    expect(response.headers.get("server-timing")).toMatch(/load;dur=.*compute;dur=/);
+    const body = (await response.json()) as { id: string; outputs: { data: number[] }[] };
+    expect(body.id).toBe("e2e");
+    const expected = cases.expected.flat();
+    const worst = Math.max(...body.outputs[0]!.data.map((v, i) => Math.abs(v - expected[i]!)));
+    expect(worst).toBeLessThan(1e-5);
+  });
+
+  it("answers bad input with 400 and keeps serving", async () => {
+    const bad = await fetch(`${base}/v2/models/simple/infer`, { method: "POST", body: "{oops" });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: string }).error).toMatch(/not valid JSON/);
+    const good = await fetch(`${base}/v2/models/digits-mlp`);
+    expect(good.status).toBe(200);
+  });
+
+  it("re-seeding is idempotent: an unchanged model gets no new version", async () => {
+    const { openLocalR2 } = await import("../../scripts/lib/local-r2");
+    const { seedDemoModels } = await import("../../scripts/lib/demo-models");
+    // The running server holds the persistence files; a second Miniflare may read them too.
+    const r2 = await openLocalR2(persistTo);
+    const lines: string[] = [];
+    try {
+      await seedDemoModels(r2.store, (line) => lines.push(line));
+    } finally {
+      await r2.dispose();
+    }
+    expect(lines).toEqual([
+      "up to date: simple@1 (2218 bytes)",
+      "up to date: digits-mlp@1 (69602 bytes)",
+      "up to date: digits-cnn@1 (16317 bytes)",
+    ]);
+  });
+
+  it("stops completely when its process group is ended", async () => {
+    await stopGroup(child);
+    expect(groupAlive(child.pid!)).toBe(false);
+    await expect(fetch(`${base}/v2/health/live`)).rejects.toThrow();
+  });
+});
