@@ -102,12 +102,14 @@ export class DataPlane {
 
   /** Loads the version (if not loaded yet), so readiness means "can answer now". */
   async load(manifest: Manifest): Promise<LoadedModel> {
-    const key = `${manifest.name}@${manifest.version}`;
-    return this.cache.get(key, () =>
+    return this.cache.get(cacheKey(manifest), this.loader(manifest));
+  }
+
+  private loader(manifest: Manifest): () => Promise<LoadedModel> {
+    return () =>
       this.runtime.load(manifest, (role) =>
         this.registry.readArtifact(manifest, role, this.config.modelCacheBytes),
-      ),
-    );
+      );
   }
 
   /** Registry reachability, for the server readiness probe. */
@@ -133,9 +135,17 @@ export class DataPlane {
   ): Promise<InferenceResult> {
     const inputs = this.decodeInputs(manifest, request);
     const outputs = this.selectOutputs(manifest, request);
-    const model = await timing.measure("load", () => this.load(manifest));
+    const lease = await timing.measure("load", () =>
+      this.cache.acquire(cacheKey(manifest), this.loader(manifest)),
+    );
+    const model = lease.model;
     const names = outputs.map((o) => o.name);
-    const results = await timing.measure("compute", () => model.run(inputs, names));
+    let results: Tensor[];
+    try {
+      results = await timing.measure("compute", () => model.run(inputs, names));
+    } finally {
+      lease.release();
+    }
     const response: InferenceResponse = {
       model_name: manifest.name,
       model_version: String(manifest.version),
@@ -186,6 +196,8 @@ export class DataPlane {
     return request.outputs;
   }
 }
+
+const cacheKey = (manifest: Manifest) => `${manifest.name}@${manifest.version}`;
 
 function listNames(specs: readonly { name: string }[]): string {
   return specs.map((s) => `'${s.name}'`).join(", ");

@@ -87,6 +87,33 @@ describe("DataPlane", () => {
     expect(runtime.loads).toEqual(["dp-lru-a@1", "dp-lru-b@1", "dp-lru-c@1", "dp-lru-b@1"]);
   });
 
+  it("never disposes a model under a request that holds it", async () => {
+    const a = await publishFixture("dp-lease-a", "seed-simple/simple_model.onnx");
+    const b = await publishFixture("dp-lease-b", "seed-simple/simple_model.onnx");
+    const { plane: p } = plane(2 * 2218 + 100); // room for one model
+    const loadA = () => p.load(a);
+    const lease = await p.cache.acquire("dp-lease-a@1", loadA);
+    await p.load(b); // evicts A from the cache while the lease holds it
+    expect(p.cache.keys()).toEqual(["dp-lease-b@1"]);
+    const input = {
+      name: "input",
+      datatype: "FP32" as const,
+      shape: [1, 10],
+      data: new Float32Array(10),
+    };
+    const [out] = await lease.model.run([input], ["output"]);
+    expect(out!.shape).toEqual([1, 10]);
+    lease.release();
+    // Released and evicted: now it is disposed, and its session refuses to run.
+    await expect(lease.model.run([input], ["output"])).rejects.toThrow(/was unloaded/);
+    // A new request simply loads it again.
+    const again = await p.cache.acquire("dp-lease-a@1", () =>
+      new OrtRuntime(loadOrt).load(a, (role) => registry().readArtifact(a, role, 1 << 20)),
+    );
+    expect(again.model).not.toBe(lease.model);
+    again.release();
+  });
+
   it("refuses a model larger than the budget with a clear message, and does not cache failures", async () => {
     const mlp = await publishFixture("dp-big", "digits-mlp/digits_mlp.onnx");
     const { plane: p, runtime } = plane(50_000);

@@ -54,6 +54,7 @@ class OrtModel implements LoadedModel {
   readonly outputs: readonly TensorSpec[];
   /** ORT's WASM backend runs one call at a time per session; requests queue here. */
   private queue: Promise<unknown> = Promise.resolve();
+  private released = false;
 
   constructor(
     private readonly ort: Ort,
@@ -107,6 +108,7 @@ class OrtModel implements LoadedModel {
   }
 
   async dispose(): Promise<void> {
+    this.released = true;
     await this.queue;
     await this.session.release();
   }
