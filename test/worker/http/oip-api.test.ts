@@ -43,6 +43,9 @@ describe("health and server metadata", () => {
     const ready = await api("/v2/health/ready");
     expect(ready.status).toBe(200);
     expect(await ready.json()).toEqual({ ready: true });
+    const head = await api("/v2/health/live", { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(await head.text()).toBe("");
     const meta = await api("/v2");
     expect(await meta.json()).toEqual({ name: "pinion", version: "0.1.0", extensions: [] });
   });

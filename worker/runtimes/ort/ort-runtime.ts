@@ -76,6 +76,7 @@ class OrtModel implements LoadedModel {
     inputs: readonly Tensor[],
     outputNames: readonly string[],
   ): Promise<Tensor[]> {
+    if (this.released) throw unavailable("this model was unloaded; retry the request");
     const feeds: Record<string, OrtNamespace.Tensor> = {};
     for (const tensor of inputs) {
       feeds[tensor.name] = new this.ort.Tensor(
