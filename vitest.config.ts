@@ -1,14 +1,16 @@
 import { readFile } from "node:fs/promises";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
-import { SummaryReporter } from "./test/summary-reporter";
+import { SummaryReporter } from "./test/summary-reporter.ts";
 
 /** Test-only binding: serves files from `fixtures/` to code running inside workerd. */
 async function serveFixture(request: Request): Promise<Response> {
   const path = decodeURIComponent(new URL(request.url).pathname);
   if (path.includes("..")) return new Response("bad path", { status: 400 });
   try {
-    return new Response(await readFile(new URL(`./fixtures${path}`, import.meta.url)));
+    return new Response(
+      new Uint8Array(await readFile(new URL(`./fixtures${path}`, import.meta.url))),
+    );
   } catch {
     return new Response(`no fixture ${path}`, { status: 404 });
   }
@@ -36,7 +38,11 @@ export default defineConfig({
         // Scripts and the end-to-end test against `wrangler dev`, in Node.
         test: {
           name: "node",
-          include: ["test/scripts/**/*.test.ts", "test/e2e/**/*.test.ts"],
+          include: [
+            "test/assembly/**/*.test.ts",
+            "test/scripts/**/*.test.ts",
+            "test/e2e/**/*.test.ts",
+          ],
           environment: "node",
           testTimeout: 120_000,
           hookTimeout: 120_000,

@@ -1,0 +1,17 @@
+/**
+ * The kernels' ABI: flat functions over sizes and pointers into this module's
+ * memory. Nothing else lives here. Booleans are passed as i32 (0 or 1).
+ */
+export { allocate, mark, release } from "./memory";
+export {
+  quantizeLinear,
+  quantizeLinearAxis,
+  dequantizeLinear,
+  dequantizeLinearAxis,
+  dynamicQuantizeLinear,
+  dynamicScale,
+  dynamicZeroPoint,
+} from "./quantize";
+export { widenRows, packColumns, packedBytes, gemmI16 } from "./gemm";
+export { requantize, dequantizeAccumulators } from "./epilogue";
+export { fusedLinear, fusedScratchBytes } from "./fused";

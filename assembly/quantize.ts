@@ -1,0 +1,167 @@
+/**
+ * ONNX quantisation operators with exact ONNX Runtime semantics:
+ *
+ *   QuantizeLinear         y = saturate(nearest(x / scale) + zero_point)
+ *   DequantizeLinear       y = f32(x - zero_point) * scale
+ *   DynamicQuantizeLinear  scale = (max(0, max x) - min(0, min x)) / 255, or 1 when x is all zero
+ *                          zero_point = nearest(clamp(0 - min(0, min x) / scale, 0, 255))
+ *
+ * All arithmetic is f32; `nearest` rounds half to even (f32.nearest); division
+ * is a true f32 division, never a multiplication by a reciprocal. Scalar tails
+ * go through the same vector code one lane at a time, so every element gets
+ * bit-identical treatment.
+ */
+
+/** Quantises four floats to saturated i32 lanes ready for narrowing. */
+// @ts-ignore: decorator
+@inline
+function quantize4(x: v128, scale: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.div(x, scale)));
+}
+
+/**
+ * Narrows 16 quantised i32 lanes to bytes: first to i16 (saturating, which
+ * keeps out-of-range values out of range), then adds the zero point with i16
+ * saturation, then narrows to u8 or i8 with saturation.
+ */
+// @ts-ignore: decorator
+@inline
+function narrow16(q0: v128, q1: v128, q2: v128, q3: v128, zp: v128, signed: bool): v128 {
+  const lo = i16x8.add_sat_s(i16x8.narrow_i32x4_s(q0, q1), zp);
+  const hi = i16x8.add_sat_s(i16x8.narrow_i32x4_s(q2, q3), zp);
+  return signed ? i8x16.narrow_i16x8_s(lo, hi) : i8x16.narrow_i16x8_u(lo, hi);
+}
+
+/** QuantizeLinear, per tensor: `n` floats at `x` to bytes at `y`. */
+export function quantizeLinear(x: usize, n: i32, scale: f32, zeroPoint: i32, y: usize, signed: bool): void {
+  const s = f32x4.splat(scale);
+  const zp = i16x8.splat(<i16>zeroPoint);
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const p = x + (<usize>i << 2);
+    const q = narrow16(
+      quantize4(v128.load(p), s),
+      quantize4(v128.load(p, 16), s),
+      quantize4(v128.load(p, 32), s),
+      quantize4(v128.load(p, 48), s),
+      zp,
+      signed,
+    );
+    v128.store(y + <usize>i, q);
+  }
+  for (; i < n; i++) {
+    const q = quantize4(f32x4.splat(load<f32>(x + (<usize>i << 2))), s);
+    const b = narrow16(q, q, q, q, zp, signed);
+    store<u8>(y + <usize>i, i8x16.extract_lane_u(b, 0));
+  }
+}
+
+/**
+ * QuantizeLinear along an axis: `x` viewed as [outer, channels, inner], each
+ * channel with its own scale (f32) and zero point (u8 or i8, per `signed`).
+ */
+export function quantizeLinearAxis(
+  x: usize, outer: i32, channels: i32, inner: i32,
+  scales: usize, zeroPoints: usize, y: usize, signed: bool,
+): void {
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const offset = <usize>(o * channels + c) * <usize>inner;
+      const zp = signed ? <i32>load<i8>(zeroPoints + <usize>c) : <i32>load<u8>(zeroPoints + <usize>c);
+      quantizeLinear(x + (offset << 2), inner, load<f32>(scales + (<usize>c << 2)), zp, y + offset, signed);
+    }
+  }
+}
+
+/** Widens 4 bytes (already extended to i32 lanes) minus the zero point to floats times scale. */
+// @ts-ignore: decorator
+@inline
+function dequantize4(q: v128, zp: v128, scale: v128): v128 {
+  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(q, zp)), scale);
+}
+
+/** DequantizeLinear, per tensor: `n` bytes at `x` to floats at `y`. */
+export function dequantizeLinear(x: usize, n: i32, scale: f32, zeroPoint: i32, y: usize, signed: bool): void {
+  const s = f32x4.splat(scale);
+  const zp = i32x4.splat(zeroPoint);
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const bytes = v128.load(x + <usize>i);
+    const lo = signed ? i16x8.extend_low_i8x16_s(bytes) : i16x8.extend_low_i8x16_u(bytes);
+    const hi = signed ? i16x8.extend_high_i8x16_s(bytes) : i16x8.extend_high_i8x16_u(bytes);
+    const p = y + (<usize>i << 2);
+    v128.store(p, dequantize4(i32x4.extend_low_i16x8_s(lo), zp, s));
+    v128.store(p, dequantize4(i32x4.extend_high_i16x8_s(lo), zp, s), 16);
+    v128.store(p, dequantize4(i32x4.extend_low_i16x8_s(hi), zp, s), 32);
+    v128.store(p, dequantize4(i32x4.extend_high_i16x8_s(hi), zp, s), 48);
+  }
+  for (; i < n; i++) {
+    const q = signed ? <i32>load<i8>(x + <usize>i) : <i32>load<u8>(x + <usize>i);
+    store<f32>(y + (<usize>i << 2), f32x4.extract_lane(dequantize4(i32x4.splat(q), zp, s), 0));
+  }
+}
+
+/** DequantizeLinear along an axis; see `quantizeLinearAxis` for the layout. */
+export function dequantizeLinearAxis(
+  x: usize, outer: i32, channels: i32, inner: i32,
+  scales: usize, zeroPoints: usize, y: usize, signed: bool,
+): void {
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const offset = <usize>(o * channels + c) * <usize>inner;
+      const zp = signed ? <i32>load<i8>(zeroPoints + <usize>c) : <i32>load<u8>(zeroPoints + <usize>c);
+      dequantizeLinear(x + offset, inner, load<f32>(scales + (<usize>c << 2)), zp, y + (offset << 2), signed);
+    }
+  }
+}
+
+/** Result of the last `dynamicQuantizeLinear`; read through `dynamicScale()`/`dynamicZeroPoint()`. */
+let lastScale: f32 = 0;
+let lastZeroPoint: i32 = 0;
+
+export function dynamicScale(): f32 {
+  return lastScale;
+}
+
+export function dynamicZeroPoint(): i32 {
+  return lastZeroPoint;
+}
+
+/**
+ * DynamicQuantizeLinear (uint8): `n` floats at `x` to bytes at `y`. Returns 0,
+ * or 1 without writing anything when an input is NaN or ±Inf (those have no
+ * quantised value; callers reject them before they get here).
+ */
+export function dynamicQuantizeLinear(x: usize, n: i32, y: usize): i32 {
+  let lo = f32x4.splat(0);
+  let hi = f32x4.splat(0);
+  let poison = f32x4.splat(0); // x * 0 is NaN exactly when x is NaN or ±Inf
+  const zero = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(x + (<usize>i << 2));
+    lo = f32x4.min(lo, v);
+    hi = f32x4.max(hi, v);
+    poison = f32x4.add(poison, f32x4.mul(v, zero));
+  }
+  let rmin = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
+  let rmax = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
+  let bad = f32x4.extract_lane(poison, 0) + f32x4.extract_lane(poison, 1) + f32x4.extract_lane(poison, 2) + f32x4.extract_lane(poison, 3);
+  for (; i < n; i++) {
+    const v = load<f32>(x + (<usize>i << 2));
+    rmin = min(rmin, v);
+    rmax = max(rmax, v);
+    bad += v * 0;
+  }
+  if (bad != 0) return 1;
+  // rmin <= 0 <= rmax here: the range always includes zero. An all-zero input
+  // has no range; ONNX Runtime then uses scale 1 (zero point 0, all outputs 0).
+  const scale: f32 = rmax == rmin ? <f32>1 : (rmax - rmin) / <f32>255;
+  let zp: f32 = <f32>0 - rmin / scale;
+  zp = min(max(zp, <f32>0), <f32>255);
+  const zeroPoint = <i32>nearest(zp);
+  lastScale = scale;
+  lastZeroPoint = zeroPoint;
+  quantizeLinear(x, n, scale, zeroPoint, y, false);
+  return 0;
+}

@@ -1,0 +1,127 @@
+/**
+ * The fused int8 layer (dynamic quantisation → int8 GEMM → per-channel
+ * dequantisation → bias → ReLU) against two references: the plain TypeScript
+ * oracle, and onnxruntime-web running the equivalent ONNX graph node by node
+ * (DynamicQuantizeLinear → MatMulInteger → Cast → Mul(a_scale·w_scale) → Add → Relu,
+ * graph optimisations off). Both comparisons are bit-exact.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import type { Int8Kernels } from "../../worker/runtimes/int8/kernels";
+import { loadKernels } from "../../scripts/lib/kernels-node";
+import { ElemType, buildModel, ort, session } from "../helpers/onnx-graph";
+import { Random } from "./random";
+import { referenceDynamicQuantize, referenceFusedLinear } from "./reference";
+
+let kernels: Int8Kernels;
+beforeAll(async () => {
+  kernels = await loadKernels("release");
+});
+
+interface Layer {
+  m: number;
+  k: number;
+  n: number;
+  x: Float32Array;
+  w: Int8Array;
+  wScales: Float32Array;
+  bias: Float32Array;
+  activation: "none" | "relu";
+}
+
+function randomLayer(rng: Random): Layer {
+  const m = rng.pick([1, 2, 3, 4, 5, 8, 17, 64]);
+  const k = rng.pick([1, 3, 8, 9, 16, 31, 64, 100, 128]);
+  const n = rng.pick([1, 2, 3, 5, 8, 10, 13, 64, 128]);
+  const scale = rng.pick([1, 1e-3, 50]);
+  return {
+    m,
+    k,
+    n,
+    x: Float32Array.from({ length: m * k }, () => rng.normal() * scale),
+    w: rng.bytes(k * n, true) as Int8Array,
+    wScales: Float32Array.from({ length: n }, () => 0.0005 + rng.next() * 0.02),
+    bias: Float32Array.from({ length: n }, () => rng.normal() * 0.1),
+    activation: rng.next() < 0.5 ? "relu" : "none",
+  };
+}
+
+const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+
+describe("fused int8 layer", () => {
+  it("equals the TypeScript oracle bit for bit on 200 random layers", () => {
+    const rng = new Random(2024);
+    for (let i = 0; i < 200; i++) {
+      const l = randomLayer(rng);
+      const packed = kernels.packWeights(l.w, l.k, l.n);
+      const bias = i % 5 === 0 ? undefined : l.bias;
+      const got = kernels.fusedLinear(l.x, l.m, packed, l.wScales, bias, l.activation);
+      const want = referenceFusedLinear(l.x, l.m, l.k, l.w, l.n, l.wScales, bias, l.activation);
+      expect(bits(got), `layer ${i}: ${l.m}x${l.k}x${l.n} ${l.activation}`).toEqual(bits(want));
+      kernels.reset();
+    }
+  });
+
+  it("quantises activations as the oracle does", () => {
+    const rng = new Random(5);
+    for (let i = 0; i < 50; i++) {
+      const x = Float32Array.from({ length: rng.int(1, 300) }, () => rng.normal() * 4);
+      const got = kernels.dynamicQuantizeLinear(x);
+      const want = referenceDynamicQuantize(x);
+      expect(got.scale).toBe(want.scale);
+      expect(got.zeroPoint).toBe(want.zeroPoint);
+      expect(Array.from(got.y)).toEqual(Array.from(want.y));
+    }
+  });
+
+  it("equals onnxruntime-web running the equivalent quantised ONNX graph", async () => {
+    const graph = await session(
+      buildModel(
+        [
+          { op: "DynamicQuantizeLinear", inputs: ["x"], outputs: ["xq", "x_scale", "x_zp"] },
+          { op: "MatMulInteger", inputs: ["xq", "w", "x_zp", "w_zp"], outputs: ["acc"] },
+          { op: "Cast", inputs: ["acc"], outputs: ["acc_f"], attributes: { to: ElemType.FLOAT } },
+          { op: "Mul", inputs: ["x_scale", "w_scale"], outputs: ["scale"] },
+          { op: "Mul", inputs: ["acc_f", "scale"], outputs: ["scaled"] },
+          { op: "Add", inputs: ["scaled", "bias"], outputs: ["biased"] },
+          { op: "Relu", inputs: ["biased"], outputs: ["y"] },
+        ],
+        [
+          { name: "x", type: ElemType.FLOAT, dims: ["M", "K"] },
+          { name: "w", type: ElemType.INT8, dims: ["K", "N"] },
+          { name: "w_zp", type: ElemType.INT8, dims: [] },
+          { name: "w_scale", type: ElemType.FLOAT, dims: ["N"] },
+          { name: "bias", type: ElemType.FLOAT, dims: ["N"] },
+        ],
+        [{ name: "y", type: ElemType.FLOAT, dims: ["M", "N"] }],
+      ),
+    );
+    const rng = new Random(31337);
+    for (let i = 0; i < 60; i++) {
+      const l = { ...randomLayer(rng), activation: "relu" as const };
+      const expected = await graph.run({
+        x: new ort.Tensor("float32", l.x, [l.m, l.k]),
+        w: new ort.Tensor("int8", l.w, [l.k, l.n]),
+        w_zp: new ort.Tensor("int8", Int8Array.of(0), []),
+        w_scale: new ort.Tensor("float32", l.wScales, [l.n]),
+        bias: new ort.Tensor("float32", l.bias, [l.n]),
+      });
+      const packed = kernels.packWeights(l.w, l.k, l.n);
+      const got = kernels.fusedLinear(l.x, l.m, packed, l.wScales, l.bias, "relu");
+      expect(bits(got), `layer ${i}: ${l.m}x${l.k}x${l.n}`).toEqual(
+        bits(expected.y!.data as Float32Array),
+      );
+      kernels.reset();
+    }
+  });
+
+  it("refuses non-finite activations and leaves memory reusable", () => {
+    const packed = kernels.packWeights(new Int8Array(6).fill(1), 3, 2);
+    const scales = Float32Array.of(0.1, 0.2);
+    expect(() =>
+      kernels.fusedLinear(Float32Array.of(1, NaN, 3), 1, packed, scales, undefined, "relu"),
+    ).toThrow(/NaN or infinite/);
+    const ok = kernels.fusedLinear(Float32Array.of(1, 2, 3), 1, packed, scales, undefined, "none");
+    expect(ok).toHaveLength(2);
+    kernels.reset();
+  });
+});
