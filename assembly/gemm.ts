@@ -2,12 +2,17 @@
  * Int8 matrix multiplication with int32 accumulation.
  *
  * Both operands are widened to i16 with their zero points already subtracted
- * (values in [-255, 255]), K padded with zeros to a multiple of 8, so the hot
- * loop is nothing but loads, `i32x4.dot_i16x8_s` and adds:
+ * (values in [-255, 255]) and K padded with zeros to whole chunks of 8, so the
+ * hot loop is nothing but loads, `i32x4.dot_i16x8_s` and adds. Operands are
+ * laid out so that each micro-kernel walks one pointer per operand and reads
+ * everything else at constant offsets (V8 folds those into the load):
  *
- *   A (activations) -> `widenRows`:   M rows of Kp i16, row-major
- *   B (weights)     -> `packColumns`: Np columns of Kp i16, column after column
- *                      (N padded with zero columns to a multiple of 4)
+ *   A (activations) -> `widenRows`:   blocks of 4 rows; inside a block, chunk by
+ *                      chunk, the 4 rows' 8 values side by side (a last block of
+ *                      R < 4 rows interleaves R rows the same way)
+ *   B (weights)     -> `packColumns`: pairs of columns; inside a pair, chunk by
+ *                      chunk, the 2 columns' 8 values side by side (N padded with
+ *                      zero columns to a multiple of 4)
  *
  * Weights are packed once, at load; activations are widened per call. Integer
  * sums are exact and associative modulo 2^32, so the blocking below gives the
@@ -35,38 +40,55 @@ function loadByte(p: usize, signed: bool): i32 {
   return signed ? <i32>load<i8>(p) : <i32>load<u8>(p);
 }
 
+/** Rows per block of widened A. */
+const MR: i32 = 4;
+/** Bytes of one chunk: 8 k values as i16. */
+const CHUNK: usize = 16;
+
 /**
- * Widens M×K bytes at `a` (row-major) to M×Kp i16 at `out`, minus the zero
- * point: one per tensor (`zeroPointPerRow` false, value at `zeroPoints`) or
- * one per row.
+ * Widens M×K bytes at `a` (row-major) to i16 at `out` in the block layout
+ * above (M × Kp × 2 bytes), minus the zero point: one per tensor
+ * (`zeroPointPerRow` false, value at `zeroPoints`) or one per row.
  */
 export function widenRows(
   a: usize, m: i32, k: i32, signed: bool,
   zeroPoints: usize, zeroPointPerRow: bool, out: usize,
 ): void {
   const kp = paddedK(k);
+  const chunks = kp >> 3;
   for (let r = 0; r < m; r++) {
+    const block = r - r % MR;
+    const rows = min(MR, m - block); // rows interleaved in this block
+    const lane = <usize>(r - block);
     const zp = loadByte(zeroPoints + (zeroPointPerRow ? <usize>r : 0), signed);
     const zpv = i16x8.splat(<i16>zp);
     const src = a + <usize>r * <usize>k;
-    const dst = out + ((<usize>r * <usize>kp) << 1);
-    let i = 0;
-    for (; i + 16 <= k; i += 16) {
-      const bytes = v128.load(src + <usize>i);
+    const base = out + ((<usize>block * <usize>kp) << 1) + lane * CHUNK;
+    const step = <usize>rows * CHUNK;
+    let c = 0;
+    // Whole chunks straight from the bytes: 16 bytes make two chunks.
+    for (; (c + 2) * 8 <= k; c += 2) {
+      const bytes = v128.load(src + (<usize>c << 3));
       const lo = signed ? i16x8.extend_low_i8x16_s(bytes) : i16x8.extend_low_i8x16_u(bytes);
       const hi = signed ? i16x8.extend_high_i8x16_s(bytes) : i16x8.extend_high_i8x16_u(bytes);
-      v128.store(dst + (<usize>i << 1), i16x8.sub(lo, zpv));
-      v128.store(dst + (<usize>i << 1), i16x8.sub(hi, zpv), 16);
+      v128.store(base + <usize>c * step, i16x8.sub(lo, zpv));
+      v128.store(base + <usize>(c + 1) * step, i16x8.sub(hi, zpv));
     }
-    for (; i < k; i++) store<i16>(dst + (<usize>i << 1), <i16>(loadByte(src + <usize>i, signed) - zp));
-    for (; i < kp; i++) store<i16>(dst + (<usize>i << 1), 0);
+    // The rest element by element, zero beyond K.
+    for (; c < chunks; c++) {
+      const dst = base + <usize>c * step;
+      for (let j = 0; j < 8; j++) {
+        const i = (c << 3) + j;
+        store<i16>(dst + (<usize>j << 1), i < k ? <i16>(loadByte(src + <usize>i, signed) - zp) : 0);
+      }
+    }
   }
 }
 
 /**
- * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into Np columns
- * of Kp i16 at `out`, minus the zero point: one per tensor or one per column.
- * `out` must hold `packedBytes(k, n)` bytes.
+ * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into column
+ * pairs of i16 at `out` (layout above), minus the zero point: one per tensor
+ * or one per column. `out` must hold `packedBytes(k, n)` bytes.
  */
 export function packColumns(
   b: usize, k: i32, n: i32, signed: bool,
@@ -74,18 +96,15 @@ export function packColumns(
 ): void {
   const kp = paddedK(k);
   const np = paddedN(n);
-  for (let c = 0; c < np; c++) {
-    const dst = out + ((<usize>c * <usize>kp) << 1);
-    if (c >= n) {
-      memory.fill(dst, 0, <usize>kp << 1);
-      continue;
+  for (let col = 0; col < np; col++) {
+    const pair = col & ~1;
+    const base = out + ((<usize>pair * <usize>kp) << 1) + <usize>(col & 1) * CHUNK;
+    const zp = col < n ? loadByte(zeroPoints + (zeroPointPerColumn ? <usize>col : 0), signed) : 0;
+    for (let i = 0; i < kp; i++) {
+      const dst = base + <usize>(i >> 3) * (CHUNK << 1) + (<usize>(i & 7) << 1);
+      const v = col < n && i < k ? loadByte(b + <usize>i * <usize>n + <usize>col, signed) - zp : 0;
+      store<i16>(dst, <i16>v);
     }
-    const zp = loadByte(zeroPoints + (zeroPointPerColumn ? <usize>c : 0), signed);
-    let i = 0;
-    for (; i < k; i++) {
-      store<i16>(dst + (<usize>i << 1), <i16>(loadByte(b + <usize>i * <usize>n + <usize>c, signed) - zp));
-    }
-    for (; i < kp; i++) store<i16>(dst + (<usize>i << 1), 0);
   }
 }
 
@@ -101,46 +120,46 @@ function hsum(v: v128): i32 {
 }
 
 /**
- * C[M×N] (i32, row-major, row stride `n`) = A16[M×Kp] · B16[Np×Kp]ᵀ.
- * Four rows × two columns per step while four rows remain (8 accumulators,
- * 6 loads and 8 dot products per 8 k); then one row × four columns.
+ * C[M×N] (i32, row-major, row stride `n`) = A16 · B16ᵀ over the layouts above.
+ * Blocks of four rows take two columns per step (8 accumulators; per chunk 6
+ * loads, 8 dot products, 8 adds); a last block of
+ * fewer rows goes one row × four columns at a time. (Unrolling the chunk loop
+ * made V8 spill accumulators and ran at half the speed.)
  */
 export function gemmI16(a16: usize, m: i32, k: i32, b16: usize, n: i32, c: usize): void {
   if (m <= 0 || n <= 0) return;
   const kp = paddedK(k);
-  const rowBytes = <usize>kp << 1;
-  const np = paddedN(n);
+  const chunks = kp >> 3;
+  const pairBytes = <usize>kp << 2; // two columns
+  const stride = <usize>n << 2;
   let r = 0;
-  for (; r + 4 <= m; r += 4) {
-    const a0 = a16 + <usize>r * rowBytes;
-    const a1 = a0 + rowBytes;
-    const a2 = a1 + rowBytes;
-    const a3 = a2 + rowBytes;
-    for (let col = 0; col < np; col += 2) {
-      const b0 = b16 + <usize>col * rowBytes;
-      const b1 = b0 + rowBytes;
+  for (; r + MR <= m; r += MR) {
+    const block = a16 + ((<usize>r * <usize>kp) << 1);
+    const blockEnd = block + <usize>chunks * (CHUNK << 2);
+    for (let col = 0; col < n; col += 2) {
+      let pb = b16 + <usize>(col >> 1) * pairBytes;
       let c00 = i32x4.splat(0), c01 = i32x4.splat(0);
       let c10 = i32x4.splat(0), c11 = i32x4.splat(0);
       let c20 = i32x4.splat(0), c21 = i32x4.splat(0);
       let c30 = i32x4.splat(0), c31 = i32x4.splat(0);
-      for (let off: usize = 0; off < rowBytes; off += 16) {
-        const w0 = v128.load(b0 + off);
-        const w1 = v128.load(b1 + off);
-        const x0 = v128.load(a0 + off);
-        c00 = i32x4.add(c00, i32x4.dot_i16x8_s(x0, w0));
-        c01 = i32x4.add(c01, i32x4.dot_i16x8_s(x0, w1));
-        const x1 = v128.load(a1 + off);
-        c10 = i32x4.add(c10, i32x4.dot_i16x8_s(x1, w0));
-        c11 = i32x4.add(c11, i32x4.dot_i16x8_s(x1, w1));
-        const x2 = v128.load(a2 + off);
-        c20 = i32x4.add(c20, i32x4.dot_i16x8_s(x2, w0));
-        c21 = i32x4.add(c21, i32x4.dot_i16x8_s(x2, w1));
-        const x3 = v128.load(a3 + off);
-        c30 = i32x4.add(c30, i32x4.dot_i16x8_s(x3, w0));
-        c31 = i32x4.add(c31, i32x4.dot_i16x8_s(x3, w1));
+      let pa = block;
+      for (; pa < blockEnd; pa += 64, pb += 32) {
+        const w0 = v128.load(pb);
+        const w1 = v128.load(pb, 16);
+        let x = v128.load(pa);
+        c00 = i32x4.add(c00, i32x4.dot_i16x8_s(x, w0));
+        c01 = i32x4.add(c01, i32x4.dot_i16x8_s(x, w1));
+        x = v128.load(pa, 16);
+        c10 = i32x4.add(c10, i32x4.dot_i16x8_s(x, w0));
+        c11 = i32x4.add(c11, i32x4.dot_i16x8_s(x, w1));
+        x = v128.load(pa, 32);
+        c20 = i32x4.add(c20, i32x4.dot_i16x8_s(x, w0));
+        c21 = i32x4.add(c21, i32x4.dot_i16x8_s(x, w1));
+        x = v128.load(pa, 48);
+        c30 = i32x4.add(c30, i32x4.dot_i16x8_s(x, w0));
+        c31 = i32x4.add(c31, i32x4.dot_i16x8_s(x, w1));
       }
       const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
-      const stride = <usize>n << 2;
       store<i32>(out, hsum(c00));
       store<i32>(out + stride, hsum(c10));
       store<i32>(out + 2 * stride, hsum(c20));
@@ -151,23 +170,25 @@ export function gemmI16(a16: usize, m: i32, k: i32, b16: usize, n: i32, c: usize
         store<i32>(out + 2 * stride, hsum(c21), 4);
         store<i32>(out + 3 * stride, hsum(c31), 4);
       }
-      if (col + 2 >= n) break;
     }
   }
-  for (; r < m; r++) {
-    const a0 = a16 + <usize>r * rowBytes;
+  if (r == m) return;
+  // The last block holds `rows` < 4 rows, interleaved chunk by chunk.
+  const rows = m - r;
+  const block = a16 + ((<usize>r * <usize>kp) << 1);
+  const step = <usize>rows * CHUNK;
+  for (let i = 0; i < rows; i++, r++) {
     for (let col = 0; col < n; col += 4) {
-      const b0 = b16 + <usize>col * rowBytes;
-      const b1 = b0 + rowBytes;
-      const b2 = b1 + rowBytes;
-      const b3 = b2 + rowBytes;
+      let pa = block + <usize>i * CHUNK;
+      let pb0 = b16 + <usize>(col >> 1) * pairBytes;
+      let pb1 = pb0 + pairBytes;
       let s0 = i32x4.splat(0), s1 = i32x4.splat(0), s2 = i32x4.splat(0), s3 = i32x4.splat(0);
-      for (let off: usize = 0; off < rowBytes; off += 16) {
-        const x = v128.load(a0 + off);
-        s0 = i32x4.add(s0, i32x4.dot_i16x8_s(x, v128.load(b0 + off)));
-        s1 = i32x4.add(s1, i32x4.dot_i16x8_s(x, v128.load(b1 + off)));
-        s2 = i32x4.add(s2, i32x4.dot_i16x8_s(x, v128.load(b2 + off)));
-        s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(b3 + off)));
+      for (let chunk = 0; chunk < chunks; chunk++, pa += step, pb0 += 32, pb1 += 32) {
+        const x = v128.load(pa);
+        s0 = i32x4.add(s0, i32x4.dot_i16x8_s(x, v128.load(pb0)));
+        s1 = i32x4.add(s1, i32x4.dot_i16x8_s(x, v128.load(pb0, 16)));
+        s2 = i32x4.add(s2, i32x4.dot_i16x8_s(x, v128.load(pb1)));
+        s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(pb1, 16)));
       }
       const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
       store<i32>(out, hsum(s0));

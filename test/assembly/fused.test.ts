@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Int8Kernels } from "../../worker/runtimes/int8/kernels";
 import { loadKernels } from "../../scripts/lib/kernels-node";
-import { ElemType, buildModel, ort, session } from "../helpers/onnx-graph";
+import { ElemType, buildModel, ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "./random";
 import { referenceDynamicQuantize, referenceFusedLinear } from "./reference";
 
@@ -109,6 +109,20 @@ describe("fused int8 layer", () => {
       const got = kernels.fusedLinear(l.x, l.m, packed, l.wScales, l.bias, "relu");
       expect(bits(got), `layer ${i}: ${l.m}x${l.k}x${l.n}`).toEqual(
         bits(expected.y!.data as Float32Array),
+      );
+      kernels.reset();
+    }
+  });
+
+  it("multiplies against packed weights exactly as MatMulInteger does", () => {
+    const rng = new Random(11);
+    for (let i = 0; i < 40; i++) {
+      const { m, k, n, w } = randomLayer(rng);
+      const a = rng.bytes(m * k, false) as Uint8Array;
+      const zp = rng.int(0, 255);
+      const packed = kernels.packWeights(w, k, n);
+      expect(Array.from(kernels.matMulPacked(a, m, zp, packed))).toEqual(
+        Array.from(kernels.matMulInteger(a, w, m, k, n, zp, 0)),
       );
       kernels.reset();
     }

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { PinionError } from "../../worker/errors";
 import type { Bytes, Int8Kernels } from "../../worker/runtimes/int8/kernels";
 import { loadKernels } from "../../scripts/lib/kernels-node";
-import { ElemType, buildModel, ort, session } from "../helpers/onnx-graph";
+import { ElemType, buildModel, ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "./random";
 
 const SHAPES_M = [1, 2, 3, 4, 5, 7, 8, 13, 32];

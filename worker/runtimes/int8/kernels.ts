@@ -289,6 +289,18 @@ export class Int8Kernels {
   }
 
   /**
+   * Int8 GEMM against weights packed once with `packWeights`: (A − a_zp)·W in
+   * int32, A M×K row-major.
+   */
+  matMulPacked(a: Bytes, m: number, aZeroPoint: ZeroPoints, weights: PackedWeights): Int32Array {
+    const { k, n } = weights;
+    checkLength(a, m * k, "A");
+    return this.scoped(() =>
+      this.gemm(a, m, k, aZeroPoint, weights.ptr, n, (acc) => this.take(Int32Array, acc, m * n)),
+    );
+  }
+
+  /**
    * QLinearMatMul for 2-D operands: y = saturate(nearest((A−a_zp)·(B−b_zp) ·
    * a_scale·b_scale/y_scale) + y_zp). `bScale`/`bZeroPoint` per tensor or per column.
    */
@@ -333,7 +345,8 @@ export class Int8Kernels {
 
   /**
    * Packs K×N int8 weights (row-major, as MatMul's B; zero point 0) for
-   * `fusedLinear`. The packed copy stays in WASM memory until `reset()`.
+   * `fusedLinear` and `matMulPacked`. The packed copy stays in WASM memory
+   * until `reset()`.
    */
   packWeights(w: Int8Array, k: number, n: number): PackedWeights {
     checkLength(w, k * n, "W");

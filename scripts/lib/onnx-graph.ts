@@ -1,7 +1,8 @@
 /**
  * @module
- * Builds small ONNX models in tests (with onnx-proto's protobuf bindings) and
- * runs them in onnxruntime-web in Node, as the reference the kernels must match.
+ * Builds small ONNX graphs (with onnx-proto's protobuf bindings) and runs them
+ * in onnxruntime-web in Node: the reference the kernels are tested against and
+ * the peer they are benchmarked against.
  */
 import pkg from "onnx-proto";
 import * as ort from "onnxruntime-web";
@@ -39,11 +40,20 @@ const valueInfo = ({ name, type, dims }: ValueSpec) => ({
   },
 });
 
+/** A constant tensor stored in the graph (weights), as little-endian raw data. */
+export interface Initializer {
+  name: string;
+  type: number;
+  dims: number[];
+  data: ArrayBufferView;
+}
+
 export function buildModel(
   nodes: NodeSpec[],
   inputs: ValueSpec[],
   outputs: ValueSpec[],
   opset = 13,
+  initializers: Initializer[] = [],
 ): Uint8Array {
   const model = onnx.ModelProto.create({
     irVersion: 7,
@@ -64,12 +74,23 @@ export function buildModel(
       })),
       input: inputs.map(valueInfo),
       output: outputs.map(valueInfo),
+      initializer: initializers.map(({ name, type, dims, data }) => ({
+        name,
+        dataType: type,
+        dims,
+        rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      })),
     },
   });
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** Creates a session with graph optimisations off, so every node runs as written. */
-export function session(model: Uint8Array): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(model, { graphOptimizationLevel: "disabled" });
+/**
+ * Creates a session. Tests turn graph optimisations off, so every node runs as
+ * written; benchmarks leave them on, ORT at its best.
+ */
+export function session(model: Uint8Array, optimize = false): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(model, {
+    graphOptimizationLevel: optimize ? "all" : "disabled",
+  });
 }
