@@ -6,9 +6,10 @@
  * median GOP/s (2·M·K·N / time) of each, the ratios to ORT, and the share of
  * this machine's single-core pmaddwd peak.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
 import { cpus } from "node:os";
-import { loadKernels } from "../lib/kernels-node";
+import { kernelsPath, loadKernels } from "../lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../lib/onnx-graph";
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
@@ -136,10 +137,20 @@ async function main(): Promise<void> {
   const cpu = cpus()[0]!;
   const ghz = clockGHz(cpu.speed);
   const peak = 32 * ghz;
-  console.log(`Pinion int8 kernels vs onnxruntime-web ${ort.env.versions.web} (WASM SIMD, 1 thread)`);
+  console.log(
+    `Pinion int8 kernels vs onnxruntime-web ${ort.env.versions.web} (WASM SIMD, 1 thread)`,
+  );
   console.log(`${cpu.model.trim()}, ${cpus().length} cores, Node ${process.version}`);
   console.log(
     `single-core peak estimate: pmaddwd 32 int8 ops/cycle × ${ghz.toFixed(2)} GHz = ${peak.toFixed(1)} GOP/s`,
+  );
+  const ortWasm = createRequire(import.meta.url).resolve(
+    "onnxruntime-web/ort-wasm-simd-threaded.wasm",
+  );
+  const kb = (path: string | URL) => `${(statSync(path).size / 1024).toFixed(1)} KB`;
+  console.log(
+    `module size: pinion release ${kb(kernelsPath("release"))}, debug ${kb(kernelsPath("debug"))}; ` +
+      `onnxruntime-web ${(statSync(ortWasm).size / 1024 / 1024).toFixed(1)} MB`,
   );
   console.log(`medians of ${SAMPLES} samples of ~${SAMPLE_MS} ms each; GOP/s = 2·M·K·N / time\n`);
   const header = [
