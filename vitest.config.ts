@@ -27,7 +27,11 @@ export default defineConfig({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               // Re-list versions on every request, and a 1 MB body limit that is cheap to exceed.
-              bindings: { VERSION_LIST_TTL_MS: "0", MAX_REQUEST_BYTES: "1000000" },
+              bindings: {
+                VERSION_LIST_TTL_MS: "0",
+                MAX_REQUEST_BYTES: "1000000",
+                PINION_ADMIN_TOKEN: "test-admin-token",
+              },
               serviceBindings: { FIXTURES: serveFixture },
             },
           }),
@@ -40,6 +44,7 @@ export default defineConfig({
           name: "node",
           include: [
             "test/assembly/**/*.test.ts",
+            "test/convert/**/*.test.ts",
             "test/scripts/**/*.test.ts",
             "test/e2e/**/*.test.ts",
           ],

@@ -10,9 +10,12 @@ import { loadOrt } from "./runtimes/ort/ort-workerd";
 import { parseServingConfig } from "./serving/config";
 import { DataPlane } from "./serving/data-plane";
 
+/** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
+type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string };
+
 const planes = new WeakMap<object, DataPlane>();
 
-function planeFor(env: Env): DataPlane {
+function planeFor(env: WorkerEnv): DataPlane {
   let plane = planes.get(env.MODELS);
   if (!plane) {
     plane = new DataPlane(
@@ -25,4 +28,11 @@ function planeFor(env: Env): DataPlane {
   return plane;
 }
 
-export default createApp<Env>(planeFor);
+export default createApp<WorkerEnv>({
+  planeFor,
+  adminFor: (env) => ({
+    token: env.PINION_ADMIN_TOKEN,
+    bucket: env.MODELS,
+    registry: new ModelRegistry(env.MODELS),
+  }),
+});

@@ -5,7 +5,7 @@
 import { fileURLToPath } from "node:url";
 import { ModelRegistry } from "../../worker/registry/registry";
 import type { ObjectStore } from "../../worker/registry/store";
-import { publishOnnxFileIfChanged } from "./publish-onnx";
+import { publishFileIfChanged } from "./publish-if-changed";
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../fixtures/${path}`, import.meta.url));
 
@@ -21,7 +21,7 @@ export async function seedDemoModels(
 ): Promise<void> {
   const registry = new ModelRegistry(store);
   for (const { name, file } of DEMO_MODELS) {
-    const { manifest, created } = await publishOnnxFileIfChanged(registry, name, file);
+    const { manifest, created } = await publishFileIfChanged(registry, name, file);
     log(
       `${created ? "published" : "up to date"}: ${name}@${manifest.version} (${manifest.artifacts.onnx.bytes} bytes)`,
     );

@@ -24,6 +24,21 @@ export async function openLocalR2(persistTo = DEFAULT_PERSIST_TO): Promise<Local
     r2Buckets: { MODELS: BUCKET_NAME },
     r2Persist: resolve(persistTo, "v3", "r2"),
   });
-  const bucket = await mf.getR2Bucket("MODELS");
-  return { store: bucket as unknown as ObjectStore, dispose: () => mf.dispose() };
+  const bucket = (await mf.getR2Bucket("MODELS")) as unknown as ObjectStore;
+  const store: ObjectStore = {
+    get: (key) => bucket.get(key),
+    head: (key) => bucket.head(key),
+    list: (options) => bucket.list(options),
+    // Miniflare's Node proxy revives views by constructor name inside workerd,
+    // where Node's Buffer does not exist: hand it plain Uint8Arrays.
+    put: (key, value, options) =>
+      bucket.put(
+        key,
+        value instanceof Uint8Array && value.constructor !== Uint8Array
+          ? new Uint8Array(value)
+          : value,
+        options,
+      ),
+  };
+  return { store, dispose: () => mf.dispose() };
 }

@@ -3,100 +3,32 @@
  * a fresh local R2 and starts `wrangler dev`; we call it over real HTTP, then stop
  * the whole process group we started (wrangler spawns workerd children).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
-const root = new URL("../../", import.meta.url);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function stopGroup(child: ChildProcess): Promise<void> {
-  const pid = child.pid!;
-  if (!groupAlive(pid)) return;
-  process.kill(-pid, "SIGTERM");
-  for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-  if (groupAlive(pid)) process.kill(-pid, "SIGKILL");
-}
+import { groupAlive, root, startDevServer, type DevServer } from "./dev-server";
 
 describe("npm start + wrangler dev over real HTTP", () => {
-  let child: ChildProcess;
+  let server: DevServer;
   let base: string;
   let persistTo: string;
-  let output = "";
 
   beforeAll(async () => {
     persistTo = await mkdtemp(join(tmpdir(), "pinion-e2e-"));
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    const tsx = new URL("node_modules/tsx/dist/cli.mjs", root).pathname;
-    child = spawn(
-      process.execPath,
-      [
-        tsx,
-        "scripts/dev.ts",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        String(port),
-        "--persist-to",
-        persistTo,
-        "--inspector-port",
-        String(await freePort()),
-        "--show-interactive-dev-session=false",
-      ],
-      {
-        cwd: root,
-        detached: true,
-        stdio: ["ignore", "pipe", "pipe"],
-        env: { ...process.env, CI: "true" },
-      },
-    );
-    child.stdout!.on("data", (d) => (output += d));
-    child.stderr!.on("data", (d) => (output += d));
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
-      try {
-        if ((await fetch(`${base}/v2/health/live`)).ok) break;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) throw new Error(`server did not come up:\n${output}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    server = await startDevServer(persistTo);
+    base = server.base;
   });
 
   afterAll(async () => {
-    if (child) await stopGroup(child);
+    await server?.stop();
     if (persistTo) await rm(persistTo, { recursive: true, force: true });
   });
 
   it("seeds the three demo models", async () => {
-    expect(output).toMatch(/published: simple@1/);
-    expect(output).toMatch(/published: digits-mlp@1/);
-    expect(output).toMatch(/published: digits-cnn@1/);
+    expect(server.output()).toMatch(/published: simple@1/);
+    expect(server.output()).toMatch(/published: digits-mlp@1/);
+    expect(server.output()).toMatch(/published: digits-cnn@1/);
     for (const name of ["simple", "digits-mlp", "digits-cnn"]) {
       const response = await fetch(`${base}/v2/models/${name}/ready`);
       expect(response.status, name).toBe(200);
@@ -154,8 +86,8 @@ describe("npm start + wrangler dev over real HTTP", () => {
   });
 
   it("stops completely when its process group is ended", async () => {
-    await stopGroup(child);
-    expect(groupAlive(child.pid!)).toBe(false);
+    await server.stop();
+    expect(groupAlive(server.child.pid!)).toBe(false);
     await expect(fetch(`${base}/v2/health/live`)).rejects.toThrow();
   });
 });

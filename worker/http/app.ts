@@ -8,15 +8,28 @@ import { Hono } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
 import type { DataPlane } from "../serving/data-plane";
+import { adminRoutes, type AdminContext } from "./admin-routes";
 import { errorResponse } from "./errors";
 import { serverTiming } from "./middleware";
 import { oipRoutes, type PlaneVariables } from "./oip-routes";
 
-export function createApp<Bindings extends object>(
-  planeFor: (env: Bindings) => DataPlane,
-): Hono<{ Bindings: Bindings; Variables: PlaneVariables }> {
-  const app = new Hono<{ Bindings: Bindings; Variables: PlaneVariables }>();
-  const routes = oipRoutes();
+export interface AppWiring<Bindings> {
+  /** The data plane for an environment (one per isolate). */
+  planeFor: (env: Bindings) => DataPlane;
+  /** The admin API's token and storage for an environment. */
+  adminFor: (env: Bindings) => AdminContext;
+}
+
+type Variables = PlaneVariables & { admin: AdminContext };
+
+export function createApp<Bindings extends object>({
+  planeFor,
+  adminFor,
+}: AppWiring<Bindings>): Hono<{ Bindings: Bindings; Variables: Variables }> {
+  const app = new Hono<{ Bindings: Bindings; Variables: Variables }>();
+  const routes = new Hono<{ Variables: Variables }>();
+  routes.route("/", oipRoutes());
+  routes.route("/admin", adminRoutes());
 
   app.use(requestId());
   app.use(serverTiming());
@@ -33,6 +46,7 @@ export function createApp<Bindings extends object>(
   );
   app.use(async (c, next) => {
     c.set("plane", planeFor(c.env));
+    c.set("admin", adminFor(c.env));
     await next();
   });
   app.route("/", routes);

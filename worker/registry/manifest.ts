@@ -36,10 +36,25 @@ export const manifestSchema = z.object({
   platform: z.string().min(1),
   inputs: z.array(tensorSpecSchema).min(1),
   outputs: z.array(tensorSpecSchema).min(1),
-  artifacts: z.object({ onnx: artifactSchema }),
+  artifacts: z.object({
+    /** The model as ONNX: what onnxruntime serves. */
+    onnx: artifactSchema,
+    /** Optional golden cases (inputs and expected outputs) for gates and warm-up. */
+    golden: artifactSchema.optional(),
+  }),
   runtime: z.enum(RUNTIME_HINTS),
   /** Free-form provenance, e.g. the file the version was published from. */
   source: z.string().max(1024).optional(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ArtifactRole = keyof Manifest["artifacts"];
+
+/** Summary of a model's models/… prefix as the registry lists it. */
+export interface VersionSummary {
+  version: number;
+  createdAt: string;
+  runtime: RuntimeHint;
+  bytes: number;
+  sha256: string;
+  source?: string;
+}

@@ -10,24 +10,32 @@ import { blobKey, manifestKey, versionFromPrefix, versionsPrefix } from "./layou
 import {
   MANIFEST_SCHEMA_VERSION,
   manifestSchema,
+  type Artifact,
   type ArtifactRole,
   type Manifest,
   type RuntimeHint,
+  type VersionSummary,
 } from "./manifest";
-import { checkModelName } from "./names";
+import { MODEL_NAME_PATTERN, checkModelName } from "./names";
 import type { ObjectStore } from "./store";
 
-export interface PublishInput {
-  name: string;
+/** What a new version is made of, besides its artifacts. */
+export interface VersionFields {
   /** Omit to take the next free version number. */
   version?: number;
   platform: string;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   runtime: RuntimeHint;
-  artifacts: Record<ArtifactRole, { bytes: Uint8Array; mediaType: string }>;
   source?: string;
   createdAt?: Date;
+}
+
+export interface PublishInput extends VersionFields {
+  name: string;
+  artifacts: Partial<Record<ArtifactRole, { bytes: Uint8Array; mediaType: string }>> & {
+    onnx: { bytes: Uint8Array; mediaType: string };
+  };
 }
 
 /** How often a publish without a version number retries after losing a race. */
@@ -100,6 +108,7 @@ export class ModelRegistry {
   ): Promise<Uint8Array> {
     const artifact = manifest.artifacts[role];
     const label = `${role} artifact of ${manifest.name}@${manifest.version}`;
+    if (!artifact) throw notFound(`${manifest.name}@${manifest.version} has no ${role} artifact`);
     if (artifact.bytes > maxBytes) {
       throw unavailable(`${label} is ${artifact.bytes} bytes; this server's limit is ${maxBytes}`);
     }
@@ -126,6 +135,35 @@ export class ModelRegistry {
     return bytes;
   }
 
+  /** Model names that have at least one object in the bucket, sorted. */
+  async listModels(): Promise<string[]> {
+    const names: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.store.list({ prefix: "models/", delimiter: "/", cursor });
+      for (const prefix of page.delimitedPrefixes) {
+        const name = prefix.slice("models/".length, -1);
+        if (MODEL_NAME_PATTERN.test(name)) names.push(name);
+      }
+      cursor = page.truncated ? page.cursor : undefined;
+    } while (cursor);
+    return names.sort();
+  }
+
+  /**
+   * Stores one artifact under its content address (skipped when already there)
+   * and returns its manifest entry. The store verifies the digest on upload.
+   */
+  async storeArtifact(name: string, bytes: Uint8Array, mediaType: string): Promise<Artifact> {
+    checkModelName(name);
+    const sha256 = await sha256Hex(bytes);
+    const key = blobKey(name, sha256);
+    if (!(await this.store.head(key))) {
+      await this.store.put(key, bytes, { sha256, httpMetadata: { contentType: mediaType } });
+    }
+    return { key, bytes: bytes.byteLength, sha256, mediaType };
+  }
+
   /**
    * Publishes a new immutable version: artifacts first (content-addressed), then
    * the manifest with a create-only condition. An existing version is never
@@ -133,30 +171,57 @@ export class ModelRegistry {
    */
   async publish(input: PublishInput): Promise<Manifest> {
     const name = checkModelName(input.name);
-    const artifacts = {} as Manifest["artifacts"];
-    for (const [role, { bytes, mediaType }] of Object.entries(input.artifacts)) {
-      const sha256 = await sha256Hex(bytes);
-      const key = blobKey(name, sha256);
-      if (!(await this.store.head(key))) {
-        await this.store.put(key, bytes, { sha256, httpMetadata: { contentType: mediaType } });
+    const artifacts: Partial<Record<ArtifactRole, Artifact>> = {};
+    for (const [role, artifact] of Object.entries(input.artifacts)) {
+      if (artifact) {
+        artifacts[role as ArtifactRole] = await this.storeArtifact(
+          name,
+          artifact.bytes,
+          artifact.mediaType,
+        );
       }
-      artifacts[role as ArtifactRole] = { key, bytes: bytes.byteLength, sha256, mediaType };
     }
+    return this.commitVersion(name, input, artifacts as Manifest["artifacts"]);
+  }
 
-    const attempts = input.version === undefined ? PUBLISH_ATTEMPTS : 1;
+  /**
+   * Writes the manifest of a new version whose artifacts are already stored —
+   * the commit point of a publish. Checks that each artifact is in the bucket
+   * with the recorded size first.
+   */
+  async commitVersion(
+    name: string,
+    fields: VersionFields,
+    artifacts: Manifest["artifacts"],
+  ): Promise<Manifest> {
+    checkModelName(name);
+    for (const [role, artifact] of Object.entries(artifacts)) {
+      if (!artifact) continue;
+      if (artifact.key !== blobKey(name, artifact.sha256)) {
+        throw invalid(`${role} artifact key must be ${blobKey(name, artifact.sha256)}`);
+      }
+      const stored = await this.store.head(artifact.key);
+      if (!stored) throw invalid(`${role} artifact ${artifact.sha256} has not been uploaded`);
+      if (stored.size !== artifact.bytes) {
+        throw invalid(
+          `${role} artifact is ${stored.size} bytes in the bucket, not ${artifact.bytes}`,
+        );
+      }
+    }
+    const attempts = fields.version === undefined ? PUBLISH_ATTEMPTS : 1;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      const version = input.version ?? ((await this.listVersions(name)).at(-1) ?? 0) + 1;
+      const version = fields.version ?? ((await this.listVersions(name)).at(-1) ?? 0) + 1;
       const candidate = {
         schema: MANIFEST_SCHEMA_VERSION,
         name,
         version,
-        createdAt: (input.createdAt ?? new Date()).toISOString(),
-        platform: input.platform,
-        inputs: input.inputs,
-        outputs: input.outputs,
+        createdAt: (fields.createdAt ?? new Date()).toISOString(),
+        platform: fields.platform,
+        inputs: fields.inputs,
+        outputs: fields.outputs,
         artifacts,
-        runtime: input.runtime,
-        ...(input.source ? { source: input.source } : {}),
+        runtime: fields.runtime,
+        ...(fields.source ? { source: fields.source } : {}),
       };
       const checked = manifestSchema.safeParse(candidate);
       if (!checked.success) {
@@ -169,7 +234,7 @@ export class ModelRegistry {
         { onlyIf: { etagDoesNotMatch: "*" }, httpMetadata: { contentType: "application/json" } },
       );
       if (written) return checked.data;
-      if (input.version !== undefined) {
+      if (fields.version !== undefined) {
         throw conflict(
           `${name}@${version} already exists and versions are immutable; publish a new version instead`,
         );
@@ -178,5 +243,19 @@ export class ModelRegistry {
     throw conflict(
       `could not claim a version number for ${name} after ${PUBLISH_ATTEMPTS} attempts`,
     );
+  }
+
+  /** One line per version: what `pinion versions` prints. */
+  async describeVersions(name: string): Promise<VersionSummary[]> {
+    const versions = await this.listVersions(name);
+    const manifests = await Promise.all(versions.map((v) => this.getManifest(name, v)));
+    return manifests.map((m) => ({
+      version: m.version,
+      createdAt: m.createdAt,
+      runtime: m.runtime,
+      bytes: m.artifacts.onnx.bytes + (m.artifacts.golden?.bytes ?? 0),
+      sha256: m.artifacts.onnx.sha256,
+      ...(m.source ? { source: m.source } : {}),
+    }));
   }
 }

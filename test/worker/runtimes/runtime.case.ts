@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { PinionError } from "../../../worker/errors";
 import type { Tensor } from "../../../worker/protocol/datatypes";
-import type { Manifest } from "../../../worker/registry/manifest";
+import type { ArtifactRole, Manifest } from "../../../worker/registry/manifest";
 import type { LoadedModel, Runtime } from "../../../worker/runtimes/runtime";
 import { argmax, fixtureJson, publishFixture, registry } from "../helpers";
 
@@ -21,7 +21,7 @@ interface TestSet {
   logits: number[][];
 }
 
-const artifactsOf = (manifest: Manifest) => (role: "onnx") =>
+const artifactsOf = (manifest: Manifest) => (role: ArtifactRole) =>
   registry().readArtifact(manifest, role, 64 << 20);
 
 function batch(name: string, rows: number[][]): Tensor {

@@ -1,0 +1,114 @@
+/**
+ * @module
+ * Golden cases: inputs with the outputs the model must reproduce, stored with a
+ * version for promotion gates and warm-up. Accepts the shapes PyTorch users
+ * export (`{input_name, output_name, inputs, expected}`, or `logits` instead of
+ * `expected` for classifiers, with optional `labels`) and stores one canonical form.
+ */
+import { z } from "zod";
+import { invalid } from "../worker/errors";
+import type { TensorSpec } from "../worker/protocol/datatypes";
+
+export const GOLDEN_FORMAT = "pinion.golden/1";
+
+const nested: z.ZodType<unknown> = z.lazy(() => z.union([z.number(), z.array(nested)]));
+
+const goldenFileSchema = z
+  .object({
+    input_name: z.string().optional(),
+    output_name: z.string().optional(),
+    inputs: z.array(nested).min(1, "needs at least one case"),
+    expected: z.array(nested).optional(),
+    logits: z.array(nested).optional(),
+    labels: z.array(z.number().int()).optional(),
+    tolerance: z.number().positive().optional(),
+  })
+  .refine((g) => g.expected || g.logits, "needs `expected` (or `logits`) outputs");
+
+export interface Golden {
+  format: typeof GOLDEN_FORMAT;
+  inputName: string;
+  outputName: string;
+  /** One row per case, each shaped like the model input without its batch axis. */
+  inputs: unknown[];
+  expected: unknown[];
+  labels?: number[];
+  /** Largest absolute difference a runtime may show on any output value. */
+  tolerance: number;
+}
+
+const DEFAULT_TOLERANCE = 1e-4;
+
+function shapeOf(value: unknown): number[] {
+  const shape: number[] = [];
+  let level = value;
+  while (Array.isArray(level)) {
+    shape.push(level.length);
+    level = level[0];
+  }
+  return shape;
+}
+
+/** Parses and checks a golden file against the model's signature. */
+export function parseGolden(text: string, inputs: TensorSpec[], outputs: TensorSpec[]): Golden {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw invalid(`the golden file is not valid JSON: ${(error as Error).message}`);
+  }
+  const parsed = goldenFileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw invalid(`the golden file ${issue.path.join(".") || "object"}: ${issue.message}`);
+  }
+  const file = parsed.data;
+  const input = file.input_name ? inputs.find((s) => s.name === file.input_name) : inputs[0];
+  if (!input || (inputs.length !== 1 && !file.input_name)) {
+    throw invalid(
+      `the golden file's input_name must be one of: ${inputs.map((s) => s.name).join(", ")}`,
+    );
+  }
+  if (inputs.length !== 1) throw invalid("golden files are supported for single-input models only");
+  const output = file.output_name ? outputs.find((s) => s.name === file.output_name) : outputs[0];
+  if (!output) {
+    throw invalid(
+      `the golden file's output_name must be one of: ${outputs.map((s) => s.name).join(", ")}`,
+    );
+  }
+  const expected = (file.expected ?? file.logits)!;
+  if (expected.length !== file.inputs.length) {
+    throw invalid(
+      `the golden file has ${file.inputs.length} inputs but ${expected.length} expected outputs`,
+    );
+  }
+  if (file.labels && file.labels.length !== file.inputs.length) {
+    throw invalid(
+      `the golden file has ${file.inputs.length} inputs but ${file.labels.length} labels`,
+    );
+  }
+  const check = (rows: unknown[], spec: TensorSpec, what: string) => {
+    const want = spec.shape.slice(1);
+    for (const [i, row] of rows.entries()) {
+      const got = shapeOf(row);
+      const fits =
+        got.length === want.length && want.every((d, axis) => d === -1 || d === got[axis]);
+      if (!fits) {
+        throw invalid(
+          `golden ${what} ${i} has shape [${got.join(", ")}]; '${spec.name}' takes [${want.join(", ")}] per case`,
+        );
+      }
+    }
+  };
+  check(file.inputs, input, "input");
+  check(expected, output, "output");
+  return {
+    format: GOLDEN_FORMAT,
+    inputName: input.name,
+    outputName: output.name,
+    inputs: file.inputs,
+    expected,
+    ...(file.labels ? { labels: file.labels } : {}),
+    tolerance: file.tolerance ?? DEFAULT_TOLERANCE,
+  };
+}

@@ -1,0 +1,154 @@
+/**
+ * The `pinion` CLI end to end, with no Python anywhere: publish the seed
+ * model's PyTorch `.pth` into the local R2 state, serve it with `wrangler dev`,
+ * and get PyTorch's outputs back over HTTP; then the same through the worker's
+ * admin API, with and without the token; concurrent publishes get distinct versions.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { root, startDevServer, type DevServer } from "./dev-server";
+
+const run = promisify(execFile);
+const TOKEN = "e2e-admin-token";
+const pth = new URL("fixtures/seed-simple/simple_model.pth", root).pathname;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function pinion(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  const bin = new URL("bin/pinion.js", root).pathname;
+  try {
+    const { stdout, stderr } = await run(process.execPath, [bin, ...args], {
+      cwd: root,
+      env: { ...process.env, PINION_ADMIN_TOKEN: "", ...env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function inferAll(base: string, model: string) {
+  const cases = JSON.parse(
+    await readFile(new URL("fixtures/seed-simple/cases.json", root), "utf8"),
+  ) as {
+    inputs: number[][];
+    expected: number[][];
+  };
+  const response = await fetch(`${base}/v2/models/${model}/infer`, {
+    method: "POST",
+    body: JSON.stringify({
+      inputs: [{ name: "input", shape: [100, 10], datatype: "FP32", data: cases.inputs }],
+    }),
+  });
+  expect(response.status).toBe(200);
+  const body = (await response.json()) as { model_version: string; outputs: { data: number[] }[] };
+  const expected = cases.expected.flat();
+  const worst = Math.max(...body.outputs[0]!.data.map((v, i) => Math.abs(v - expected[i]!)));
+  return { worst, version: body.model_version, headers: response.headers };
+}
+
+describe("pinion CLI", () => {
+  let persistTo: string;
+  let server: DevServer | undefined;
+
+  beforeAll(async () => {
+    persistTo = await mkdtemp(join(tmpdir(), "pinion-cli-"));
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    await rm(persistTo, { recursive: true, force: true });
+  });
+
+  it("publishes a PyTorch .pth to local R2 and lists it", async () => {
+    const result = await pinion(["publish", "seed", pth, "--persist-to", persistTo]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(
+      /converted .*simple_model\.pth: layer1 10→20, layer2 20→10 \(relu between layers\)/,
+    );
+    expect(result.stdout).toMatch(/published seed@1 \(\d+ bytes, sha256 [0-9a-f]{12}\)/);
+    expect(result.stdout).toMatch(/inputs: {2}input FP32 \[-1, 10\]/);
+
+    const versions = await pinion(["versions", "seed", "--persist-to", persistTo, "--json"]);
+    expect(JSON.parse(versions.stdout)).toMatchObject([
+      { version: 1, runtime: "ort", source: "simple_model.pth" },
+    ]);
+    const models = await pinion(["models", "--persist-to", persistTo]);
+    expect(models.stdout.trim()).toBe("seed");
+  });
+
+  it("gives concurrent publishes distinct versions", async () => {
+    const results = await Promise.all(
+      [1, 2, 3].map(() => pinion(["publish", "seed", pth, "--persist-to", persistTo, "--json"])),
+    );
+    for (const r of results) expect(r.code, r.stderr).toBe(0);
+    const versions = results
+      .map((r) => (JSON.parse(r.stdout) as { version: number }).version)
+      .sort();
+    expect(versions).toEqual([2, 3, 4]);
+  });
+
+  it("fails with one clear line and a non-zero exit on bad input", async () => {
+    const missing = await pinion(["publish", "seed", "nope.pth", "--persist-to", persistTo]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim()).toBe("pinion: cannot read model file nope.pth: no such file");
+    const badName = await pinion(["publish", "Bad/Name", pth, "--persist-to", persistTo]);
+    expect(badName.code).toBe(1);
+    expect(badName.stderr).toMatch(/^pinion: invalid model name "Bad\/Name"/);
+    expect(badName.stderr.split("\n").filter(Boolean)).toHaveLength(1);
+    const badActivation = await pinion(["publish", "seed", pth, "--activation", "swish"]);
+    expect(badActivation.code).toBe(1);
+    expect(badActivation.stderr).toMatch(/choose one of relu, tanh, sigmoid, gelu, none/);
+  });
+
+  it("serves what it published: PyTorch's outputs over HTTP", async () => {
+    server = await startDevServer(persistTo, ["--var", `PINION_ADMIN_TOKEN:${TOKEN}`]);
+    const { worst, version, headers } = await inferAll(server.base, "seed");
+    expect(version).toBe("4");
+    expect(headers.get("x-pinion-model")).toBe("seed@4");
+    expect(worst).toBeLessThan(1e-5);
+  });
+
+  it("publishes through the admin API with the token, and not without it", async () => {
+    const base = server!.base;
+    const without = await pinion(["publish", "remote", pth, "--target", base]);
+    expect(without.code).toBe(1);
+    expect(without.stderr).toMatch(
+      /needs its admin token in the PINION_ADMIN_TOKEN environment variable/,
+    );
+    const wrong = await pinion(["publish", "remote", pth, "--target", base], {
+      PINION_ADMIN_TOKEN: "wrong",
+    });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/401 missing or wrong admin token/);
+
+    const ok = await pinion(["publish", "remote", pth, "--target", base], {
+      PINION_ADMIN_TOKEN: TOKEN,
+    });
+    expect(ok.stderr).toBe("");
+    expect(ok.stdout).toMatch(/published remote@1/);
+    const { worst } = await inferAll(base, "remote");
+    expect(worst).toBeLessThan(1e-5);
+
+    const models = await pinion(["models", "--target", base, "--json"], {
+      PINION_ADMIN_TOKEN: TOKEN,
+    });
+    expect(JSON.parse(models.stdout)).toEqual(expect.arrayContaining(["remote", "seed", "simple"]));
+    const versions = await pinion(["versions", "remote", "--target", base], {
+      PINION_ADMIN_TOKEN: TOKEN,
+    });
+    expect(versions.stdout).toMatch(
+      /^VERSION\s+BYTES\s+SHA256\s+RUNTIME\s+CREATED\s+SOURCE\n1\s+\d+\s+[0-9a-f]{12}\s+ort\s+\S+\s+simple_model\.pth/,
+    );
+  });
+});

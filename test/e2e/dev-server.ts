@@ -1,0 +1,93 @@
+/**
+ * @module
+ * Starts `npm start`'s script (seed demo models + `wrangler dev`) on a free
+ * port in its own process group, and ends that whole group (wrangler spawns
+ * workerd children) — only the processes we started.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+
+export const root = new URL("../../", import.meta.url);
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface DevServer {
+  base: string;
+  child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+export async function startDevServer(
+  persistTo: string,
+  extraArgs: string[] = [],
+): Promise<DevServer> {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const tsx = new URL("node_modules/tsx/dist/cli.mjs", root).pathname;
+  const args = [
+    tsx,
+    "scripts/dev.ts",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--persist-to",
+    persistTo,
+    "--inspector-port",
+    String(await freePort()),
+    "--show-interactive-dev-session=false",
+    ...extraArgs,
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: root,
+    detached: true, // its own process group, so the whole tree can be ended
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, CI: "true" },
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+
+  const stop = async () => {
+    const pid = child.pid!;
+    if (!groupAlive(pid)) return;
+    process.kill(-pid, "SIGTERM");
+    for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+    if (groupAlive(pid)) process.kill(-pid, "SIGKILL");
+  };
+
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`npm start exited early:\n${output}`);
+    try {
+      if ((await fetch(`${base}/v2/health/live`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`server did not come up:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { base, child, output: () => output, stop };
+}

@@ -1,0 +1,233 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../../worker/http/app";
+import { PART_BYTES } from "../../../worker/http/admin-routes";
+import { sha256Hex } from "../../../worker/registry/digest";
+import { blobKey } from "../../../worker/registry/layout";
+import { ModelRegistry } from "../../../worker/registry/registry";
+import { DataPlane } from "../../../worker/serving/data-plane";
+import { OrtRuntime } from "../../../worker/runtimes/ort/ort-runtime";
+import { loadOrt } from "../../../worker/runtimes/ort/ort-workerd";
+import { api, fixtureBytes, fixtureJson, postJson } from "../helpers";
+
+const TOKEN = env.PINION_ADMIN_TOKEN;
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+function admin(path: string, init: RequestInit = {}, headers: Record<string, string> = auth) {
+  return api(`/admin/${path}`, {
+    ...init,
+    headers: { ...headers, ...(init.headers as Record<string, string>) },
+  });
+}
+
+function json(path: string, method: string, body: unknown) {
+  return admin(path, {
+    method,
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** Uploads bytes as the CLI does: start, parts, complete. */
+async function upload(model: string, bytes: Uint8Array, sha256?: string) {
+  const digest = sha256 ?? (await sha256Hex(bytes));
+  const start = await json(`models/${model}/uploads`, "POST", {
+    sha256: digest,
+    bytes: bytes.byteLength,
+    mediaType: "application/octet-stream",
+  });
+  const started = (await start.json()) as {
+    exists: boolean;
+    key: string;
+    uploadId: string;
+    partBytes: number;
+  };
+  if (started.exists) return { started, complete: undefined };
+  const parts = [];
+  for (let i = 0; i * started.partBytes < bytes.byteLength; i++) {
+    const part = bytes.subarray(i * started.partBytes, (i + 1) * started.partBytes);
+    const response = await admin(
+      `models/${model}/uploads/${started.uploadId}/parts/${i + 1}?sha256=${digest}`,
+      {
+        method: "PUT",
+        body: part,
+      },
+    );
+    expect(response.status).toBe(200);
+    parts.push(await response.json());
+  }
+  const complete = await json(`models/${model}/uploads/${started.uploadId}/complete`, "POST", {
+    sha256: digest,
+    parts,
+  });
+  return { started, complete };
+}
+
+describe("admin API authentication", () => {
+  it("answers 401 without the token or with a wrong one", async () => {
+    const attempts: Record<string, string>[] = [
+      {},
+      { authorization: "Bearer wrong" },
+      { authorization: `Basic ${TOKEN}` },
+    ];
+    for (const headers of attempts) {
+      const response = await admin("models", {}, headers);
+      expect(response.status).toBe(401);
+      expect(response.headers.get("www-authenticate")).toMatch(/^Bearer/);
+      expect(((await response.json()) as { error: string }).error).toMatch(/admin token/);
+    }
+    expect((await admin("models")).status).toBe(200);
+  });
+
+  it("is disabled when no token is configured", async () => {
+    const app = createApp<object>({
+      planeFor: () =>
+        new DataPlane(new ModelRegistry(env.MODELS), new OrtRuntime(loadOrt), {
+          maxRequestBytes: 1 << 20,
+          modelCacheBytes: 1 << 20,
+          versionListTtlMs: 0,
+        }),
+      adminFor: () => ({
+        token: undefined,
+        bucket: env.MODELS,
+        registry: new ModelRegistry(env.MODELS),
+      }),
+    });
+    const response = await app.fetch(new Request("http://x/admin/models", { headers: auth }), {});
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as { error: string }).error).toMatch(/admin API is disabled/);
+  });
+});
+
+describe("publishing through the admin API", () => {
+  it("uploads, commits and serves a version; the model then answers like PyTorch", async () => {
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const { started, complete } = await upload("admin-simple", onnx);
+    expect(started.exists).toBe(false);
+    expect(complete!.status).toBe(200);
+    const stored = (await complete!.json()) as { key: string; bytes: number; sha256: string };
+    expect(stored).toEqual({
+      key: blobKey("admin-simple", stored.sha256),
+      bytes: onnx.byteLength,
+      sha256: await sha256Hex(onnx),
+    });
+
+    const commit = await json("models/admin-simple/versions", "POST", {
+      platform: "onnx_onnxv1",
+      inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+      outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+      runtime: "ort",
+      source: "simple_model.onnx",
+      artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+    });
+    expect(commit.status).toBe(201);
+    expect(((await commit.json()) as { version: number }).version).toBe(1);
+
+    const cases = await fixtureJson<{ inputs: number[][]; expected: number[][] }>(
+      "seed-simple/cases.json",
+    );
+    const infer = await postJson("/v2/models/admin-simple/infer", {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: cases.inputs[3] }],
+    });
+    const out = ((await infer.json()) as { outputs: { data: number[] }[] }).outputs[0]!.data;
+    out.forEach((v, i) => expect(Math.abs(v - cases.expected[3]![i]!)).toBeLessThan(1e-5));
+
+    // The same bytes again: nothing to upload.
+    expect((await upload("admin-simple", onnx)).started.exists).toBe(true);
+
+    const listed = await (await admin("models/admin-simple/versions")).json();
+    expect(listed).toMatchObject({
+      name: "admin-simple",
+      versions: [{ version: 1, bytes: onnx.byteLength, runtime: "ort" }],
+    });
+    expect(((await (await admin("models")).json()) as { models: string[] }).models).toContain(
+      "admin-simple",
+    );
+  });
+
+  it("assembles multi-part uploads and verifies the whole object's sha256", async () => {
+    const bytes = new Uint8Array(PART_BYTES + 12345);
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = (i * 31) & 0xff;
+    const { complete } = await upload("admin-big", bytes);
+    expect(complete!.status).toBe(200);
+    const object = await env.MODELS.head(blobKey("admin-big", await sha256Hex(bytes)));
+    expect(object?.size).toBe(bytes.byteLength);
+  });
+
+  it("deletes an upload whose bytes do not match the claimed sha256", async () => {
+    const bytes = new TextEncoder().encode("not what was promised");
+    const claimed = "0".repeat(64);
+    const { complete } = await upload("admin-liar", bytes, claimed);
+    expect(complete!.status).toBe(400);
+    expect(((await complete!.json()) as { error: string }).error).toMatch(
+      /have sha256 [0-9a-f]{64}, not 0{64}; the object was deleted/,
+    );
+    expect(await env.MODELS.head(blobKey("admin-liar", claimed))).toBeNull();
+  });
+
+  it("refuses parts without a length, oversized parts and bad part numbers", async () => {
+    const sha = "a".repeat(64);
+    const stream = new ReadableStream({ start: (c) => (c.enqueue(new Uint8Array(4)), c.close()) });
+    const noLength = await admin(`models/admin-x/uploads/u1/parts/1?sha256=${sha}`, {
+      method: "PUT",
+      body: stream,
+    });
+    expect(noLength.status).toBe(411);
+    const badPart = await admin(`models/admin-x/uploads/u1/parts/0?sha256=${sha}`, {
+      method: "PUT",
+      body: "x",
+    });
+    expect(badPart.status).toBe(400);
+    const badSha = await admin(`models/admin-x/uploads/u1/parts/1?sha256=xyz`, {
+      method: "PUT",
+      body: "x",
+    });
+    expect(badSha.status).toBe(400);
+  });
+
+  it("commits only uploaded artifacts, and concurrent commits get distinct versions", async () => {
+    const fields = {
+      platform: "onnx_onnxv1",
+      inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+      outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+      runtime: "ort",
+    };
+    const ghost = "b".repeat(64);
+    const missing = await json("models/admin-race/versions", "POST", {
+      ...fields,
+      artifacts: {
+        onnx: {
+          key: blobKey("admin-race", ghost),
+          bytes: 10,
+          sha256: ghost,
+          mediaType: "application/x-onnx",
+        },
+      },
+    });
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { error: string }).error).toMatch(/has not been uploaded/);
+
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const { complete } = await upload("admin-race", onnx);
+    const stored = (await complete!.json()) as { key: string; bytes: number; sha256: string };
+    const commits = await Promise.all(
+      [1, 2, 3, 4].map(() =>
+        json("models/admin-race/versions", "POST", {
+          ...fields,
+          artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+        }),
+      ),
+    );
+    const versions = await Promise.all(
+      commits.map(async (r) => ((await r.json()) as { version: number }).version),
+    );
+    expect(versions.sort()).toEqual([1, 2, 3, 4]);
+
+    const again = await json("models/admin-race/versions", "POST", {
+      ...fields,
+      version: 2,
+      artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+    });
+    expect(again.status).toBe(409);
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * @module
+ * The admin API the `pinion` CLI publishes through (`--target https://…`).
+ * Bearer-token auth against the PINION_ADMIN_TOKEN secret, compared in
+ * constant time; without a configured token the whole API is disabled.
+ *
+ * Artifacts arrive as R2 multipart uploads, one part per request, streamed
+ * straight into R2, so the worker never holds a whole model; the assembled
+ * object's sha256 is then computed by streaming it back through a digest, and
+ * an object that does not match is deleted. A version is committed last, by
+ * writing its manifest create-only.
+ */
+import { Hono, type Context, type MiddlewareHandler } from "hono";
+import { z } from "zod";
+import { invalid, notFound } from "../errors";
+import { blobKey } from "../registry/layout";
+import { artifactSchema, RUNTIME_HINTS, tensorSpecSchema } from "../registry/manifest";
+import { checkModelName } from "../registry/names";
+import type { ModelRegistry } from "../registry/registry";
+import { errorResponse } from "./errors";
+import { limitBody } from "./middleware";
+
+/** What the admin API needs from the environment. */
+export interface AdminContext {
+  /** The configured token; undefined or empty disables the API. */
+  token: string | undefined;
+  bucket: R2Bucket;
+  registry: ModelRegistry;
+}
+
+export type AdminVariables = { admin: AdminContext; requestId: string };
+type Ctx = Context<{ Variables: AdminVariables }>;
+
+/** Every part but the last has exactly this size (R2 needs equal parts of at least 5 MiB). */
+export const PART_BYTES = 8 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+async function digest(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+}
+
+/** Compares two secrets without leaking where they differ (or their lengths). */
+async function secretsEqual(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([digest(a), digest(b)]);
+  let difference = 0;
+  for (let i = 0; i < x.length; i++) difference |= x[i]! ^ y[i]!;
+  return difference === 0;
+}
+
+function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
+  return async (c, next) => {
+    const expected = c.var.admin.token;
+    if (!expected) {
+      return c.json(
+        { error: "the admin API is disabled: set the PINION_ADMIN_TOKEN secret to enable it" },
+        404,
+      );
+    }
+    const header = c.req.header("authorization") ?? "";
+    const match = /^Bearer\s+(.+)$/i.exec(header);
+    if (!match || !(await secretsEqual(match[1]!.trim(), expected))) {
+      return c.json({ error: "missing or wrong admin token (Authorization: Bearer …)" }, 401, {
+        "WWW-Authenticate": 'Bearer realm="pinion-admin"',
+      });
+    }
+    await next();
+  };
+}
+
+const startUploadSchema = z.object({
+  sha256: z.string().regex(SHA256, "sha256 must be 64 lowercase hex digits"),
+  bytes: z
+    .number()
+    .int()
+    .positive()
+    .max(PART_BYTES * MAX_PARTS),
+  mediaType: z.string().min(1).max(200),
+});
+
+const completeSchema = z.object({
+  sha256: z.string().regex(SHA256),
+  parts: z
+    .array(
+      z.object({ partNumber: z.number().int().min(1).max(MAX_PARTS), etag: z.string().min(1) }),
+    )
+    .min(1),
+});
+
+const commitSchema = z.object({
+  version: z.number().int().positive().optional(),
+  platform: z.string().min(1),
+  inputs: z.array(tensorSpecSchema).min(1),
+  outputs: z.array(tensorSpecSchema).min(1),
+  runtime: z.enum(RUNTIME_HINTS),
+  source: z.string().max(1024).optional(),
+  artifacts: z.object({ onnx: artifactSchema, golden: artifactSchema.optional() }),
+});
+
+async function body<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    throw invalid("request body is not valid JSON");
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw invalid(`${issue.path.join(".") || "body"}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function shaParam(c: Ctx): string {
+  const sha = c.req.query("sha256") ?? "";
+  if (!SHA256.test(sha)) throw invalid("query parameter sha256 must be 64 lowercase hex digits");
+  return sha;
+}
+
+/** Streams an object through SHA-256 without buffering it. */
+async function streamedSha256(object: R2ObjectBody): Promise<string> {
+  const stream = new crypto.DigestStream("SHA-256");
+  await object.body.pipeTo(stream);
+  const hash = new Uint8Array(await stream.digest);
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
+  const app = new Hono<{ Variables: AdminVariables }>();
+  app.use("*", requireToken());
+  // JSON requests are small; parts stream and carry their own checks.
+  const smallJson = limitBody(() => 1024 * 1024);
+
+  app.get("/models", async (c) => c.json({ models: await c.var.admin.registry.listModels() }));
+
+  app.get("/models/:name/versions", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const versions = await c.var.admin.registry.describeVersions(name);
+    if (versions.length === 0) throw notFound(`model '${name}' not found`);
+    return c.json({ name, versions });
+  });
+
+  // Start (or skip) the upload of one artifact.
+  app.post("/models/:name/uploads", smallJson, async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const { sha256, bytes, mediaType } = await body(c, startUploadSchema);
+    const key = blobKey(name, sha256);
+    const existing = await c.var.admin.bucket.head(key);
+    if (existing && existing.size === bytes) return c.json({ exists: true, key });
+    const upload = await c.var.admin.bucket.createMultipartUpload(key, {
+      httpMetadata: { contentType: mediaType },
+    });
+    return c.json({ exists: false, key, uploadId: upload.uploadId, partBytes: PART_BYTES }, 201);
+  });
+
+  // One part, streamed into R2. Needs Content-Length: R2 must know the size up front.
+  app.put("/models/:name/uploads/:uploadId/parts/:part", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const key = blobKey(name, shaParam(c));
+    const partNumber = Number(c.req.param("part"));
+    if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PARTS) {
+      throw invalid(`part number must be an integer from 1 to ${MAX_PARTS}`);
+    }
+    const length = Number(c.req.header("content-length"));
+    if (!Number.isInteger(length) || length <= 0) {
+      return c.json({ error: "a part needs a Content-Length header" }, 411);
+    }
+    if (length > PART_BYTES) {
+      return c.json({ error: `a part is at most ${PART_BYTES} bytes` }, 413);
+    }
+    const upload = c.var.admin.bucket.resumeMultipartUpload(key, c.req.param("uploadId"));
+    try {
+      const part = await upload.uploadPart(partNumber, c.req.raw.body!);
+      return c.json({ partNumber: part.partNumber, etag: part.etag });
+    } catch (error) {
+      throw invalid(`upload part ${partNumber} was refused: ${(error as Error).message}`);
+    }
+  });
+
+  app.post("/models/:name/uploads/:uploadId/complete", smallJson, async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const { sha256, parts } = await body(c, completeSchema);
+    const key = blobKey(name, sha256);
+    const bucket = c.var.admin.bucket;
+    const upload = bucket.resumeMultipartUpload(key, c.req.param("uploadId"));
+    try {
+      await upload.complete(parts);
+    } catch (error) {
+      throw invalid(`the upload could not be completed: ${(error as Error).message}`);
+    }
+    const object = await bucket.get(key);
+    if (!object) throw invalid("the completed upload is not in the bucket");
+    const actual = await streamedSha256(object);
+    if (actual !== sha256) {
+      await bucket.delete(key);
+      throw invalid(
+        `the uploaded bytes have sha256 ${actual}, not ${sha256}; the object was deleted`,
+      );
+    }
+    return c.json({ key, bytes: object.size, sha256 });
+  });
+
+  app.delete("/models/:name/uploads/:uploadId", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const key = blobKey(name, shaParam(c));
+    await c.var.admin.bucket
+      .resumeMultipartUpload(key, c.req.param("uploadId"))
+      .abort()
+      .catch(() => undefined); // already gone: aborting is idempotent
+    return c.body(null, 204);
+  });
+
+  // Commit a version whose artifacts are uploaded: the manifest, create-only.
+  app.post("/models/:name/versions", smallJson, async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const { artifacts, ...fields } = await body(c, commitSchema);
+    const manifest = await c.var.admin.registry.commitVersion(name, fields, artifacts);
+    return c.json(manifest, 201);
+  });
+
+  app.onError((error, c) => errorResponse(c, error));
+  return app;
+}
