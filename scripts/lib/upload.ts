@@ -3,8 +3,9 @@
  * Uploading one artifact through the admin API as an R2 multipart upload:
  * fixed-size parts, a progress callback, and resumption — the upload id and the
  * parts already sent are kept in `.pinion/uploads/`, so running the same
- * publish again after an interruption sends only what is missing. The worker
- * verifies the whole object's sha256 when the upload completes.
+ * publish again after an interruption sends only what is missing (R2 discards
+ * multipart uploads left incomplete for 7 days). The worker verifies the whole
+ * object's sha256 when the upload completes.
  */
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -113,24 +114,4 @@ async function send(
   });
   await rm(path, { force: true });
   return { key: state.key };
-}
-
-/** Aborts an upload that was left behind and forgets it. */
-export async function abandonUpload(
-  target: RemoteTarget,
-  name: string,
-  sha256: string,
-): Promise<void> {
-  const path = statePath(target, sha256);
-  const state = await loadState(path);
-  if (!state) return;
-  await target
-    .request(
-      `models/${encodeURIComponent(name)}/uploads/${encodeURIComponent(state.uploadId)}?sha256=${sha256}`,
-      {
-        method: "DELETE",
-      },
-    )
-    .catch(() => undefined);
-  await rm(path, { force: true });
 }
