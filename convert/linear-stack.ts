@@ -144,7 +144,13 @@ export function linearStackToOnnx(layers: LinearLayer[], options: ConvertOptions
       inputs.push(layer.biasKey);
     }
     const gemmOut = last ? outputName : `${layer.name}.out`;
-    nodes.push({ op: "Gemm", inputs, outputs: [gemmOut], attributes: { transB: 1 } });
+    nodes.push({
+      op: "Gemm",
+      name: layer.name,
+      inputs,
+      outputs: [gemmOut],
+      attributes: { transB: 1 },
+    });
     current = gemmOut;
     if (last || activation === "none") continue;
 

@@ -50,6 +50,8 @@ export interface ValueSpec {
 }
 export interface NodeSpec {
   op: string;
+  /** Defaults to `{op}_{index}`. */
+  name?: string;
   inputs: string[];
   outputs: string[];
   attributes?: Record<string, number>;
@@ -88,7 +90,7 @@ export function buildModel(
     graph: {
       name: "main",
       node: nodes.map((n, i) => ({
-        name: `${n.op}_${i}`,
+        name: n.name ?? `${n.op}_${i}`,
         opType: n.op,
         input: n.inputs,
         output: n.outputs,
@@ -219,4 +221,77 @@ export function inspectOnnx(bytes: Uint8Array): OnnxSummary {
     initializers,
     operators: [...operators].sort(),
   };
+}
+
+/** A graph node with its attributes reduced to plain values. */
+export interface GraphNode {
+  index: number;
+  op: string;
+  domain: string;
+  name: string;
+  inputs: string[];
+  outputs: string[];
+  attributes: Record<string, number | number[] | string>;
+}
+
+export interface Graph {
+  nodes: GraphNode[];
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  /** Float and int64 initializers, decoded. */
+  constants: Map<string, { dims: number[]; values: Float32Array | BigInt64Array }>;
+}
+
+function decodeConstant(init: pkg.onnx.ITensorProto): Float32Array | BigInt64Array | undefined {
+  const raw = init.rawData && init.rawData.byteLength > 0 ? init.rawData : undefined;
+  if (init.dataType === ElemType.FLOAT) {
+    if (raw) return new Float32Array(raw.slice().buffer);
+    return Float32Array.from(init.floatData ?? []);
+  }
+  if (init.dataType === ElemType.INT64) {
+    if (raw) return new BigInt64Array(raw.slice().buffer);
+    return BigInt64Array.from((init.int64Data ?? []).map((v) => BigInt(v.toString())));
+  }
+  return undefined;
+}
+
+/** Decodes a (checked) model's graph for pattern matching, e.g. by the int8 compiler. */
+export function readGraph(bytes: Uint8Array): Graph {
+  const summary = inspectOnnx(bytes);
+  const model = onnx.ModelProto.decode(bytes);
+  const constants = new Map<string, { dims: number[]; values: Float32Array | BigInt64Array }>();
+  for (const init of model.graph?.initializer ?? []) {
+    const values = decodeConstant(init);
+    if (values) constants.set(init.name ?? "", { dims: (init.dims ?? []).map(Number), values });
+  }
+  const nodes = (model.graph?.node ?? []).map((node, index) => {
+    const attributes: Record<string, number | number[] | string> = {};
+    for (const a of node.attribute ?? []) {
+      const name = a.name ?? "";
+      switch (a.type) {
+        case onnx.AttributeProto.AttributeType.FLOAT:
+          attributes[name] = a.f ?? 0;
+          break;
+        case onnx.AttributeProto.AttributeType.INT:
+          attributes[name] = Number(a.i ?? 0);
+          break;
+        case onnx.AttributeProto.AttributeType.INTS:
+          attributes[name] = (a.ints ?? []).map(Number);
+          break;
+        case onnx.AttributeProto.AttributeType.STRING:
+          attributes[name] = new TextDecoder().decode(a.s ?? new Uint8Array(0));
+          break;
+      }
+    }
+    return {
+      index,
+      op: node.opType ?? "",
+      domain: node.domain === "ai.onnx" ? "" : (node.domain ?? ""),
+      name: node.name ?? "",
+      inputs: node.input ?? [],
+      outputs: node.output ?? [],
+      attributes,
+    };
+  });
+  return { nodes, inputs: summary.inputs, outputs: summary.outputs, constants };
 }

@@ -8,7 +8,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { SingleBar, Presets } from "cli-progress";
 import { ACTIVATIONS, type Activation } from "../convert/linear-stack";
 import { PinionError } from "../worker/errors";
-import type { VersionSummary } from "../worker/registry/manifest";
+import type { Manifest, VersionSummary } from "../worker/registry/manifest";
 import { DEFAULT_PERSIST_TO } from "./lib/local-r2";
 import { prepareVersion } from "./lib/prepare";
 import { openTarget, type Target } from "./lib/targets";
@@ -66,6 +66,28 @@ function progressBar(): UploadProgress | undefined {
   };
 }
 
+function printQuantization(manifest: Manifest): void {
+  const q = manifest.quantization;
+  if (!q || !manifest.artifacts.int8) return;
+  console.log(`  int8:    plan ${manifest.artifacts.int8.bytes} bytes; served by the int8 runtime`);
+  for (const l of q.layers) {
+    console.log(
+      `    ${l.name} ${l.k}→${l.n} ${l.activation}: weight SQNR ${l.sqnrDb.toFixed(1)} dB (absmax ${l.absmaxSqnrDb.toFixed(1)} dB)`,
+    );
+  }
+  const a = q.accuracy;
+  if (!a) return;
+  const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+  console.log(`    accuracy on ${a.cases} golden cases vs fp32:`);
+  console.log(
+    `      cosine ${a.cosine.toFixed(6)} (worst case ${a.minCosine.toFixed(6)}), max abs error ${a.maxAbsError.toExponential(2)}, SQNR ${a.sqnrDb.toFixed(1)} dB`,
+  );
+  if (a.top1Agreement !== undefined) console.log(`      top-1 agreement ${pct(a.top1Agreement)}`);
+  if (a.int8Accuracy !== undefined) {
+    console.log(`      accuracy: int8 ${pct(a.int8Accuracy)}, fp32 ${pct(a.fp32Accuracy!)}`);
+  }
+}
+
 const parseActivation = (value: string): Activation => {
   if (!(ACTIVATIONS as readonly string[]).includes(value)) {
     throw new InvalidArgumentError(`choose one of ${ACTIVATIONS.join(", ")}`);
@@ -84,6 +106,12 @@ program
     parseActivation,
   )
   .option("--golden <file>", "JSON cases (inputs and expected outputs) stored with the version")
+  .addOption(
+    new Option(
+      "--quantize <scheme>",
+      "also compile an int8 plan and serve it on the int8 runtime",
+    ).choices(["int8"]),
+  )
   .addOption(targetOption())
   .addOption(persistOption())
   .option("--json", "print the manifest as JSON")
@@ -91,7 +119,13 @@ program
     const prepared = await prepareVersion(file, {
       activation: options.activation,
       golden: options.golden,
+      quantize: options.quantize,
     });
+    if (prepared.int8NotCompiled) {
+      console.error(
+        `pinion: no int8 plan: ${prepared.int8NotCompiled}; this version runs on onnxruntime`,
+      );
+    }
     const manifest = await withTarget(options, (target) =>
       target.publish(model, prepared, progressBar()),
     );
@@ -113,6 +147,7 @@ program
     );
     if (manifest.artifacts.golden)
       console.log(`  golden:  ${manifest.artifacts.golden.bytes} bytes`);
+    printQuantization(manifest);
   });
 
 program

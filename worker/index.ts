@@ -5,8 +5,9 @@
  */
 import { createApp } from "./http/app";
 import { ModelRegistry } from "./registry/registry";
+import kernelsWasm from "../build/kernels.wasm";
+import { Int8Runtime } from "./runtimes/int8/int8-runtime";
 import { OrtRuntime } from "./runtimes/ort/ort-runtime";
-import { loadOrt } from "./runtimes/ort/ort-workerd";
 import { parseServingConfig } from "./serving/config";
 import { DataPlane } from "./serving/data-plane";
 
@@ -20,7 +21,12 @@ function planeFor(env: WorkerEnv): DataPlane {
   if (!plane) {
     plane = new DataPlane(
       new ModelRegistry(env.MODELS),
-      new OrtRuntime(loadOrt),
+      [
+        new Int8Runtime(kernelsWasm),
+        // Imported on first use: an isolate serving only int8 versions never
+        // evaluates onnxruntime-web or pays its initialisation.
+        new OrtRuntime(async () => (await import("./runtimes/ort/ort-workerd")).loadOrt()),
+      ],
       parseServingConfig(env as unknown as Record<string, unknown>),
     );
     planes.set(env.MODELS, plane);

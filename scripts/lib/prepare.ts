@@ -7,21 +7,25 @@
 import { readFile, stat } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import * as ort from "onnxruntime-web";
-import { parseGolden } from "../../convert/golden";
+import { parseGolden, type Golden } from "../../convert/golden";
+import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { inspectOnnx } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { invalid } from "../../worker/errors";
 import type { TensorSpec } from "../../worker/protocol/datatypes";
-import type { ArtifactRole } from "../../worker/registry/manifest";
+import type { ArtifactRole, Quantization } from "../../worker/registry/manifest";
+import { PlanExecutor } from "../../worker/runtimes/int8/executor";
 import type { VersionFields } from "../../worker/registry/registry";
 import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
+import { loadKernels } from "./kernels-node";
 
 ort.env.wasm.numThreads = 1;
 ort.env.logLevel = "error";
 
 export const ONNX_MEDIA_TYPE = "application/x-onnx";
 export const GOLDEN_MEDIA_TYPE = "application/json";
+export const INT8_PLAN_MEDIA_TYPE = "application/x-pinion-int8-plan";
 
 /** Files larger than this are refused before being read (Node buffers top out near 4 GiB). */
 export const MAX_MODEL_FILE_BYTES = 2 * 1024 ** 3;
@@ -29,6 +33,8 @@ export const MAX_MODEL_FILE_BYTES = 2 * 1024 ** 3;
 export interface PrepareOptions {
   activation?: Activation;
   golden?: string;
+  /** Also compile an int8 plan and prefer the int8 runtime (when the graph compiles). */
+  quantize?: "int8";
 }
 
 export interface PreparedVersion {
@@ -38,6 +44,68 @@ export interface PreparedVersion {
   };
   /** How the ONNX artifact came to be, for the CLI to report. */
   origin: { kind: "onnx" } | { kind: "pth"; layers: string[]; activation: Activation };
+  /** Why no int8 plan was made although one was asked for. */
+  int8NotCompiled?: string;
+}
+
+function tensorNames(goldenText: string): { inputName?: string; outputName?: string } {
+  try {
+    const { input_name, output_name } = JSON.parse(goldenText) as Record<string, unknown>;
+    return {
+      ...(typeof input_name === "string" ? { inputName: input_name } : {}),
+      ...(typeof output_name === "string" ? { outputName: output_name } : {}),
+    };
+  } catch {
+    return {}; // parseGolden reports the problem
+  }
+}
+
+function flattenRows(rows: unknown[]): Float32Array[] {
+  return rows.map((row) => Float32Array.from((row as unknown[]).flat(16) as number[]));
+}
+
+/** Compiles the int8 plan and, with golden cases, measures it against fp32. */
+async function quantize(
+  onnx: Uint8Array,
+  golden: Golden | undefined,
+): Promise<{ plan: Uint8Array; quantization: Quantization } | { reason: string }> {
+  const kernels = await loadKernels();
+  const outcome = compileInt8(onnx, kernels);
+  if (!outcome.ok) return { reason: outcome.reason };
+  const quantization: Quantization = {
+    scheme: "int8-per-channel-symmetric-weights-dynamic-u8-activations",
+    layers: outcome.layers,
+  };
+  if (golden) {
+    const inputs = flattenRows(golden.inputs);
+    const width = inputs[0]!.length;
+    const session = await ort.InferenceSession.create(onnx);
+    try {
+      const input = session.inputMetadata[0]!;
+      const shape = [inputs.length, ...(input.isTensor ? input.shape.slice(1) : [width])].map(
+        (d) => (typeof d === "number" ? d : width),
+      );
+      const out = await session.run({
+        [golden.inputName]: new ort.Tensor(
+          "float32",
+          Float32Array.from(inputs.flatMap((x) => Array.from(x))),
+          shape,
+        ),
+      });
+      const all = out[golden.outputName]!.data as Float32Array;
+      const n = all.length / inputs.length;
+      const fp32 = inputs.map((_, i) => all.slice(i * n, (i + 1) * n));
+      const executor = new PlanExecutor(await loadKernels(), outcome.plan);
+      quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
+        inputs,
+        fp32,
+        ...(golden.labels ? { labels: golden.labels } : {}),
+      });
+    } finally {
+      await session.release();
+    }
+  }
+  return { plan: outcome.plan, quantization };
 }
 
 async function readBounded(file: string, what: string): Promise<Uint8Array> {
@@ -66,12 +134,17 @@ export async function prepareVersion(
   options: PrepareOptions = {},
 ): Promise<PreparedVersion> {
   const bytes = await readBounded(file, "model file");
+  const goldenText = options.golden
+    ? new TextDecoder().decode(await readBounded(options.golden, "golden file"))
+    : undefined;
   let onnx: Uint8Array;
   let origin: PreparedVersion["origin"];
   if (looksLikePyTorch(file, bytes)) {
     const activation = options.activation ?? "relu";
     const layers = linearLayers(readStateDict(bytes));
-    onnx = linearStackToOnnx(layers, { activation });
+    // A .pth has no tensor names: take them from the golden file when it names them.
+    const names = goldenText ? tensorNames(goldenText) : {};
+    onnx = linearStackToOnnx(layers, { activation, ...names });
     origin = {
       kind: "pth",
       layers: layers.map((l) => `${l.name} ${l.inFeatures}→${l.outFeatures}`),
@@ -104,23 +177,31 @@ export async function prepareVersion(
   const artifacts: PreparedVersion["artifacts"] = {
     onnx: { bytes: onnx, mediaType: ONNX_MEDIA_TYPE },
   };
-  if (options.golden) {
-    const text = new TextDecoder().decode(await readBounded(options.golden, "golden file"));
-    const golden = parseGolden(text, signature.inputs, signature.outputs);
+  let golden: Golden | undefined;
+  if (goldenText !== undefined) {
+    golden = parseGolden(goldenText, signature.inputs, signature.outputs);
     artifacts.golden = {
       bytes: new TextEncoder().encode(JSON.stringify(golden)),
       mediaType: GOLDEN_MEDIA_TYPE,
     };
   }
-  return {
-    fields: {
-      platform: "onnx_onnxv1",
-      inputs: signature.inputs,
-      outputs: signature.outputs,
-      runtime: "ort",
-      source: basename(file),
-    },
-    artifacts,
-    origin,
+  const fields: VersionFields = {
+    platform: "onnx_onnxv1",
+    inputs: signature.inputs,
+    outputs: signature.outputs,
+    runtime: "ort",
+    source: basename(file),
   };
+  let int8NotCompiled: string | undefined;
+  if (options.quantize === "int8") {
+    const result = await quantize(onnx, golden);
+    if ("reason" in result) {
+      int8NotCompiled = result.reason;
+    } else {
+      artifacts.int8 = { bytes: result.plan, mediaType: INT8_PLAN_MEDIA_TYPE };
+      fields.runtime = "int8";
+      fields.quantization = result.quantization;
+    }
+  }
+  return { fields, artifacts, origin, ...(int8NotCompiled ? { int8NotCompiled } : {}) };
 }

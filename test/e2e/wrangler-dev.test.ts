@@ -26,9 +26,13 @@ describe("npm start + wrangler dev over real HTTP", () => {
   });
 
   it("seeds the three demo models", async () => {
-    expect(server.output()).toMatch(/published: simple@1/);
-    expect(server.output()).toMatch(/published: digits-mlp@1/);
-    expect(server.output()).toMatch(/published: digits-cnn@1/);
+    const output = server.output();
+    expect(output).toMatch(/published: simple@1 \(ort, onnx 2218 bytes\)/);
+    expect(output).toMatch(/published: simple@2 \(int8, int8 plan \d+ bytes\)/);
+    expect(output).toMatch(/published: digits-mlp@1 \(ort, onnx 69602 bytes\)/);
+    expect(output).toMatch(/published: digits-mlp@2 \(int8, int8 plan \d+ bytes\)/);
+    expect(output).toMatch(/published: digits-cnn@1 \(ort, onnx 16317 bytes\)/);
+    expect(output).not.toMatch(/digits-cnn@2/);
     for (const name of ["simple", "digits-mlp", "digits-cnn"]) {
       const response = await fetch(`${base}/v2/models/${name}/ready`);
       expect(response.status, name).toBe(200);
@@ -39,7 +43,8 @@ describe("npm start + wrangler dev over real HTTP", () => {
     const cases = JSON.parse(
       await readFile(new URL("fixtures/seed-simple/cases.json", root), "utf8"),
     ) as { inputs: number[][]; expected: number[][] };
-    const response = await fetch(`${base}/v2/models/simple/infer`, {
+    // Version 1 is the fp32 export on onnxruntime: PyTorch's numbers to 1e-5.
+    const response = await fetch(`${base}/v2/models/simple/versions/1/infer`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-request-id": "e2e-1" },
       body: JSON.stringify({
@@ -57,6 +62,21 @@ describe("npm start + wrangler dev over real HTTP", () => {
     const expected = cases.expected.flat();
     const worst = Math.max(...body.outputs[0]!.data.map((v, i) => Math.abs(v - expected[i]!)));
     expect(worst).toBeLessThan(1e-5);
+  });
+
+  it("serves the int8 version by default, and onnxruntime when asked", async () => {
+    const body = JSON.stringify({
+      inputs: [{ name: "input", shape: [1, 64], datatype: "FP32", data: new Array(64).fill(0.5) }],
+    });
+    const int8 = await fetch(`${base}/v2/models/digits-mlp/infer`, { method: "POST", body });
+    expect(int8.status).toBe(200);
+    expect(int8.headers.get("x-pinion-model")).toBe("digits-mlp@2");
+    expect(int8.headers.get("x-pinion-runtime")).toBe("int8");
+    const ort = await fetch(`${base}/v2/models/digits-mlp/infer?runtime=ort`, {
+      method: "POST",
+      body,
+    });
+    expect(ort.headers.get("x-pinion-runtime")).toBe("ort");
   });
 
   it("answers bad input with 400 and keeps serving", async () => {
@@ -79,9 +99,9 @@ describe("npm start + wrangler dev over real HTTP", () => {
       await r2.dispose();
     }
     expect(lines).toEqual([
-      "up to date: simple@1 (2218 bytes)",
-      "up to date: digits-mlp@1 (69602 bytes)",
-      "up to date: digits-cnn@1 (16317 bytes)",
+      "up to date: simple (versions 1, 2)",
+      "up to date: digits-mlp (versions 1, 2)",
+      "up to date: digits-cnn (versions 1)",
     ]);
   });
 

@@ -14,7 +14,12 @@ import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { invalid, notFound } from "../errors";
 import { blobKey } from "../registry/layout";
-import { artifactSchema, RUNTIME_HINTS, tensorSpecSchema } from "../registry/manifest";
+import {
+  artifactSchema,
+  quantizationSchema,
+  RUNTIME_HINTS,
+  tensorSpecSchema,
+} from "../registry/manifest";
 import { checkModelName } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import { errorResponse } from "./errors";
@@ -95,7 +100,12 @@ const commitSchema = z.object({
   outputs: z.array(tensorSpecSchema).min(1),
   runtime: z.enum(RUNTIME_HINTS),
   source: z.string().max(1024).optional(),
-  artifacts: z.object({ onnx: artifactSchema, golden: artifactSchema.optional() }),
+  quantization: quantizationSchema.optional(),
+  artifacts: z.object({
+    onnx: artifactSchema,
+    golden: artifactSchema.optional(),
+    int8: artifactSchema.optional(),
+  }),
 });
 
 async function body<T>(c: Context, schema: z.ZodType<T>): Promise<T> {

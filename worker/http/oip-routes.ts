@@ -42,7 +42,9 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     };
     c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
     try {
-      const model = await c.var.timing.measure("load", () => plane.load(manifest));
+      const model = await c.var.timing.measure("load", () =>
+        plane.load(manifest, c.req.query("runtime")),
+      );
       c.header("x-pinion-runtime", model.runtime);
     } catch (error) {
       if (!(error instanceof PinionError) || error.kind !== "unavailable") throw error;
@@ -61,9 +63,9 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     );
     // Name what is being served even when the request then fails.
     c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
-    c.header("x-pinion-runtime", manifest.runtime);
+    c.header("x-pinion-runtime", plane.runtimeFor(manifest, c.req.query("runtime")).name);
     const request = parseInferenceRequest(await readJson(c));
-    const result = await plane.inferResolved(manifest, request, timing);
+    const result = await plane.inferResolved(manifest, request, timing, c.req.query("runtime"));
     c.header("x-pinion-runtime", result.runtime);
     return c.json(result.response);
   };

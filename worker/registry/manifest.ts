@@ -23,9 +23,40 @@ export const artifactSchema = z.object({
 });
 export type Artifact = z.infer<typeof artifactSchema>;
 
-/** Which runtime should serve the version. Later runtimes extend this list. */
-export const RUNTIME_HINTS = ["ort"] as const;
+/**
+ * Which runtime should serve the version: `int8` when it carries an int8 plan
+ * and its publisher allowed it, `ort` otherwise. Later runtimes extend this list.
+ */
+export const RUNTIME_HINTS = ["ort", "int8"] as const;
 export type RuntimeHint = (typeof RUNTIME_HINTS)[number];
+
+export const quantizationSchema = z.object({
+  scheme: z.literal("int8-per-channel-symmetric-weights-dynamic-u8-activations"),
+  layers: z.array(
+    z.object({
+      name: z.string(),
+      k: z.number().int(),
+      n: z.number().int(),
+      activation: z.string(),
+      sqnrDb: z.number(),
+      absmaxSqnrDb: z.number(),
+    }),
+  ),
+  /** Measured on the golden cases at publish, when they were given. */
+  accuracy: z
+    .object({
+      cases: z.number().int(),
+      cosine: z.number(),
+      minCosine: z.number(),
+      maxAbsError: z.number(),
+      sqnrDb: z.number(),
+      top1Agreement: z.number().optional(),
+      fp32Accuracy: z.number().optional(),
+      int8Accuracy: z.number().optional(),
+    })
+    .optional(),
+});
+export type Quantization = z.infer<typeof quantizationSchema>;
 
 export const manifestSchema = z.object({
   schema: z.literal(MANIFEST_SCHEMA_VERSION),
@@ -41,7 +72,11 @@ export const manifestSchema = z.object({
     onnx: artifactSchema,
     /** Optional golden cases (inputs and expected outputs) for gates and warm-up. */
     golden: artifactSchema.optional(),
+    /** Optional int8 plan (see worker/runtimes/int8/plan.ts) for the int8 runtime. */
+    int8: artifactSchema.optional(),
   }),
+  /** How the int8 plan was made and how close it is to fp32, when there is one. */
+  quantization: quantizationSchema.optional(),
   runtime: z.enum(RUNTIME_HINTS),
   /** Free-form provenance, e.g. the file the version was published from. */
   source: z.string().max(1024).optional(),

@@ -13,6 +13,7 @@ import {
   type Artifact,
   type ArtifactRole,
   type Manifest,
+  type Quantization,
   type RuntimeHint,
   type VersionSummary,
 } from "./manifest";
@@ -28,6 +29,7 @@ export interface VersionFields {
   outputs: TensorSpec[];
   runtime: RuntimeHint;
   source?: string;
+  quantization?: Quantization;
   createdAt?: Date;
 }
 
@@ -222,6 +224,7 @@ export class ModelRegistry {
         artifacts,
         runtime: fields.runtime,
         ...(fields.source ? { source: fields.source } : {}),
+        ...(fields.quantization ? { quantization: fields.quantization } : {}),
       };
       const checked = manifestSchema.safeParse(candidate);
       if (!checked.success) {
@@ -253,7 +256,7 @@ export class ModelRegistry {
       version: m.version,
       createdAt: m.createdAt,
       runtime: m.runtime,
-      bytes: m.artifacts.onnx.bytes + (m.artifacts.golden?.bytes ?? 0),
+      bytes: Object.values(m.artifacts).reduce((sum, a) => sum + (a?.bytes ?? 0), 0),
       sha256: m.artifacts.onnx.sha256,
       ...(m.source ? { source: m.source } : {}),
     }));

@@ -8,7 +8,7 @@ import type { Tensor, TensorSpec } from "../protocol/datatypes";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
 
 /** What answered, as reported in `x-pinion-runtime`. */
-export type RuntimeName = "ort";
+export type RuntimeName = "ort" | "int8";
 
 /** Fetches one of the version's artifacts, digest already verified. */
 export type ArtifactSource = (role: ArtifactRole) => Promise<Uint8Array>;

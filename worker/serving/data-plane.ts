@@ -4,7 +4,7 @@
  * through the model cache, run it. Knows nothing of HTTP; errors are domain
  * errors whose kind the HTTP layer maps to a status.
  */
-import { invalid, notFound, PinionError } from "../errors";
+import { invalid, notFound, PinionError, unavailable } from "../errors";
 import type { Tensor } from "../protocol/datatypes";
 import { checkAgainstSpec, decodeInput, encodeOutput } from "../protocol/tensor-codec";
 import type {
@@ -17,7 +17,7 @@ import { manifestKey } from "../registry/layout";
 import type { Manifest } from "../registry/manifest";
 import { checkModelName, parseVersion } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
-import type { LoadedModel, Runtime } from "../runtimes/runtime";
+import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
 import type { ServingConfig } from "./config";
 import { ModelCache } from "./model-cache";
 import { Timing } from "./timing";
@@ -37,13 +37,40 @@ export class DataPlane {
   private readonly manifests = new Map<string, Manifest>();
   private readonly versionLists = new Map<string, { versions: number[]; fetchedAt: number }>();
 
+  private readonly runtimes = new Map<RuntimeName, Runtime>();
+
   constructor(
     private readonly registry: ModelRegistry,
-    private readonly runtime: Runtime,
+    runtimes: readonly Runtime[],
     readonly config: ServingConfig,
     private readonly now: () => number = Date.now,
   ) {
+    for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
     this.cache = new ModelCache(config.modelCacheBytes);
+  }
+
+  /**
+   * The runtime that serves a version: the one asked for (`?runtime=` or the
+   * `runtime` request parameter), else int8 when the version carries a plan and
+   * its publisher chose int8, else onnxruntime.
+   */
+  runtimeFor(manifest: Manifest, requested?: string): Runtime {
+    const label = `${manifest.name}@${manifest.version}`;
+    let name: RuntimeName;
+    if (requested !== undefined) {
+      if (requested !== "ort" && requested !== "int8") {
+        throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
+      }
+      if (requested === "int8" && !manifest.artifacts.int8) {
+        throw invalid(`${label} has no int8 plan; publish it with --quantize int8`);
+      }
+      name = requested;
+    } else {
+      name = manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
+    }
+    const runtime = this.runtimes.get(name);
+    if (!runtime) throw unavailable(`this server has no ${name} runtime`);
+    return runtime;
   }
 
   /** Published versions, from a per-isolate list refreshed every `versionListTtlMs`. */
@@ -101,13 +128,14 @@ export class DataPlane {
   }
 
   /** Loads the version (if not loaded yet), so readiness means "can answer now". */
-  async load(manifest: Manifest): Promise<LoadedModel> {
-    return this.cache.get(cacheKey(manifest), this.loader(manifest));
+  async load(manifest: Manifest, requested?: string): Promise<LoadedModel> {
+    const runtime = this.runtimeFor(manifest, requested);
+    return this.cache.get(cacheKey(manifest, runtime), this.loader(manifest, runtime));
   }
 
-  private loader(manifest: Manifest): () => Promise<LoadedModel> {
+  private loader(manifest: Manifest, runtime: Runtime): () => Promise<LoadedModel> {
     return () =>
-      this.runtime.load(manifest, (role) =>
+      runtime.load(manifest, (role) =>
         this.registry.readArtifact(manifest, role, this.config.modelCacheBytes),
       );
   }
@@ -122,9 +150,10 @@ export class DataPlane {
     version: string | undefined,
     request: InferenceRequest,
     timing: Timing = new Timing(),
+    requestedRuntime?: string,
   ): Promise<InferenceResult> {
     const manifest = await timing.measure("resolve", () => this.resolve(name, version));
-    return this.inferResolved(manifest, request, timing);
+    return this.inferResolved(manifest, request, timing, requestedRuntime);
   }
 
   /** Runs a request against an already resolved version. */
@@ -132,11 +161,17 @@ export class DataPlane {
     manifest: Manifest,
     request: InferenceRequest,
     timing: Timing = new Timing(),
+    requestedRuntime?: string,
   ): Promise<InferenceResult> {
+    const parameter = request.parameters?.runtime;
+    const runtime = this.runtimeFor(
+      manifest,
+      requestedRuntime ?? (parameter === undefined ? undefined : String(parameter)),
+    );
     const inputs = this.decodeInputs(manifest, request);
     const outputs = this.selectOutputs(manifest, request);
     const lease = await timing.measure("load", () =>
-      this.cache.acquire(cacheKey(manifest), this.loader(manifest)),
+      this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
     );
     const model = lease.model;
     const names = outputs.map((o) => o.name);
@@ -197,7 +232,8 @@ export class DataPlane {
   }
 }
 
-const cacheKey = (manifest: Manifest) => `${manifest.name}@${manifest.version}`;
+const cacheKey = (manifest: Manifest, runtime: Runtime) =>
+  `${manifest.name}@${manifest.version}/${runtime.name}`;
 
 function listNames(specs: readonly { name: string }[]): string {
   return specs.map((s) => `'${s.name}'`).join(", ");

@@ -82,7 +82,7 @@ describe("admin API authentication", () => {
   it("is disabled when no token is configured", async () => {
     const app = createApp<object>({
       planeFor: () =>
-        new DataPlane(new ModelRegistry(env.MODELS), new OrtRuntime(loadOrt), {
+        new DataPlane(new ModelRegistry(env.MODELS), [new OrtRuntime(loadOrt)], {
           maxRequestBytes: 1 << 20,
           modelCacheBytes: 1 << 20,
           versionListTtlMs: 0,

@@ -21,7 +21,7 @@ class CountingRuntime implements Runtime {
 function plane(budget: number, ttl = 0, now?: () => number) {
   const runtime = new CountingRuntime();
   const config = { maxRequestBytes: 1 << 20, modelCacheBytes: budget, versionListTtlMs: ttl };
-  return { runtime, plane: new DataPlane(registry(), runtime, config, now) };
+  return { runtime, plane: new DataPlane(registry(), [runtime], config, now) };
 }
 
 async function failure(promise: Promise<unknown>): Promise<PinionError> {
@@ -79,9 +79,9 @@ describe("DataPlane", () => {
     await p.load(simple);
     await p.load(cnn);
     await p.load(simple); // now most recently used
-    expect(p.cache.keys()).toEqual(["dp-lru-b@1", "dp-lru-a@1"]);
+    expect(p.cache.keys()).toEqual(["dp-lru-b@1/ort", "dp-lru-a@1/ort"]);
     await p.load(other);
-    expect(p.cache.keys()).toEqual(["dp-lru-a@1", "dp-lru-c@1"]);
+    expect(p.cache.keys()).toEqual(["dp-lru-a@1/ort", "dp-lru-c@1/ort"]);
     expect(p.cache.bytesHeld).toBeLessThanOrEqual(p.cache.budgetBytes);
     await p.load(cnn);
     expect(runtime.loads).toEqual(["dp-lru-a@1", "dp-lru-b@1", "dp-lru-c@1", "dp-lru-b@1"]);
@@ -91,10 +91,11 @@ describe("DataPlane", () => {
     const a = await publishFixture("dp-lease-a", "seed-simple/simple_model.onnx");
     const b = await publishFixture("dp-lease-b", "seed-simple/simple_model.onnx");
     const { plane: p } = plane(2 * 2218 + 100); // room for one model
-    const loadA = () => p.load(a);
-    const lease = await p.cache.acquire("dp-lease-a@1", loadA);
+    const loadA = () =>
+      new OrtRuntime(loadOrt).load(a, (role) => registry().readArtifact(a, role, 1 << 20));
+    const lease = await p.cache.acquire("dp-lease-a@1/ort", loadA);
     await p.load(b); // evicts A from the cache while the lease holds it
-    expect(p.cache.keys()).toEqual(["dp-lease-b@1"]);
+    expect(p.cache.keys()).toEqual(["dp-lease-b@1/ort"]);
     const input = {
       name: "input",
       datatype: "FP32" as const,
@@ -107,9 +108,7 @@ describe("DataPlane", () => {
     // Released and evicted: now it is disposed, and its session refuses to run.
     await expect(lease.model.run([input], ["output"])).rejects.toThrow(/was unloaded/);
     // A new request simply loads it again.
-    const again = await p.cache.acquire("dp-lease-a@1", () =>
-      new OrtRuntime(loadOrt).load(a, (role) => registry().readArtifact(a, role, 1 << 20)),
-    );
+    const again = await p.cache.acquire("dp-lease-a@1/ort", loadA);
     expect(again.model).not.toBe(lease.model);
     again.release();
   });

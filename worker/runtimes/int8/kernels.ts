@@ -355,6 +355,23 @@ export class Int8Kernels {
     return packed;
   }
 
+  /** Packs K×N int8 weights and returns the packed bytes (what an int8 plan stores). */
+  packedWeightBytes(w: Int8Array, k: number, n: number): Uint8Array {
+    return this.scoped(() => {
+      const packed = this.packInto(w, k, n, 0);
+      return this.take(Uint8Array, packed.ptr, packed.bytes);
+    });
+  }
+
+  /** Copies weights packed by `packedWeightBytes` into WASM memory (until `reset()`). */
+  loadPackedWeights(bytes: Uint8Array, k: number, n: number): PackedWeights {
+    const expected = this.abi.packedBytes(k, n);
+    if (bytes.byteLength !== expected) {
+      throw invalid(`packed weights for ${k}×${n} are ${expected} bytes, not ${bytes.byteLength}`);
+    }
+    return { ptr: this.put(bytes), k, n, bytes: expected };
+  }
+
   /**
    * The fused layer: act(dequant(dynamic_quant(x) · W) + bias) in f32, with
    * per-output-channel weight scales. `x` is M×K row-major.

@@ -1,0 +1,118 @@
+/**
+ * @module
+ * Runs an int8 plan on the WASM kernels: per layer the fused kernel
+ * (dynamic quantisation → int8 GEMM → per-channel dequantisation → bias →
+ * ReLU), then any other activation in JS, then the optional softmax. The same
+ * code runs in the worker and in the compiler's accuracy report.
+ */
+import { invalid } from "../../errors";
+import type { Int8Kernels, PackedWeights } from "./kernels";
+import {
+  blobView,
+  decodePlanHeader,
+  f32Blob,
+  type PlanActivation,
+  type PlanMetadata,
+} from "./plan";
+
+interface LoadedLayer {
+  packed: PackedWeights;
+  scales: Float32Array;
+  bias: Float32Array | undefined;
+  activation: PlanActivation;
+  alpha: number;
+}
+
+/** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), plenty for int8 activations. */
+function erf(x: number): number {
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y =
+    1 -
+    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) *
+      t *
+      Math.exp(-x * x);
+  return x >= 0 ? y : -y;
+}
+
+function activate(values: Float32Array, activation: PlanActivation, alpha: number): void {
+  switch (activation) {
+    case "none":
+    case "relu": // fused in the kernel
+      return;
+    case "leaky_relu":
+      for (let i = 0; i < values.length; i++) if (values[i]! < 0) values[i]! *= alpha;
+      return;
+    case "sigmoid":
+      for (let i = 0; i < values.length; i++) values[i] = 1 / (1 + Math.exp(-values[i]!));
+      return;
+    case "tanh":
+      for (let i = 0; i < values.length; i++) values[i] = Math.tanh(values[i]!);
+      return;
+    case "gelu":
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!;
+        values[i] = 0.5 * v * (1 + erf(v / Math.SQRT2));
+      }
+  }
+}
+
+function softmaxRows(values: Float32Array, width: number): void {
+  for (let row = 0; row < values.length; row += width) {
+    let max = -Infinity;
+    for (let i = row; i < row + width; i++) max = Math.max(max, values[i]!);
+    let sum = 0;
+    for (let i = row; i < row + width; i++) sum += values[i] = Math.exp(values[i]! - max);
+    for (let i = row; i < row + width; i++) values[i]! /= sum;
+  }
+}
+
+export class PlanExecutor {
+  readonly metadata: PlanMetadata;
+  private readonly layers: LoadedLayer[];
+
+  /** Copies the plan's packed weights into the kernels' memory once. */
+  constructor(
+    private readonly kernels: Int8Kernels,
+    plan: Uint8Array,
+  ) {
+    this.metadata = decodePlanHeader(plan);
+    this.layers = this.metadata.layers.map((layer) => ({
+      packed: kernels.loadPackedWeights(blobView(plan, layer.packedWeights), layer.k, layer.n),
+      scales: f32Blob(plan, layer.scales).slice(),
+      bias: layer.bias ? f32Blob(plan, layer.bias).slice() : undefined,
+      activation: layer.activation,
+      alpha: layer.alpha ?? 0.01,
+    }));
+  }
+
+  get inputWidth(): number {
+    return this.metadata.layers[0]!.k;
+  }
+
+  get outputWidth(): number {
+    return this.metadata.layers.at(-1)!.n;
+  }
+
+  /** `x` is [batch, inputWidth] row-major (any trailing dims already flattened). */
+  run(x: Float32Array, batch: number): Float32Array {
+    if (x.length !== batch * this.inputWidth) {
+      throw invalid(
+        `the int8 plan takes ${this.inputWidth} values per row; got ${x.length / batch}`,
+      );
+    }
+    let h = x;
+    for (const layer of this.layers) {
+      h = this.kernels.fusedLinear(
+        h,
+        batch,
+        layer.packed,
+        layer.scales,
+        layer.bias,
+        layer.activation === "relu" ? "relu" : "none",
+      );
+      activate(h, layer.activation, layer.alpha);
+    }
+    if (this.metadata.softmax) softmaxRows(h, this.outputWidth);
+    return h;
+  }
+}

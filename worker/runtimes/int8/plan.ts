@@ -1,0 +1,185 @@
+/**
+ * @module
+ * The int8 plan: a compiled dense network the int8 runtime executes on the
+ * WASM kernels. A documented, versioned binary format that loads with no
+ * parsing beyond its header:
+ *
+ *   offset  size  content
+ *   0       8     magic "PINT8PLN"
+ *   8       4     format version, u32 little-endian (1)
+ *   12      4     metadata length L, u32 little-endian
+ *   16      L     metadata, UTF-8 JSON (`PlanMetadata`), padded with spaces to
+ *                 a multiple of 16
+ *   16+L'   …     blobs, each starting on a 16-byte boundary, at the offsets
+ *                 (from the start of the file) the metadata gives
+ *
+ * Per layer the blobs are: the weights already packed for `gemmI16` (i16,
+ * column pairs interleaved, zero point 0 — copied into WASM memory as they are),
+ * the f32 per-output-channel weight scales, and the optional f32 bias.
+ */
+import { z } from "zod";
+import { invalid } from "../../errors";
+
+export const PLAN_MAGIC = "PINT8PLN";
+export const PLAN_FORMAT_VERSION = 1;
+const HEADER_BYTES = 16;
+const ALIGN = 16;
+
+/** Activations applied after a layer (ReLU fused in WASM; the others in JS). */
+export const PLAN_ACTIVATIONS = ["none", "relu", "leaky_relu", "sigmoid", "tanh", "gelu"] as const;
+export type PlanActivation = (typeof PLAN_ACTIVATIONS)[number];
+
+const blobSchema = z.object({
+  offset: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+});
+export type BlobRef = z.infer<typeof blobSchema>;
+
+const layerSchema = z.object({
+  /** The ONNX node(s) this layer came from, for reports. */
+  name: z.string(),
+  k: z.number().int().positive(),
+  n: z.number().int().positive(),
+  packedWeights: blobSchema,
+  scales: blobSchema,
+  bias: blobSchema.nullable(),
+  activation: z.enum(PLAN_ACTIVATIONS),
+  /** LeakyRelu's slope. */
+  alpha: z.number().optional(),
+  /** Weight quantisation quality: signal-to-quantisation-noise ratio, dB. */
+  sqnrDb: z.number(),
+  /** The same with plain absmax scales, for comparison. */
+  absmaxSqnrDb: z.number(),
+});
+export type PlanLayer = z.infer<typeof layerSchema>;
+
+export const planMetadataSchema = z.object({
+  input: z.object({ name: z.string(), shape: z.array(z.number().int()) }),
+  output: z.object({ name: z.string(), shape: z.array(z.number().int()) }),
+  layers: z.array(layerSchema).min(1),
+  /** Softmax over the last axis after the last layer. */
+  softmax: z.boolean(),
+});
+export type PlanMetadata = z.infer<typeof planMetadataSchema>;
+
+export interface PlanBlobs {
+  packedWeights: Uint8Array;
+  scales: Float32Array;
+  bias: Float32Array | null;
+}
+
+const pad = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+/** Writes a plan: `layers` in metadata order, each with its blobs. */
+export function encodePlan(
+  meta: Omit<PlanMetadata, "layers"> & {
+    layers: Omit<PlanLayer, "packedWeights" | "scales" | "bias">[];
+  },
+  blobs: PlanBlobs[],
+): Uint8Array {
+  // Blob offsets depend on the metadata length, which depends on the offsets'
+  // digits: lay out with a generous placeholder, then fix the header size.
+  const layout = (start: number) => {
+    let at = start;
+    const place = (bytes: number): BlobRef => {
+      const ref = { offset: at, bytes };
+      at = pad(at + bytes);
+      return ref;
+    };
+    const layers = meta.layers.map((layer, i) => ({
+      ...layer,
+      packedWeights: place(blobs[i]!.packedWeights.byteLength),
+      scales: place(blobs[i]!.scales.byteLength),
+      bias: blobs[i]!.bias ? place(blobs[i]!.bias!.byteLength) : null,
+    }));
+    return { metadata: { ...meta, layers }, end: at };
+  };
+  let start = pad(HEADER_BYTES + 256);
+  let json = "";
+  let end = 0;
+  for (;;) {
+    const { metadata, end: e } = layout(start);
+    json = JSON.stringify(planMetadataSchema.parse(metadata));
+    const needed = pad(HEADER_BYTES + new TextEncoder().encode(json).byteLength);
+    if (needed <= start) {
+      end = e;
+      break;
+    }
+    start = needed;
+  }
+  const out = new Uint8Array(end);
+  const view = new DataView(out.buffer);
+  out.set(new TextEncoder().encode(PLAN_MAGIC), 0);
+  view.setUint32(8, PLAN_FORMAT_VERSION, true);
+  const metaBytes = new TextEncoder().encode(json.padEnd(start - HEADER_BYTES, " "));
+  view.setUint32(12, metaBytes.byteLength, true);
+  out.set(metaBytes, HEADER_BYTES);
+  const metadata = decodePlanHeader(out);
+  metadata.layers.forEach((layer, i) => {
+    const b = blobs[i]!;
+    out.set(b.packedWeights, layer.packedWeights.offset);
+    out.set(
+      new Uint8Array(b.scales.buffer, b.scales.byteOffset, b.scales.byteLength),
+      layer.scales.offset,
+    );
+    if (b.bias && layer.bias) {
+      out.set(
+        new Uint8Array(b.bias.buffer, b.bias.byteOffset, b.bias.byteLength),
+        layer.bias.offset,
+      );
+    }
+  });
+  return out;
+}
+
+/** Reads and checks a plan's header and metadata; blobs stay where they are. */
+export function decodePlanHeader(bytes: Uint8Array): PlanMetadata {
+  if (
+    bytes.byteLength < HEADER_BYTES ||
+    new TextDecoder().decode(bytes.subarray(0, 8)) !== PLAN_MAGIC
+  ) {
+    throw invalid("not an int8 plan (bad magic)");
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint32(8, true);
+  if (version !== PLAN_FORMAT_VERSION) {
+    throw invalid(
+      `int8 plan format version ${version} is not supported (this build reads ${PLAN_FORMAT_VERSION})`,
+    );
+  }
+  const length = view.getUint32(12, true);
+  if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
+  let metadata: PlanMetadata;
+  try {
+    metadata = planMetadataSchema.parse(
+      JSON.parse(new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length))),
+    );
+  } catch (error) {
+    throw invalid(`int8 plan metadata is invalid: ${(error as Error).message.slice(0, 200)}`);
+  }
+  for (const layer of metadata.layers) {
+    const refs = [layer.packedWeights, layer.scales, ...(layer.bias ? [layer.bias] : [])];
+    for (const ref of refs) {
+      if (ref.offset % ALIGN !== 0 || ref.offset + ref.bytes > bytes.byteLength) {
+        throw invalid(`int8 plan layer ${layer.name} points outside the file`);
+      }
+    }
+    if (layer.scales.bytes !== layer.n * 4 || (layer.bias && layer.bias.bytes !== layer.n * 4)) {
+      throw invalid(`int8 plan layer ${layer.name} has scales or bias of the wrong size`);
+    }
+  }
+  return metadata;
+}
+
+/** A blob as a typed view into the plan (no copy). */
+export function blobView(bytes: Uint8Array, ref: BlobRef): Uint8Array {
+  return bytes.subarray(ref.offset, ref.offset + ref.bytes);
+}
+
+export function f32Blob(bytes: Uint8Array, ref: BlobRef): Float32Array {
+  // Blobs are 16-byte aligned in the file; copy if the file itself is not aligned in memory.
+  const view = blobView(bytes, ref);
+  return view.byteOffset % 4 === 0
+    ? new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4)
+    : new Float32Array(view.slice().buffer);
+}
