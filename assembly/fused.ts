@@ -44,3 +44,40 @@ export function fusedLinear(
   dequantizeAccumulators(acc, m, n, dynamicScale(), wScales, bias, activation, y);
   return 0;
 }
+
+/** Bytes per layer record in a `denseChain` table: k, n, weights, scales, bias, activation. */
+export const LAYER_RECORD_BYTES: usize = 24;
+
+/**
+ * Runs a chain of fused layers in one call, ping-ponging activations between
+ * two buffers in `scratch`, so a whole dense network costs one crossing from
+ * the host. `table` holds `count` 24-byte records (i32 k, i32 n, ptr packed
+ * weights, ptr scales, ptr bias or 0, i32 activation); `scratch` must hold
+ * `denseChainScratchBytes`. Returns 0, or 1 for NaN/±Inf activations.
+ */
+export function denseChain(table: usize, count: i32, x: usize, m: i32, y: usize, scratch: usize): i32 {
+  let widest = 0;
+  for (let i = 0; i < count; i++) widest = max(widest, load<i32>(table + <usize>i * LAYER_RECORD_BYTES, 4));
+  const ping = scratch;
+  const pong = ping + align16((<usize>m * <usize>widest) << 2);
+  const work = pong + align16((<usize>m * <usize>widest) << 2);
+  let input = x;
+  for (let i = 0; i < count; i++) {
+    const record = table + <usize>i * LAYER_RECORD_BYTES;
+    const k = load<i32>(record);
+    const n = load<i32>(record, 4);
+    const output = i == count - 1 ? y : i & 1 ? pong : ping;
+    const status = fusedLinear(
+      input, m, k, load<usize>(record, 8), n,
+      load<usize>(record, 12), load<usize>(record, 16), load<i32>(record, 20), output, work,
+    );
+    if (status != 0) return status;
+    input = output;
+  }
+  return 0;
+}
+
+/** Scratch `denseChain` needs for batch `m`, the widest layer output `widest`, and the largest fused scratch. */
+export function denseChainScratchBytes(m: i32, widest: i32, largestFused: usize): usize {
+  return (align16((<usize>m * <usize>widest) << 2) << 1) + largestFused;
+}

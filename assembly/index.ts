@@ -14,4 +14,4 @@ export {
 } from "./quantize";
 export { widenRows, packColumns, packedBytes, gemmI16 } from "./gemm";
 export { requantize, dequantizeAccumulators } from "./epilogue";
-export { fusedLinear, fusedScratchBytes } from "./fused";
+export { fusedLinear, fusedScratchBytes, denseChain, denseChainScratchBytes } from "./fused";

@@ -11,6 +11,9 @@ import { OrtRuntime } from "./runtimes/ort/ort-runtime";
 import { parseServingConfig } from "./serving/config";
 import { DataPlane } from "./serving/data-plane";
 
+/** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
+declare const PINION_WITH_ORT: boolean | undefined;
+
 /** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
 type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string };
 
@@ -24,8 +27,12 @@ function planeFor(env: WorkerEnv): DataPlane {
       [
         new Int8Runtime(kernelsWasm),
         // Imported on first use: an isolate serving only int8 versions never
-        // evaluates onnxruntime-web or pays its initialisation.
-        new OrtRuntime(async () => (await import("./runtimes/ort/ort-workerd")).loadOrt()),
+        // evaluates onnxruntime-web or pays its initialisation. A build with
+        // `--define PINION_WITH_ORT:false` leaves ORT out of the bundle entirely.
+        // (Written inline so the bundler can fold the condition and drop the import.)
+        ...(typeof PINION_WITH_ORT === "undefined" || PINION_WITH_ORT
+          ? [new OrtRuntime(async () => (await import("./runtimes/ort/ort-workerd")).loadOrt())]
+          : []),
       ],
       parseServingConfig(env as unknown as Record<string, unknown>),
     );

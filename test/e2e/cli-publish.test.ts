@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { root, startDevServer, type DevServer } from "./dev-server";
+import { root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
 
 const run = promisify(execFile);
 const TOKEN = "e2e-admin-token";

@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { groupAlive, root, startDevServer, type DevServer } from "./dev-server";
+import { groupAlive, root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
 
 describe("npm start + wrangler dev over real HTTP", () => {
   let server: DevServer;

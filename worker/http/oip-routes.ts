@@ -3,7 +3,7 @@
  * Open Inference Protocol v2 REST endpoints over the data plane.
  */
 import { Hono, type Context } from "hono";
-import { PinionError } from "../errors";
+import { invalid, PinionError } from "../errors";
 import { parseInferenceRequest, type ModelReady, type ServerMetadata } from "../protocol/types";
 import type { DataPlane } from "../serving/data-plane";
 import { errorResponse } from "./errors";
@@ -14,6 +14,18 @@ export type PlaneVariables = AppVariables & { plane: DataPlane };
 type Ctx = Context<{ Variables: PlaneVariables }>;
 
 const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
+
+/** `?repeat=N` for benchmarks, honoured only where PINION_BENCH_REPEAT_MAX allows it. */
+function benchRepeat(c: Ctx): number {
+  const max = c.var.plane.config.benchRepeatMax ?? 0;
+  const value = c.req.query("repeat");
+  if (value === undefined || max === 0) return 1;
+  const repeat = Number(value);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > max) {
+    throw invalid(`repeat must be an integer from 1 to ${max}`);
+  }
+  return repeat;
+}
 
 export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
   const app = new Hono<{ Variables: PlaneVariables }>();
@@ -65,7 +77,14 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
     c.header("x-pinion-runtime", plane.runtimeFor(manifest, c.req.query("runtime")).name);
     const request = parseInferenceRequest(await readJson(c));
-    const result = await plane.inferResolved(manifest, request, timing, c.req.query("runtime"));
+    const result = await plane.inferResolved(
+      manifest,
+      request,
+      timing,
+      c.req.query("runtime"),
+      benchRepeat(c),
+    );
+    if (result.repeat > 1) c.header("x-pinion-compute-repeat", String(result.repeat));
     c.header("x-pinion-runtime", result.runtime);
     return c.json(result.response);
   };

@@ -13,12 +13,19 @@ export const servingConfigSchema = z.object({
   MODEL_CACHE_BYTES: positiveInt(64 * 1024 * 1024),
   /** How long an isolate trusts its list of a model's versions, in ms (0 = always re-list). */
   VERSION_LIST_TTL_MS: z.coerce.number().int().min(0).default(5000),
+  /**
+   * Benchmarks only: the most times `?repeat=N` may rerun an inference's compute
+   * in one request (0, the default, disables it). workerd's clock is coarse, so
+   * in-worker compute time is measured over many runs.
+   */
+  PINION_BENCH_REPEAT_MAX: z.coerce.number().int().min(0).default(0),
 });
 
 export type ServingConfig = {
   maxRequestBytes: number;
   modelCacheBytes: number;
   versionListTtlMs: number;
+  benchRepeatMax?: number;
 };
 
 export function parseServingConfig(vars: Record<string, unknown>): ServingConfig {
@@ -27,10 +34,12 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     MAX_REQUEST_BYTES: unset(vars.MAX_REQUEST_BYTES),
     MODEL_CACHE_BYTES: unset(vars.MODEL_CACHE_BYTES),
     VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
+    PINION_BENCH_REPEAT_MAX: unset(vars.PINION_BENCH_REPEAT_MAX),
   });
   return {
     maxRequestBytes: parsed.MAX_REQUEST_BYTES,
     modelCacheBytes: parsed.MODEL_CACHE_BYTES,
     versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
+    benchRepeatMax: parsed.PINION_BENCH_REPEAT_MAX,
   };
 }

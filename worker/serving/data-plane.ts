@@ -29,6 +29,8 @@ export interface InferenceResult {
   response: InferenceResponse;
   manifest: Manifest;
   runtime: LoadedModel["runtime"];
+  /** How many times the compute ran (benchmarks only; else 1). */
+  repeat: number;
 }
 
 export class DataPlane {
@@ -162,6 +164,7 @@ export class DataPlane {
     request: InferenceRequest,
     timing: Timing = new Timing(),
     requestedRuntime?: string,
+    repeat = 1,
   ): Promise<InferenceResult> {
     const parameter = request.parameters?.runtime;
     const runtime = this.runtimeFor(
@@ -177,7 +180,11 @@ export class DataPlane {
     const names = outputs.map((o) => o.name);
     let results: Tensor[];
     try {
-      results = await timing.measure("compute", () => model.run(inputs, names));
+      results = await timing.measure("compute", async () => {
+        // Benchmarks rerun the compute to measure it with workerd's coarse clock.
+        for (let i = 1; i < repeat; i++) await model.run(inputs, names);
+        return model.run(inputs, names);
+      });
     } finally {
       lease.release();
     }
@@ -187,7 +194,7 @@ export class DataPlane {
       ...(request.id !== undefined ? { id: request.id } : {}),
       outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
     };
-    return { response, manifest, runtime: model.runtime };
+    return { response, manifest, runtime: model.runtime, repeat };
   }
 
   private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {

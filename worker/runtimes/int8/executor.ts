@@ -6,7 +6,7 @@
  * code runs in the worker and in the compiler's accuracy report.
  */
 import { invalid } from "../../errors";
-import type { Int8Kernels, PackedWeights } from "./kernels";
+import type { Int8Kernels, ResidentChain, ResidentLayer } from "./kernels";
 import {
   blobView,
   decodePlanHeader,
@@ -14,14 +14,6 @@ import {
   type PlanActivation,
   type PlanMetadata,
 } from "./plan";
-
-interface LoadedLayer {
-  packed: PackedWeights;
-  scales: Float32Array;
-  bias: Float32Array | undefined;
-  activation: PlanActivation;
-  alpha: number;
-}
 
 /** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), plenty for int8 activations. */
 function erf(x: number): number {
@@ -68,21 +60,30 @@ function softmaxRows(values: Float32Array, width: number): void {
 
 export class PlanExecutor {
   readonly metadata: PlanMetadata;
-  private readonly layers: LoadedLayer[];
+  private readonly layers: ResidentLayer[];
+  /** Set when every activation is fused (ReLU or none): the whole plan is one WASM call. */
+  private readonly chain: ResidentChain | undefined;
 
-  /** Copies the plan's packed weights into the kernels' memory once. */
+  /** Copies the plan's packed weights, scales and biases into the kernels' memory once. */
   constructor(
     private readonly kernels: Int8Kernels,
     plan: Uint8Array,
   ) {
     this.metadata = decodePlanHeader(plan);
-    this.layers = this.metadata.layers.map((layer) => ({
-      packed: kernels.loadPackedWeights(blobView(plan, layer.packedWeights), layer.k, layer.n),
-      scales: f32Blob(plan, layer.scales).slice(),
-      bias: layer.bias ? f32Blob(plan, layer.bias).slice() : undefined,
-      activation: layer.activation,
-      alpha: layer.alpha ?? 0.01,
-    }));
+    this.layers = this.metadata.layers.map((layer) =>
+      kernels.residentLayer(
+        blobView(plan, layer.packedWeights),
+        layer.k,
+        layer.n,
+        f32Blob(plan, layer.scales),
+        layer.bias ? f32Blob(plan, layer.bias) : undefined,
+        layer.activation === "relu" ? "relu" : "none",
+      ),
+    );
+    const fusable = this.metadata.layers.every(
+      (l) => l.activation === "relu" || l.activation === "none",
+    );
+    this.chain = fusable ? kernels.residentChain(this.layers) : undefined;
   }
 
   get inputWidth(): number {
@@ -100,19 +101,13 @@ export class PlanExecutor {
         `the int8 plan takes ${this.inputWidth} values per row; got ${x.length / batch}`,
       );
     }
-    let h = x;
-    for (const layer of this.layers) {
-      h = this.kernels.fusedLinear(
-        h,
-        batch,
-        layer.packed,
-        layer.scales,
-        layer.bias,
-        layer.activation === "relu" ? "relu" : "none",
-      );
-      activate(h, layer.activation, layer.alpha);
-    }
-    if (this.metadata.softmax) softmaxRows(h, this.outputWidth);
-    return h;
+    const meta = this.metadata.layers;
+    const y = this.chain
+      ? this.kernels.runChain(x, batch, this.chain)
+      : this.kernels.runLayers(x, batch, this.layers, (i, values) =>
+          activate(values, meta[i]!.activation, meta[i]!.alpha ?? 0.01),
+        );
+    if (this.metadata.softmax) softmaxRows(y, this.outputWidth);
+    return y;
   }
 }

@@ -100,6 +100,15 @@ interface Abi {
     scratch: number,
   ): number;
   fusedScratchBytes(m: number, k: number, n: number): number;
+  denseChain(
+    table: number,
+    count: number,
+    x: number,
+    m: number,
+    y: number,
+    scratch: number,
+  ): number;
+  denseChainScratchBytes(m: number, widest: number, largestFused: number): number;
 }
 
 export type Bytes = Uint8Array | Int8Array;
@@ -112,6 +121,21 @@ export interface PackedWeights {
   readonly k: number;
   readonly n: number;
   readonly bytes: number;
+}
+
+/** A dense layer whose weights, scales and bias live in WASM memory. */
+export interface ResidentLayer {
+  readonly weights: PackedWeights;
+  readonly scalesPtr: number;
+  /** 0 when the layer has no bias. */
+  readonly biasPtr: number;
+  readonly activation: number;
+}
+
+/** Resident layers plus the table `denseChain` walks. */
+export interface ResidentChain {
+  readonly table: number;
+  readonly layers: readonly ResidentLayer[];
 }
 
 /** A quantisation zero point: one for the whole tensor, or one per row/column/channel. */
@@ -408,6 +432,128 @@ export class Int8Kernels {
       );
       if (status !== 0) throw invalid("cannot quantise NaN or infinite values");
       return this.take(Float32Array, yp, m * n);
+    });
+  }
+
+  /**
+   * A dense layer kept in WASM memory (packed weights, scales and bias copied
+   * once), for `runLayers`. Lives until `reset()`.
+   */
+  residentLayer(
+    packedWeights: Uint8Array,
+    k: number,
+    n: number,
+    scales: Float32Array,
+    bias: Float32Array | undefined,
+    activation: Activation,
+  ): ResidentLayer {
+    checkLength(scales, n, "weight scales");
+    if (bias) checkLength(bias, n, "bias");
+    const weights = this.loadPackedWeights(packedWeights, k, n);
+    return {
+      weights,
+      scalesPtr: this.put(scales),
+      biasPtr: bias ? this.put(bias) : 0,
+      activation: ACTIVATION_CODE[activation],
+    };
+  }
+
+  /**
+   * Runs `x` ([batch, k₀] row-major) through resident layers without leaving
+   * WASM memory between them; `after(i, values)` may rewrite layer i's output
+   * in place (activations the kernel does not fuse). Returns a copy of the last output.
+   */
+  runLayers(
+    x: Float32Array,
+    batch: number,
+    layers: readonly ResidentLayer[],
+    after?: (index: number, values: Float32Array) => void,
+  ): Float32Array {
+    return this.scoped(() => {
+      let input = this.put(x);
+      let width = layers[0]!.weights.k;
+      checkLength(x, batch * width, "x");
+      let output = input;
+      layers.forEach((layer, i) => {
+        const { k, n, ptr } = layer.weights;
+        if (k !== width) throw invalid(`layer ${i} takes ${k} values per row, not ${width}`);
+        output = this.alloc(batch * n * 4);
+        const scratch = this.alloc(this.abi.fusedScratchBytes(batch, k, n));
+        const status = this.abi.fusedLinear(
+          input,
+          batch,
+          k,
+          ptr,
+          n,
+          layer.scalesPtr,
+          layer.biasPtr,
+          layer.activation,
+          output,
+          scratch,
+        );
+        if (status !== 0) throw invalid("cannot quantise NaN or infinite values");
+        // No allocation between here and the callback: the view stays valid.
+        after?.(i, new Float32Array(this.abi.memory.buffer, output, batch * n));
+        input = output;
+        width = n;
+      });
+      return this.take(Float32Array, output, batch * width);
+    });
+  }
+
+  /**
+   * Writes the table `denseChain` walks, for layers whose activations the
+   * kernel fuses (ReLU or none); lives until `reset()`.
+   */
+  residentChain(layers: readonly ResidentLayer[]): ResidentChain {
+    const table = new Uint32Array(layers.length * 6);
+    layers.forEach((layer, i) => {
+      table.set(
+        [
+          layer.weights.k,
+          layer.weights.n,
+          layer.weights.ptr,
+          layer.scalesPtr,
+          layer.biasPtr,
+          layer.activation,
+        ],
+        i * 6,
+      );
+    });
+    return { table: this.put(table), layers };
+  }
+
+  private readonly chainScratch = new WeakMap<ResidentChain, Map<number, number>>();
+
+  /** Scratch a chain needs at a batch size, computed once per size (this is on every request's path). */
+  private chainScratchBytes(chain: ResidentChain, batch: number): number {
+    let sizes = this.chainScratch.get(chain);
+    if (!sizes) this.chainScratch.set(chain, (sizes = new Map()));
+    let bytes = sizes.get(batch);
+    if (bytes === undefined) {
+      const widest = Math.max(...chain.layers.map((l) => l.weights.n));
+      const fused = Math.max(
+        ...chain.layers.map((l) => this.abi.fusedScratchBytes(batch, l.weights.k, l.weights.n)),
+      );
+      bytes = this.abi.denseChainScratchBytes(batch, widest, fused);
+      if (sizes.size < 64) sizes.set(batch, bytes);
+    }
+    return bytes;
+  }
+
+  /** Runs a whole resident chain in one call into WASM. */
+  runChain(x: Float32Array, batch: number, chain: ResidentChain): Float32Array {
+    const first = chain.layers[0]!.weights;
+    const last = chain.layers.at(-1)!.weights;
+    checkLength(x, batch * first.k, "x");
+    return this.scoped(() => {
+      const xp = this.put(x);
+      const yp = this.alloc(batch * last.n * 4);
+      const scratch = this.alloc(this.chainScratchBytes(chain, batch));
+      if (this.abi.denseChain(chain.table, chain.layers.length, xp, batch, yp, scratch) !== 0) {
+        throw invalid("cannot quantise NaN or infinite values");
+      }
+      return this.take(Float32Array, yp, batch * last.n);
     });
   }
 

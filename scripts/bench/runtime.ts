@@ -1,0 +1,150 @@
+/**
+ * @module
+ * `npm run bench:runtime`: the int8 runtime against onnxruntime-web, in the same
+ * worker (`wrangler dev`), on the same model (digits-mlp, the int8 version
+ * forced to either runtime with `?runtime=`):
+ *
+ *   - in-worker compute per request at batch 1 (the compute phase of
+ *     Server-Timing, averaged over `?repeat=N` runs inside one request, since
+ *     workerd's clock only ticks in whole milliseconds);
+ *   - end-to-end requests/s through wrangler dev (autocannon, loopback);
+ *   - cold first inference: a fresh `wrangler dev` (fresh isolate) per runtime,
+ *     time from sending the first request to its answer.
+ */
+import autocannon from "autocannon";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startDevServer, type DevServer } from "../lib/dev-server";
+
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 2000);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 9);
+const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
+const RUNTIMES = ["int8", "ort"] as const;
+
+const body = JSON.stringify({
+  inputs: [
+    {
+      name: "input",
+      shape: [1, 64],
+      datatype: "FP32",
+      data: Array.from({ length: 64 }, (_, i) => (i % 17) / 16),
+    },
+  ],
+});
+const path = (runtime: string, extra = "") =>
+  `/v2/models/digits-mlp/versions/2/infer?runtime=${runtime}${extra}`;
+
+function phase(header: string | null, name: string): number {
+  const match = new RegExp(`${name};dur=([\\d.]+)`).exec(header ?? "");
+  return match ? Number(match[1]) : NaN;
+}
+
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+async function withServer<T>(work: (server: DevServer) => Promise<T>): Promise<T> {
+  const persistTo = await mkdtemp(join(tmpdir(), "pinion-bench-"));
+  const server = await startDevServer(persistTo, ["--var", `PINION_BENCH_REPEAT_MAX:${REPEAT}`]);
+  try {
+    return await work(server);
+  } finally {
+    await server.stop();
+    await rm(persistTo, { recursive: true, force: true });
+  }
+}
+
+async function post(base: string, url: string) {
+  const response = await fetch(base + url, {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json" },
+  });
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  await response.arrayBuffer();
+  return response;
+}
+
+async function coldFirstInference(runtime: string) {
+  return withServer(async (server) => {
+    const start = performance.now();
+    const response = await post(server.base, path(runtime));
+    const wall = performance.now() - start;
+    const timing = response.headers.get("server-timing");
+    return { wall, load: phase(timing, "load"), compute: phase(timing, "compute") };
+  });
+}
+
+async function main(): Promise<void> {
+  console.log(
+    "Pinion runtime benchmark: digits-mlp (64→128→64→10) at batch 1, wrangler dev on loopback",
+  );
+  console.log(
+    `compute: median of ${SAMPLES} requests × ${REPEAT} in-worker runs; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: fresh wrangler dev per runtime\n`,
+  );
+  const warm = await withServer(async (server) => {
+    const results: Record<string, { computeUs: number; rps: number; p50: number }> = {};
+    const load = (runtime: string, duration: number) =>
+      autocannon({
+        url: server.base + path(runtime),
+        method: "POST",
+        body,
+        headers: { "content-type": "application/json" },
+        connections: CONNECTIONS,
+        duration,
+      });
+    // Warm both paths (JIT, caches) before measuring either, so order does not favour one.
+    for (const runtime of RUNTIMES) await load(runtime, 2);
+    for (const runtime of RUNTIMES) {
+      await post(server.base, path(runtime)); // load
+      const samples: number[] = [];
+      for (let i = 0; i < SAMPLES; i++) {
+        const response = await post(server.base, path(runtime, `&repeat=${REPEAT}`));
+        samples.push((phase(response.headers.get("server-timing"), "compute") / REPEAT) * 1000);
+      }
+      const measured = await load(runtime, LOAD_SECONDS);
+      if (measured.non2xx > 0 || measured.errors > 0) {
+        throw new Error(`${runtime}: ${measured.non2xx} non-2xx, ${measured.errors} errors`);
+      }
+      results[runtime] = {
+        computeUs: median(samples),
+        rps: measured.requests.average,
+        p50: measured.latency.p50,
+      };
+    }
+    return results;
+  });
+  const cold: Record<string, Awaited<ReturnType<typeof coldFirstInference>>> = {};
+  for (const runtime of RUNTIMES) cold[runtime] = await coldFirstInference(runtime);
+
+  const row = (cells: string[]) =>
+    console.log(cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join(""));
+  row(["", "int8", "ort", "int8 vs ort"]);
+  const ratio = (a: number, b: number, better: "lower" | "higher") =>
+    `${(better === "lower" ? b / a : a / b).toFixed(1)}×`;
+  const int8 = warm.int8!;
+  const ort = warm.ort!;
+  row([
+    "compute / request (µs)",
+    int8.computeUs.toFixed(1),
+    ort.computeUs.toFixed(1),
+    ratio(int8.computeUs, ort.computeUs, "lower"),
+  ]);
+  row([
+    "requests/s (e2e)",
+    int8.rps.toFixed(0),
+    ort.rps.toFixed(0),
+    ratio(int8.rps, ort.rps, "higher"),
+  ]);
+  row(["latency p50 (ms, e2e)", String(int8.p50), String(ort.p50), ""]);
+  row([
+    "cold first answer (ms)",
+    cold.int8!.wall.toFixed(0),
+    cold.ort!.wall.toFixed(0),
+    ratio(cold.int8!.wall, cold.ort!.wall, "lower"),
+  ]);
+  row(["  of which load (ms)", String(cold.int8!.load), String(cold.ort!.load), ""]);
+}
+
+await main();

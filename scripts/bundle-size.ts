@@ -1,0 +1,47 @@
+/**
+ * @module
+ * `npm run size`: what `wrangler deploy` would upload, with onnxruntime-web and
+ * without it (`--define PINION_WITH_ORT:false`, for fleets whose versions are
+ * all int8), from `wrangler deploy --dry-run --outdir`.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
+
+const run = promisify(execFile);
+const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
+
+async function measure(label: string, extra: string[]): Promise<void> {
+  const outdir = await mkdtemp(join(tmpdir(), "pinion-size-"));
+  try {
+    await run(process.execPath, [wrangler, "deploy", "--dry-run", "--outdir", outdir, ...extra], {
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+    });
+    let raw = 0;
+    let gzip = 0;
+    const parts: string[] = [];
+    for (const file of await readdir(outdir)) {
+      if (file.endsWith(".map") || file === "README.md") continue;
+      const bytes = await readFile(join(outdir, file));
+      raw += (await stat(join(outdir, file))).size;
+      gzip += gzipSync(bytes).byteLength;
+      parts.push(
+        `${file.replace(/^[0-9a-f]{40}-/, "")} ${(bytes.byteLength / 1024).toFixed(0)} KiB`,
+      );
+    }
+    const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
+    console.log(
+      `${label.padEnd(22)} ${kib(raw).padStart(10)} ${kib(gzip).padStart(10)} gzip   (${parts.join(", ")})`,
+    );
+  } finally {
+    await rm(outdir, { recursive: true, force: true });
+  }
+}
+
+console.log(`${"bundle".padEnd(22)} ${"upload".padStart(10)} ${"".padStart(10)}`);
+await measure("with onnxruntime-web", []);
+await measure("int8 only", ["--define", "PINION_WITH_ORT:false"]);
