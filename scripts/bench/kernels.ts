@@ -16,6 +16,7 @@ const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
 /** Only shapes whose "M×K×N" contains this (e.g. BENCH_ONLY=64×784). */
 const ONLY = process.env.BENCH_ONLY;
 const SAMPLE_MS = Number(process.env.BENCH_SAMPLE_MS ?? 60);
+const WARMUP_MS = Number(process.env.BENCH_WARMUP_MS ?? 1000);
 
 const SHAPES: [number, number, number, string][] = [
   [1, 784, 256, "K=784 N=256"],
@@ -48,7 +49,17 @@ async function calibrate(fn: Runner): Promise<number> {
  * each runner per round), so a slow moment of this shared machine hits all
  * peers alike instead of skewing one of them.
  */
+/**
+ * Runs `fn` for `ms`: V8 first runs WebAssembly in its baseline compiler and
+ * tiers hot functions up later, so every peer is warmed before any sample.
+ */
+async function warmUp(fn: Runner, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) await fn();
+}
+
 async function measure(runners: Runner[]): Promise<number[]> {
+  for (const fn of runners) await warmUp(fn, WARMUP_MS);
   const iterations: number[] = [];
   for (const fn of runners) iterations.push(await calibrate(fn));
   const samples: number[][] = runners.map(() => []);
