@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 
-const REPEAT = Number(process.env.BENCH_REPEAT ?? 2000);
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 20000);
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 9);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
