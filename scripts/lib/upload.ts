@@ -20,10 +20,11 @@ interface UploadState {
   parts: { partNumber: number; etag: string }[];
 }
 
-export const UPLOAD_STATE_DIR = join(".pinion", "uploads");
+/** Where interrupted uploads are remembered (`PINION_STATE_DIR` overrides `.pinion`). */
+const stateDir = () => join(process.env.PINION_STATE_DIR || ".pinion", "uploads");
 
 const statePath = (target: RemoteTarget, sha256: string) =>
-  join(UPLOAD_STATE_DIR, `${target.host.replace(/[^a-zA-Z0-9.-]/g, "_")}-${sha256}.json`);
+  join(stateDir(), `${target.host.replace(/[^a-zA-Z0-9.-]/g, "_")}-${sha256}.json`);
 
 async function loadState(path: string): Promise<UploadState | undefined> {
   try {
@@ -85,7 +86,7 @@ async function send(
       partBytes: started.partBytes!,
       parts: [],
     };
-    await mkdir(UPLOAD_STATE_DIR, { recursive: true });
+    await mkdir(stateDir(), { recursive: true });
     await writeFile(path, JSON.stringify(state));
   }
 

@@ -5,7 +5,8 @@
  * admin API, with and without the token; concurrent publishes get distinct versions.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -147,8 +148,67 @@ describe("pinion CLI", () => {
     const versions = await pinion(["versions", "remote", "--target", base], {
       PINION_ADMIN_TOKEN: TOKEN,
     });
+    expect(versions.code).toBe(0);
     expect(versions.stdout).toMatch(
       /^VERSION\s+BYTES\s+SHA256\s+RUNTIME\s+CREATED\s+SOURCE\n1\s+\d+\s+[0-9a-f]{12}\s+ort\s+\S+\s+simple_model\.pth/,
     );
+  });
+
+  it("resumes an interrupted upload, and starts afresh when the saved one is gone", async () => {
+    const base = server!.base;
+    const host = new URL(base).host.replace(/[^a-zA-Z0-9.-]/g, "_");
+    const onnxPath = new URL("fixtures/seed-simple/simple_model.onnx", root).pathname;
+    const onnx = new Uint8Array(await readFile(onnxPath));
+    const sha256 = createHash("sha256").update(onnx).digest("hex");
+    const admin = (path: string, init: RequestInit) =>
+      fetch(`${base}/admin/${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) },
+      });
+
+    // An upload that was started and got its only part through before the CLI was interrupted.
+    const started = (await (
+      await admin("models/resumed/uploads", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ sha256, bytes: onnx.byteLength, mediaType: "application/x-onnx" }),
+      })
+    ).json()) as { uploadId: string; key: string; partBytes: number };
+    const part = (await (
+      await admin(`models/resumed/uploads/${started.uploadId}/parts/1?sha256=${sha256}`, {
+        method: "PUT",
+        body: onnx,
+      })
+    ).json()) as { partNumber: number; etag: string };
+    const stateDir = join(persistTo, "cli-state");
+    await mkdir(join(stateDir, "uploads"), { recursive: true });
+    const statePath = join(stateDir, "uploads", `${host}-${sha256}.json`);
+    await writeFile(statePath, JSON.stringify({ ...started, parts: [part] }));
+
+    const resumed = await pinion(["publish", "resumed", onnxPath, "--target", base], {
+      PINION_ADMIN_TOKEN: TOKEN,
+      PINION_STATE_DIR: stateDir,
+    });
+    expect(resumed.stderr).toBe("");
+    expect(resumed.stdout).toMatch(/published resumed@1/);
+    expect(await readdir(join(stateDir, "uploads"))).toEqual([]);
+
+    // A saved upload the server no longer knows: the CLI starts a new one.
+    await writeFile(
+      statePath,
+      JSON.stringify({
+        uploadId: "gone",
+        key: started.key,
+        partBytes: started.partBytes,
+        parts: [],
+      }),
+    );
+    const other = await pinion(["publish", "stale", onnxPath, "--target", base], {
+      PINION_ADMIN_TOKEN: TOKEN,
+      PINION_STATE_DIR: stateDir,
+    });
+    expect(other.stderr).toBe("");
+    expect(other.stdout).toMatch(/published stale@1/);
+    expect(await readdir(join(stateDir, "uploads"))).toEqual([]);
   });
 });
