@@ -8,8 +8,8 @@
  *   → Mul(a_scale · w_scale) → Add(bias) → Relu
  * evaluated in f32.
  */
-import { dynamicQuantizeLinear, dynamicScale, dynamicZeroPoint } from "./quantize";
-import { gemmI16, paddedK, widenRows } from "./gemm";
+import { dynamicRange, dynamicScale, dynamicZeroPoint } from "./quantize";
+import { gemmI16, paddedK, quantizeRowsI16 } from "./gemm";
 import { dequantizeAccumulators } from "./epilogue";
 
 // @ts-ignore: decorator
@@ -20,8 +20,7 @@ function align16(bytes: usize): usize {
 
 /** Scratch bytes `fusedLinear` needs for an M×K input and N outputs. */
 export function fusedScratchBytes(m: i32, k: i32, n: i32): usize {
-  const mk = <usize>m * <usize>k;
-  return 16 + align16(mk) + align16((<usize>m * <usize>paddedK(k)) << 1) + align16((<usize>m * <usize>n) << 2);
+  return align16((<usize>m * <usize>paddedK(k)) << 1) + align16((<usize>m * <usize>n) << 2);
 }
 
 /**
@@ -33,13 +32,10 @@ export function fusedLinear(
   x: usize, m: i32, k: i32, packedW: usize, n: i32,
   wScales: usize, bias: usize, activation: i32, y: usize, scratch: usize,
 ): i32 {
-  const zpSlot = scratch;
-  const q = scratch + 16;
-  const a16 = q + align16(<usize>m * <usize>k);
+  const a16 = scratch;
   const acc = a16 + align16((<usize>m * <usize>paddedK(k)) << 1);
-  if (dynamicQuantizeLinear(x, m * k, q) != 0) return 1;
-  store<u8>(zpSlot, <u8>dynamicZeroPoint());
-  widenRows(q, m, k, false, zpSlot, false, a16);
+  if (dynamicRange(x, m * k) != 0) return 1;
+  quantizeRowsI16(x, m, k, dynamicScale(), dynamicZeroPoint(), a16);
   gemmI16(a16, m, k, packedW, n, acc);
   dequantizeAccumulators(acc, m, n, dynamicScale(), wScales, bias, activation, y);
   return 0;

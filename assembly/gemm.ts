@@ -19,6 +19,8 @@
  * same bits as any other summation order (ONNX MatMulInteger's contract).
  */
 
+import { quantize4 } from "./quantize";
+
 export const K_ALIGN: i32 = 8;
 export const N_ALIGN: i32 = 4;
 
@@ -86,6 +88,48 @@ export function widenRows(
 }
 
 /**
+ * The fused path's shortcut through `quantizeLinear` + `widenRows`: quantises
+ * M×K floats (u8, `scale`, `zeroPoint`: exactly QuantizeLinear's values) and
+ * writes them minus the zero point straight into the widened block layout.
+ */
+export function quantizeRowsI16(x: usize, m: i32, k: i32, scale: f32, zeroPoint: i32, out: usize): void {
+  const kp = paddedK(k);
+  const chunks = kp >> 3;
+  const s = f32x4.splat(scale);
+  const zp = i16x8.splat(<i16>zeroPoint);
+  const lo = i16x8.splat(0);
+  const hi = i16x8.splat(255);
+  for (let r = 0; r < m; r++) {
+    const block = r - r % MR;
+    const rows = min(MR, m - block);
+    const base = out + ((<usize>block * <usize>kp) << 1) + <usize>(r - block) * CHUNK;
+    const step = <usize>rows * CHUNK;
+    const src = x + ((<usize>r * <usize>k) << 2);
+    let c = 0;
+    for (; (c + 1) * 8 <= k; c++) {
+      const p = src + (<usize>c << 5);
+      // Same steps as QuantizeLinear to u8 (saturate, add zero point, clamp), then minus the zero point.
+      const q = i16x8.narrow_i32x4_s(quantize4(v128.load(p), s), quantize4(v128.load(p, 16), s));
+      const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q, zp), lo), hi);
+      v128.store(base + <usize>c * step, i16x8.sub(u8, zp));
+    }
+    for (; c < chunks; c++) {
+      const dst = base + <usize>c * step;
+      for (let j = 0; j < 8; j++) {
+        const i = (c << 3) + j;
+        let v: i32 = 0;
+        if (i < k) {
+          const q = quantize4(f32x4.splat(load<f32>(src + (<usize>i << 2))), s);
+          const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q, q), zp), lo), hi);
+          v = <i32>i16x8.extract_lane_s(u8, 0) - zeroPoint;
+        }
+        store<i16>(dst + (<usize>j << 1), <i16>v);
+      }
+    }
+  }
+}
+
+/**
  * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into column
  * pairs of i16 at `out` (layout above), minus the zero point: one per tensor
  * or one per column. `out` must hold `packedBytes(k, n)` bytes.
@@ -117,6 +161,15 @@ export function packedBytes(k: i32, n: i32): usize {
 function hsum(v: v128): i32 {
   const pairs = i32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
   return i32x4.extract_lane(i32x4.add(pairs, i32x4.shuffle(pairs, pairs, 1, 0, 3, 2)), 0);
+}
+
+/** The four horizontal sums of four accumulators, as one vector [Σa, Σb, Σc, Σd]. */
+// @ts-ignore: decorator
+@inline
+function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i32x4.add(i32x4.shuffle(a, b, 0, 4, 1, 5), i32x4.shuffle(a, b, 2, 6, 3, 7));
+  const cd = i32x4.add(i32x4.shuffle(c, d, 0, 4, 1, 5), i32x4.shuffle(c, d, 2, 6, 3, 7));
+  return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
 }
 
 /**
@@ -191,10 +244,14 @@ export function gemmI16(a16: usize, m: i32, k: i32, b16: usize, n: i32, c: usize
         s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(pb1, 16)));
       }
       const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
-      store<i32>(out, hsum(s0));
-      if (col + 1 < n) store<i32>(out, hsum(s1), 4);
-      if (col + 2 < n) store<i32>(out, hsum(s2), 8);
-      if (col + 3 < n) store<i32>(out, hsum(s3), 12);
+      const sums = hsum4(s0, s1, s2, s3);
+      if (col + 4 <= n) {
+        v128.store(out, sums);
+      } else {
+        store<i32>(out, i32x4.extract_lane(sums, 0));
+        if (col + 1 < n) store<i32>(out, i32x4.extract_lane(sums, 1), 4);
+        if (col + 2 < n) store<i32>(out, i32x4.extract_lane(sums, 2), 8);
+      }
     }
   }
 }

@@ -15,7 +15,7 @@
 /** Quantises four floats to saturated i32 lanes ready for narrowing. */
 // @ts-ignore: decorator
 @inline
-function quantize4(x: v128, scale: v128): v128 {
+export function quantize4(x: v128, scale: v128): v128 {
   return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.div(x, scale)));
 }
 
@@ -133,27 +133,34 @@ export function dynamicZeroPoint(): i32 {
  * quantised value; callers reject them before they get here).
  */
 export function dynamicQuantizeLinear(x: usize, n: i32, y: usize): i32 {
+  if (dynamicRange(x, n) != 0) return 1;
+  quantizeLinear(x, n, lastScale, lastZeroPoint, y, false);
+  return 0;
+}
+
+/**
+ * The scale and zero point DynamicQuantizeLinear would use for `n` floats at
+ * `x` (read them with `dynamicScale()`/`dynamicZeroPoint()`), without
+ * quantising. Returns 1 for NaN or ±Inf.
+ */
+export function dynamicRange(x: usize, n: i32): i32 {
+  // min/max propagate NaN, and ±Inf shows up as an infinite extreme: one pass checks both.
   let lo = f32x4.splat(0);
   let hi = f32x4.splat(0);
-  let poison = f32x4.splat(0); // x * 0 is NaN exactly when x is NaN or ±Inf
-  const zero = f32x4.splat(0);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const v = v128.load(x + (<usize>i << 2));
     lo = f32x4.min(lo, v);
     hi = f32x4.max(hi, v);
-    poison = f32x4.add(poison, f32x4.mul(v, zero));
   }
   let rmin = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
   let rmax = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
-  let bad = f32x4.extract_lane(poison, 0) + f32x4.extract_lane(poison, 1) + f32x4.extract_lane(poison, 2) + f32x4.extract_lane(poison, 3);
   for (; i < n; i++) {
     const v = load<f32>(x + (<usize>i << 2));
     rmin = min(rmin, v);
     rmax = max(rmax, v);
-    bad += v * 0;
   }
-  if (bad != 0) return 1;
+  if (isNaN(rmin) || isNaN(rmax) || rmin == -Infinity || rmax == Infinity) return 1;
   // rmin <= 0 <= rmax here: the range always includes zero. An all-zero input
   // has no range; ONNX Runtime then uses scale 1 (zero point 0, all outputs 0).
   const scale: f32 = rmax == rmin ? <f32>1 : (rmax - rmin) / <f32>255;
@@ -162,6 +169,5 @@ export function dynamicQuantizeLinear(x: usize, n: i32, y: usize): i32 {
   const zeroPoint = <i32>nearest(zp);
   lastScale = scale;
   lastZeroPoint = zeroPoint;
-  quantizeLinear(x, n, scale, zeroPoint, y, false);
   return 0;
 }
