@@ -4,7 +4,7 @@ import { compileInt8 } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { ElemType, buildModel, type Initializer, type NodeSpec } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
-import { PlanExecutor } from "../../worker/runtimes/int8/executor";
+import { MAX_BLOCK_ROWS, PlanExecutor } from "../../worker/runtimes/int8/executor";
 import type { Int8Kernels } from "../../worker/runtimes/int8/kernels";
 import { decodePlanHeader, encodePlan } from "../../worker/runtimes/int8/plan";
 import { loadKernels } from "../../scripts/lib/kernels-node";
@@ -122,6 +122,25 @@ describe("int8 compiler", () => {
       const want = (await graph.run({ input: new ort.Tensor("float32", x, [1, 64]) })).logits!
         .data as Float32Array;
       expect(bits(executor.run(x, 1))).toEqual(bits(want));
+    }
+  });
+
+  it("runs large batches in blocks of 256 rows, keeping WASM memory bounded", async () => {
+    const outcome = compileInt8(fixture("digits-mlp/digits_mlp.onnx"), kernels);
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const own = await loadKernels();
+    const executor = new PlanExecutor(own, outcome.plan);
+    const rng = new Random(4);
+    const rows = 2000;
+    const x = Float32Array.from({ length: rows * 64 }, () => rng.next());
+    executor.run(x.subarray(0, MAX_BLOCK_ROWS * 64), MAX_BLOCK_ROWS);
+    const memoryAfterOneBlock = own.memoryBytes;
+    const all = executor.run(x, rows);
+    expect(own.memoryBytes).toBe(memoryAfterOneBlock);
+    for (let row = 0; row < rows; row += MAX_BLOCK_ROWS) {
+      const n = Math.min(MAX_BLOCK_ROWS, rows - row);
+      const block = executor.run(x.subarray(row * 64, (row + n) * 64), n);
+      expect(bits(all.subarray(row * 10, (row + n) * 10))).toEqual(bits(block));
     }
   });
 

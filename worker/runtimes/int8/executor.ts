@@ -58,6 +58,12 @@ function softmaxRows(values: Float32Array, width: number): void {
   }
 }
 
+/**
+ * Rows quantised and run together at most. A request's batch up to this size
+ * shares one activation range (as ONNX's DynamicQuantizeLinear over the batch).
+ */
+export const MAX_BLOCK_ROWS = 256;
+
 export class PlanExecutor {
   readonly metadata: PlanMetadata;
   private readonly layers: ResidentLayer[];
@@ -101,6 +107,20 @@ export class PlanExecutor {
         `the int8 plan takes ${this.inputWidth} values per row; got ${x.length / batch}`,
       );
     }
+    if (batch <= MAX_BLOCK_ROWS) return this.runBlock(x, batch);
+    // Large batches go through in blocks, so the kernels' memory (which never
+    // shrinks) stays bounded; each block gets its own activation range.
+    const width = this.inputWidth;
+    const y = new Float32Array(batch * this.outputWidth);
+    for (let row = 0; row < batch; row += MAX_BLOCK_ROWS) {
+      const rows = Math.min(MAX_BLOCK_ROWS, batch - row);
+      const block = this.runBlock(x.subarray(row * width, (row + rows) * width), rows);
+      y.set(block, row * this.outputWidth);
+    }
+    return y;
+  }
+
+  private runBlock(x: Float32Array, batch: number): Float32Array {
     const meta = this.metadata.layers;
     const y = this.chain
       ? this.kernels.runChain(x, batch, this.chain)
