@@ -130,6 +130,7 @@ describe("int8 compiler", () => {
     if (!outcome.ok) throw new Error(outcome.reason);
     const own = await loadKernels();
     const executor = new PlanExecutor(own, outcome.plan);
+    const memoryBeforeRuns = own.memoryBytes;
     const rng = new Random(4);
     const rows = 2000;
     const x = Float32Array.from({ length: rows * 64 }, () => rng.next());
@@ -137,6 +138,10 @@ describe("int8 compiler", () => {
     const memoryAfterOneBlock = own.memoryBytes;
     const all = executor.run(x, rows);
     expect(own.memoryBytes).toBe(memoryAfterOneBlock);
+    // What the runtime counts for the model covers what a block really took.
+    expect(memoryAfterOneBlock).toBeLessThanOrEqual(
+      memoryBeforeRuns + executor.blockScratchBytes() + 65536,
+    );
     for (let row = 0; row < rows; row += MAX_BLOCK_ROWS) {
       const n = Math.min(MAX_BLOCK_ROWS, rows - row);
       const block = executor.run(x.subarray(row * 64, (row + n) * 64), n);

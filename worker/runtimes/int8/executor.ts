@@ -100,6 +100,20 @@ export class PlanExecutor {
     return this.metadata.layers.at(-1)!.n;
   }
 
+  /**
+   * An upper bound on the kernel memory one block of rows takes: input and
+   * output, two activation buffers, and the fused kernel's widened input and
+   * accumulators for the largest layer (rounded up per buffer).
+   */
+  blockScratchBytes(): number {
+    const rows = MAX_BLOCK_ROWS;
+    const widest = Math.max(...this.metadata.layers.map((l) => l.n));
+    const fused = Math.max(
+      ...this.metadata.layers.map((l) => rows * (Math.ceil(l.k / 8) * 8 * 2 + l.n * 4)),
+    );
+    return rows * 4 * (this.inputWidth + this.outputWidth + 2 * widest) + fused + 16 * 8;
+  }
+
   /** `x` is [batch, inputWidth] row-major (any trailing dims already flattened). */
   run(x: Float32Array, batch: number): Float32Array {
     if (x.length !== batch * this.inputWidth) {

@@ -9,7 +9,7 @@ import { unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
 import type { Manifest } from "../../registry/manifest";
 import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
-import { MAX_BLOCK_ROWS, PlanExecutor } from "./executor";
+import { PlanExecutor } from "./executor";
 import { Int8Kernels } from "./kernels";
 
 export class Int8Runtime implements Runtime {
@@ -55,10 +55,9 @@ class Int8Model implements LoadedModel {
     readonly inputs: readonly TensorSpec[],
     readonly outputs: readonly TensorSpec[],
   ) {
-    // Run one largest block once, so the instance's memory reaches the most it
-    // will ever need (blocks never exceed MAX_BLOCK_ROWS) and is counted now.
-    executor.run(new Float32Array(MAX_BLOCK_ROWS * executor.inputWidth), MAX_BLOCK_ROWS);
-    this.bytesHeld = kernels.memoryBytes;
+    // What the instance holds now (weights) plus what its largest block of rows
+    // will make it grow to: WASM memory never shrinks, so count it up front.
+    this.bytesHeld = kernels.memoryBytes + executor.blockScratchBytes();
   }
 
   async run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]> {
