@@ -1,6 +1,6 @@
 /**
  * @module
- * Worker entry point: wires the R2 registry, the runtime and the serving limits
+ * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
 import { createApp } from "./http/app";
