@@ -132,15 +132,23 @@ export interface OnnxSummary {
  * outputs, and every graph output is produced. Returns its signature.
  */
 export function inspectOnnx(bytes: Uint8Array): OnnxSummary {
+  return summarise(decodeModel(bytes));
+}
+
+type Model = InstanceType<typeof onnx.ModelProto>;
+
+function decodeModel(bytes: Uint8Array): Model {
   if (bytes.byteLength === 0) throw invalid("the ONNX file is empty");
-  let model: InstanceType<typeof onnx.ModelProto>;
   try {
-    model = onnx.ModelProto.decode(bytes);
+    return onnx.ModelProto.decode(bytes);
   } catch (error) {
     throw invalid(
       `not a valid ONNX model (the protobuf does not decode: ${(error as Error).message})`,
     );
   }
+}
+
+function summarise(model: Model): OnnxSummary {
   const graph = model.graph;
   const nodes = graph?.node ?? [];
   if (!graph || nodes.length === 0) throw invalid("not a valid ONNX model: it has no graph nodes");
@@ -257,8 +265,8 @@ function decodeConstant(init: pkg.onnx.ITensorProto): Float32Array | BigInt64Arr
 
 /** Decodes a (checked) model's graph for pattern matching, e.g. by the int8 compiler. */
 export function readGraph(bytes: Uint8Array): Graph {
-  const summary = inspectOnnx(bytes);
-  const model = onnx.ModelProto.decode(bytes);
+  const model = decodeModel(bytes);
+  const summary = summarise(model);
   const constants = new Map<string, { dims: number[]; values: Float32Array | BigInt64Array }>();
   for (const init of model.graph?.initializer ?? []) {
     const values = decodeConstant(init);

@@ -95,7 +95,7 @@ async function quantize(
       const all = out[golden.outputName]!.data as Float32Array;
       const n = all.length / inputs.length;
       const fp32 = inputs.map((_, i) => all.slice(i * n, (i + 1) * n));
-      const executor = new PlanExecutor(await loadKernels(), outcome.plan);
+      const executor = new PlanExecutor(kernels, outcome.plan);
       quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
         inputs,
         fp32,

@@ -12,7 +12,6 @@
  * are stored once per model.
  */
 
-export const modelPrefix = (name: string) => `models/${name}/`;
 export const versionsPrefix = (name: string) => `models/${name}/versions/`;
 export const manifestKey = (name: string, version: number) =>
   `models/${name}/versions/${version}/manifest.json`;

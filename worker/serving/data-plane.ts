@@ -147,17 +147,6 @@ export class DataPlane {
     return this.registry.ping();
   }
 
-  async infer(
-    name: string,
-    version: string | undefined,
-    request: InferenceRequest,
-    timing: Timing = new Timing(),
-    requestedRuntime?: string,
-  ): Promise<InferenceResult> {
-    const manifest = await timing.measure("resolve", () => this.resolve(name, version));
-    return this.inferResolved(manifest, request, timing, requestedRuntime);
-  }
-
   /** Runs a request against an already resolved version. */
   async inferResolved(
     manifest: Manifest,
