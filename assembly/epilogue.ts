@@ -53,7 +53,8 @@ export function dequantizeAccumulators(
       const off = <usize>col << 2;
       let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(rowAcc + off)), f32x4.mul(as, v128.load(wScales + off)));
       if (bias) v = f32x4.add(v, v128.load(bias + off));
-      if (activation == ACTIVATION_RELU) v = f32x4.max(v, zero);
+      // pmax is one instruction; v is never NaN (finite products and sums), where it would differ.
+      if (activation == ACTIVATION_RELU) v = f32x4.pmax(zero, v);
       v128.store(rowOut + off, v);
     }
     for (; col < n; col++) {

@@ -87,10 +87,28 @@ export function widenRows(
   }
 }
 
+/** 1.5 · 2^23: adding it leaves a float's value rounded to an integer in the low mantissa bits. */
+const ROUNDING_MAGIC: f32 = 12582912.0;
+const ROUNDING_MAGIC_BITS: i32 = 0x4b400000;
+
+/**
+ * `quantize4` for quotients below 2^22 in magnitude: the f32 addition of the
+ * magic constant rounds half to even exactly as `f32.nearest` does, and the
+ * integer sits in the mantissa, so two instructions replace nearest +
+ * saturating truncation (several on x86). Dynamic quantisation divides by a
+ * scale that spans the values (|x / scale| ≤ 255), so it always qualifies.
+ */
+// @ts-ignore: decorator
+@inline
+function quantizeSmall4(x: v128, scale: v128): v128 {
+  return i32x4.sub(f32x4.add(f32x4.div(x, scale), f32x4.splat(ROUNDING_MAGIC)), i32x4.splat(ROUNDING_MAGIC_BITS));
+}
+
 /**
  * The fused path's shortcut through `quantizeLinear` + `widenRows`: quantises
  * M×K floats (u8, `scale`, `zeroPoint`: exactly QuantizeLinear's values) and
  * writes them minus the zero point straight into the widened block layout.
+ * `scale` must span the values (|x / scale| < 2^22), as a dynamic range does.
  */
 export function quantizeRowsI16(x: usize, m: i32, k: i32, scale: f32, zeroPoint: i32, out: usize): void {
   const kp = paddedK(k);
@@ -109,7 +127,7 @@ export function quantizeRowsI16(x: usize, m: i32, k: i32, scale: f32, zeroPoint:
     for (; (c + 1) * 8 <= k; c++) {
       const p = src + (<usize>c << 5);
       // Same steps as QuantizeLinear to u8 (saturate, add zero point, clamp), then minus the zero point.
-      const q = i16x8.narrow_i32x4_s(quantize4(v128.load(p), s), quantize4(v128.load(p, 16), s));
+      const q = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(p), s), quantizeSmall4(v128.load(p, 16), s));
       const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q, zp), lo), hi);
       v128.store(base + <usize>c * step, i16x8.sub(u8, zp));
     }
@@ -231,7 +249,34 @@ export function gemmI16(a16: usize, m: i32, k: i32, b16: usize, n: i32, c: usize
   const block = a16 + ((<usize>r * <usize>kp) << 1);
   const step = <usize>rows * CHUNK;
   for (let i = 0; i < rows; i++, r++) {
-    for (let col = 0; col < n; col += 4) {
+    let col = 0;
+    // Eight columns per step while they last: one activation load feeds eight
+    // dot products, and the loop overhead is shared by twice the work.
+    for (; col + 8 <= n; col += 8) {
+      let pa = block + <usize>i * CHUNK;
+      let pb0 = b16 + <usize>(col >> 1) * pairBytes;
+      let pb1 = pb0 + pairBytes;
+      let pb2 = pb1 + pairBytes;
+      let pb3 = pb2 + pairBytes;
+      let s0 = i32x4.splat(0), s1 = i32x4.splat(0), s2 = i32x4.splat(0), s3 = i32x4.splat(0);
+      let s4 = i32x4.splat(0), s5 = i32x4.splat(0), s6 = i32x4.splat(0), s7 = i32x4.splat(0);
+      const end = pa + <usize>chunks * step;
+      for (; pa < end; pa += step, pb0 += 32, pb1 += 32, pb2 += 32, pb3 += 32) {
+        const x = v128.load(pa);
+        s0 = i32x4.add(s0, i32x4.dot_i16x8_s(x, v128.load(pb0)));
+        s1 = i32x4.add(s1, i32x4.dot_i16x8_s(x, v128.load(pb0, 16)));
+        s2 = i32x4.add(s2, i32x4.dot_i16x8_s(x, v128.load(pb1)));
+        s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(pb1, 16)));
+        s4 = i32x4.add(s4, i32x4.dot_i16x8_s(x, v128.load(pb2)));
+        s5 = i32x4.add(s5, i32x4.dot_i16x8_s(x, v128.load(pb2, 16)));
+        s6 = i32x4.add(s6, i32x4.dot_i16x8_s(x, v128.load(pb3)));
+        s7 = i32x4.add(s7, i32x4.dot_i16x8_s(x, v128.load(pb3, 16)));
+      }
+      const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
+      v128.store(out, hsum4(s0, s1, s2, s3));
+      v128.store(out, hsum4(s4, s5, s6, s7), 16);
+    }
+    for (; col < n; col += 4) {
       let pa = block + <usize>i * CHUNK;
       let pb0 = b16 + <usize>(col >> 1) * pairBytes;
       let pb1 = pb0 + pairBytes;

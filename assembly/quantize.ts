@@ -144,23 +144,29 @@ export function dynamicQuantizeLinear(x: usize, n: i32, y: usize): i32 {
  * quantising. Returns 1 for NaN or ±Inf.
  */
 export function dynamicRange(x: usize, n: i32): i32 {
-  // min/max propagate NaN, and ±Inf shows up as an infinite extreme: one pass checks both.
+  // pmin/pmax are single instructions (min/max's NaN rules cost several), so
+  // non-finite values are caught apart: v - v is NaN exactly for NaN and ±Inf,
+  // and a NaN lane stays NaN through the running sum.
   let lo = f32x4.splat(0);
   let hi = f32x4.splat(0);
+  let bad = f32x4.splat(0);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const v = v128.load(x + (<usize>i << 2));
-    lo = f32x4.min(lo, v);
-    hi = f32x4.max(hi, v);
+    lo = f32x4.pmin(lo, v);
+    hi = f32x4.pmax(hi, v);
+    bad = f32x4.add(bad, f32x4.sub(v, v));
   }
   let rmin = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
   let rmax = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
+  let check: f32 = f32x4.extract_lane(bad, 0) + f32x4.extract_lane(bad, 1) + f32x4.extract_lane(bad, 2) + f32x4.extract_lane(bad, 3);
   for (; i < n; i++) {
     const v = load<f32>(x + (<usize>i << 2));
     rmin = min(rmin, v);
     rmax = max(rmax, v);
+    check += v - v;
   }
-  if (isNaN(rmin) || isNaN(rmax) || rmin == -Infinity || rmax == Infinity) return 1;
+  if (isNaN(check)) return 1;
   // rmin <= 0 <= rmax here: the range always includes zero. An all-zero input
   // has no range; ONNX Runtime then uses scale 1 (zero point 0, all outputs 0).
   const scale: f32 = rmax == rmin ? <f32>1 : (rmax - rmin) / <f32>255;

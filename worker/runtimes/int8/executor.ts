@@ -89,7 +89,7 @@ export class PlanExecutor {
     const fusable = this.metadata.layers.every(
       (l) => l.activation === "relu" || l.activation === "none",
     );
-    this.chain = fusable ? kernels.residentChain(this.layers) : undefined;
+    this.chain = fusable ? kernels.residentChain(this.layers, MAX_BLOCK_ROWS) : undefined;
   }
 
   get inputWidth(): number {
@@ -101,11 +101,13 @@ export class PlanExecutor {
   }
 
   /**
-   * An upper bound on the kernel memory one block of rows takes: input and
+   * An upper bound on the kernel memory a block of rows may still add: none
+   * for a fused chain (its buffers were allocated with it); otherwise input and
    * output, two activation buffers, and the fused kernel's widened input and
    * accumulators for the largest layer (rounded up per buffer).
    */
   blockScratchBytes(): number {
+    if (this.chain) return 0;
     const rows = MAX_BLOCK_ROWS;
     const widest = Math.max(...this.metadata.layers.map((l) => l.n));
     const fused = Math.max(

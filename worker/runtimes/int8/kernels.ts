@@ -136,6 +136,11 @@ export interface ResidentLayer {
 export interface ResidentChain {
   readonly table: number;
   readonly layers: readonly ResidentLayer[];
+  /** Rows one call takes at most; `x`, `y` and `scratch` are sized for it. */
+  readonly maxRows: number;
+  readonly x: number;
+  readonly y: number;
+  readonly scratch: number;
 }
 
 /** A quantisation zero point: one for the whole tensor, or one per row/column/channel. */
@@ -505,7 +510,7 @@ export class Int8Kernels {
    * Writes the table `denseChain` walks, for layers whose activations the
    * kernel fuses (ReLU or none); lives until `reset()`.
    */
-  residentChain(layers: readonly ResidentLayer[]): ResidentChain {
+  residentChain(layers: readonly ResidentLayer[], maxRows: number): ResidentChain {
     const table = new Uint32Array(layers.length * 6);
     layers.forEach((layer, i) => {
       table.set(
@@ -520,41 +525,59 @@ export class Int8Kernels {
         i * 6,
       );
     });
-    return { table: this.put(table), layers };
+    // Input, output and scratch for `maxRows` rows, allocated once: a request
+    // then costs one copy in, one kernel call and one copy out. Smaller
+    // batches fit in the same scratch (its layout only grows with the rows).
+    const k = layers[0]!.weights.k;
+    const n = layers.at(-1)!.weights.n;
+    const widest = Math.max(...layers.map((l) => l.weights.n));
+    const fused = Math.max(
+      ...layers.map((l) => this.abi.fusedScratchBytes(maxRows, l.weights.k, l.weights.n)),
+    );
+    return {
+      table: this.put(table),
+      layers,
+      maxRows,
+      x: this.alloc(maxRows * k * 4),
+      y: this.alloc(maxRows * n * 4),
+      scratch: this.alloc(this.abi.denseChainScratchBytes(maxRows, widest, fused)),
+    };
   }
 
-  private readonly chainScratch = new WeakMap<ResidentChain, Map<number, number>>();
-
-  /** Scratch a chain needs at a batch size, computed once per size (this is on every request's path). */
-  private chainScratchBytes(chain: ResidentChain, batch: number): number {
-    let sizes = this.chainScratch.get(chain);
-    if (!sizes) this.chainScratch.set(chain, (sizes = new Map()));
-    let bytes = sizes.get(batch);
-    if (bytes === undefined) {
-      const widest = Math.max(...chain.layers.map((l) => l.weights.n));
-      const fused = Math.max(
-        ...chain.layers.map((l) => this.abi.fusedScratchBytes(batch, l.weights.k, l.weights.n)),
-      );
-      bytes = this.abi.denseChainScratchBytes(batch, widest, fused);
-      if (sizes.size < 64) sizes.set(batch, bytes);
-    }
-    return bytes;
+  /** The module's memory as floats, re-made only when the memory has grown. */
+  private floats = new Float32Array(0);
+  private floatView(): Float32Array {
+    const buffer = this.abi.memory.buffer as ArrayBuffer;
+    if (this.floats.buffer !== buffer) this.floats = new Float32Array(buffer);
+    return this.floats;
   }
 
-  /** Runs a whole resident chain in one call into WASM. */
+  /**
+   * Runs `x` ([batch, k₀] row-major, batch ≤ the chain's `maxRows`) through
+   * the whole chain in one kernel call. Returns a copy of the output.
+   */
   runChain(x: Float32Array, batch: number, chain: ResidentChain): Float32Array {
-    const first = chain.layers[0]!.weights;
-    const last = chain.layers.at(-1)!.weights;
-    checkLength(x, batch * first.k, "x");
-    return this.scoped(() => {
-      const xp = this.put(x);
-      const yp = this.alloc(batch * last.n * 4);
-      const scratch = this.alloc(this.chainScratchBytes(chain, batch));
-      if (this.abi.denseChain(chain.table, chain.layers.length, xp, batch, yp, scratch) !== 0) {
-        throw invalid("cannot quantise NaN or infinite values");
-      }
-      return this.take(Float32Array, yp, batch * last.n);
-    });
+    const k = chain.layers[0]!.weights.k;
+    const n = chain.layers.at(-1)!.weights.n;
+    checkLength(x, batch * k, "x");
+    if (batch > chain.maxRows) {
+      throw invalid(`the chain runs at most ${chain.maxRows} rows per call; got ${batch}`);
+    }
+    this.floatView().set(x, chain.x >>> 2);
+    if (
+      this.abi.denseChain(
+        chain.table,
+        chain.layers.length,
+        chain.x,
+        batch,
+        chain.y,
+        chain.scratch,
+      ) !== 0
+    ) {
+      throw invalid("cannot quantise NaN or infinite values");
+    }
+    const start = chain.y >>> 2;
+    return this.floatView().slice(start, start + batch * n);
   }
 
   /** Frees everything, packed weights included. */
