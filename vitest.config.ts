@@ -26,11 +26,15 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              // Re-list versions on every request, and a 1 MB body limit that is cheap to exceed.
+              // Re-read versions and aliases on every request, write shadow totals at
+              // once, and a 1 MB body limit that is cheap to exceed.
               bindings: {
                 VERSION_LIST_TTL_MS: "0",
+                ALIAS_TTL_MS: "0",
+                SHADOW_FLUSH_MS: "0",
                 MAX_REQUEST_BYTES: "1000000",
                 PINION_ADMIN_TOKEN: "test-admin-token",
+                PINION_ADMIN_TOKENS: "ci-deploy=ci-token",
               },
               serviceBindings: { FIXTURES: serveFixture },
             },

@@ -8,8 +8,9 @@
 import { z } from "zod";
 import { invalid } from "../worker/errors";
 import type { TensorSpec } from "../worker/protocol/datatypes";
+import { GOLDEN_FORMAT, shapeOf, type Golden } from "../worker/registry/golden";
 
-export const GOLDEN_FORMAT = "pinion.golden/1";
+export { GOLDEN_FORMAT, type Golden };
 
 const nested: z.ZodType<unknown> = z.lazy(() => z.union([z.number(), z.array(nested)]));
 
@@ -25,29 +26,7 @@ const goldenFileSchema = z
   })
   .refine((g) => g.expected || g.logits, "needs `expected` (or `logits`) outputs");
 
-export interface Golden {
-  format: typeof GOLDEN_FORMAT;
-  inputName: string;
-  outputName: string;
-  /** One row per case, each shaped like the model input without its batch axis. */
-  inputs: unknown[];
-  expected: unknown[];
-  labels?: number[];
-  /** Largest absolute difference a runtime may show on any output value. */
-  tolerance: number;
-}
-
 const DEFAULT_TOLERANCE = 1e-4;
-
-function shapeOf(value: unknown): number[] {
-  const shape: number[] = [];
-  let level = value;
-  while (Array.isArray(level)) {
-    shape.push(level.length);
-    level = level[0];
-  }
-  return shape;
-}
 
 /** Parses and checks a golden file against the model's signature. */
 export function parseGolden(text: string, inputs: TensorSpec[], outputs: TensorSpec[]): Golden {

@@ -1,25 +1,51 @@
 /**
  * @module
- * The `pinion` CLI: thin commands over the conversion, publishing and registry
- * libraries. Errors print as one line and exit non-zero; `--verbose` adds the
- * stack trace.
+ * The `pinion` CLI: thin commands over the conversion, publishing, registry
+ * and promotion libraries. Errors print as one line; `--verbose` adds the
+ * stack trace. Exit codes (for CI scripts): 0 done (or nothing to do),
+ * 1 unexpected error, 2 usage or invalid request, 3 a gate refused the
+ * promotion, 4 conflict (concurrent changes kept winning), 5 authentication,
+ * 6 model, version or alias not found.
  */
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { userInfo } from "node:os";
 import { SingleBar, Presets } from "cli-progress";
 import { ACTIVATIONS, type Activation } from "../convert/linear-stack";
 import { PinionError } from "../worker/errors";
+import { DEFAULT_ALIAS, describeEntry } from "../worker/registry/aliases";
 import type { Manifest, VersionSummary } from "../worker/registry/manifest";
+import type { AuditRecord, GateResult } from "../worker/registry/promotion";
+import type { PromotionOutcome } from "../worker/serving/promoter";
 import { DEFAULT_PERSIST_TO } from "./lib/local-r2";
 import { prepareVersion } from "./lib/prepare";
 import { openTarget, type Target } from "./lib/targets";
 import type { UploadProgress } from "./lib/upload";
 import pkg from "../package.json";
 
+export const EXIT = {
+  ok: 0,
+  error: 1,
+  usage: 2,
+  gatesFailed: 3,
+  conflict: 4,
+  auth: 5,
+  notFound: 6,
+} as const;
+
+const EXIT_OF_KIND: Partial<Record<PinionError["kind"], number>> = {
+  invalid_argument: EXIT.usage,
+  payload_too_large: EXIT.usage,
+  conflict: EXIT.conflict,
+  unauthenticated: EXIT.auth,
+  not_found: EXIT.notFound,
+};
+
 const program = new Command("pinion")
   .description("Publish models to Pinion and manage their versions")
   .version(pkg.version)
   .option("--verbose", "print stack traces with errors")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .exitOverride();
 
 const targetOption = () =>
   new Option("--target <local|url>", "where to publish: local R2 (wrangler dev) or a worker URL")
@@ -31,12 +57,13 @@ const persistOption = () =>
   );
 
 async function withTarget<T>(
-  options: { target: string; persistTo: string },
+  options: { target: string; persistTo: string; actor?: string },
   work: (t: Target) => Promise<T>,
 ) {
   const target = await openTarget(options.target, {
     persistTo: options.persistTo,
     token: process.env.PINION_ADMIN_TOKEN,
+    actor: options.actor ?? `local:${userInfo().username}`,
   });
   try {
     return await work(target);
@@ -196,14 +223,252 @@ program
       );
   });
 
+// -- aliases and promotion ----------------------------------------------------------
+
+const aliasOption = () =>
+  new Option("--alias <alias>", "the alias to change").default(DEFAULT_ALIAS);
+const actorOption = () =>
+  new Option(
+    "--actor <name>",
+    "who the audit log records for local R2 (a worker records its token's name)",
+  ).env("PINION_ACTOR");
+
+const parsePercent = (flag: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${flag} takes a number (percent)`);
+  return n;
+};
+
+const parseVersionArgument = (value: string) => {
+  if (!/^[1-9][0-9]{0,8}$/.test(value)) {
+    throw new InvalidArgumentError("versions are positive integers such as 1, 2, 3");
+  }
+  return Number(value);
+};
+
+function printGates(gates: readonly GateResult[]): void {
+  for (const g of gates) {
+    const verdict = g.skipped ? "skipped" : g.passed ? "passed" : "FAILED";
+    console.log(`  gate ${g.gate}: ${verdict} — ${g.detail}`);
+  }
+}
+
+function printOutcome(outcome: PromotionOutcome): void {
+  const { change } = outcome;
+  const what =
+    change.action === "rollback" ? `rollback (undoing revision ${change.undoes})` : "promote";
+  console.log(
+    `${change.model} alias ${change.alias}: ${describeEntry(change.from)} → ${describeEntry(change.to)}  [${what}, at revision ${change.baseRevision}]`,
+  );
+  printGates(outcome.gates);
+  switch (outcome.status) {
+    case "applied":
+      console.log(
+        `applied: revision ${outcome.record!.revision} by ${outcome.record!.actor}${outcome.forced ? " (forced)" : ""}`,
+      );
+      break;
+    case "noop":
+      console.log("nothing to do: the alias is already in that state");
+      break;
+    case "dry-run":
+      console.log("dry run: nothing written");
+      break;
+    case "gates-failed":
+      console.log("refused: a gate failed; the alias is untouched (--force to override)");
+  }
+}
+
+function finish(outcome: PromotionOutcome, json: boolean): void {
+  if (json) console.log(JSON.stringify(outcome, null, 2));
+  else printOutcome(outcome);
+  if (outcome.status === "gates-failed") process.exitCode = EXIT.gatesFailed;
+}
+
+function table(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows]) {
+    console.log(
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    );
+  }
+}
+
+program
+  .command("promote")
+  .description(
+    "point an alias at a version (after its gates pass), or canary or shadow it behind the current one",
+  )
+  .argument("<model>", "model name")
+  .argument("<version>", "the version to promote", parseVersionArgument)
+  .addOption(aliasOption())
+  .option(
+    "--canary <percent>",
+    "send this share of the alias's traffic to the version",
+    parsePercent("--canary"),
+  )
+  .option(
+    "--shadow <percent>",
+    "mirror this share of the alias's traffic to the version, answering from the current one",
+    parsePercent("--shadow"),
+  )
+  .option(
+    "--min-agreement <fraction>",
+    "gate: top-1 agreement with the current version on the golden inputs, 0–1",
+    parsePercent("--min-agreement"),
+  )
+  .option("--reason <text>", "why, for the audit log")
+  .option("--force", "apply even if a gate fails (recorded as forced)")
+  .option("--dry-run", "print the plan and gate results; change nothing")
+  .addOption(targetOption())
+  .addOption(persistOption())
+  .addOption(actorOption())
+  .option("--json", "print the outcome as JSON")
+  .action(async (model: string, version: number, options) => {
+    const outcome = await withTarget(options, (target) =>
+      target.promote(model, {
+        alias: options.alias,
+        version,
+        ...(options.canary !== undefined ? { canaryPercent: options.canary } : {}),
+        ...(options.shadow !== undefined ? { shadowPercent: options.shadow } : {}),
+        ...(options.minAgreement !== undefined ? { minAgreement: options.minAgreement } : {}),
+        ...(options.reason !== undefined ? { reason: options.reason } : {}),
+        force: options.force === true,
+        dryRun: options.dryRun === true,
+      }),
+    );
+    finish(outcome, options.json === true);
+  });
+
+program
+  .command("rollback")
+  .description("undo the alias's latest change (repeat to walk further back through its history)")
+  .argument("<model>", "model name")
+  .addOption(aliasOption())
+  .option("--reason <text>", "why, for the audit log")
+  .option("--dry-run", "print the plan; change nothing")
+  .addOption(targetOption())
+  .addOption(persistOption())
+  .addOption(actorOption())
+  .option("--json", "print the outcome as JSON")
+  .action(async (model: string, options) => {
+    const outcome = await withTarget(options, (target) =>
+      target.rollback(model, {
+        alias: options.alias,
+        ...(options.reason !== undefined ? { reason: options.reason } : {}),
+        dryRun: options.dryRun === true,
+      }),
+    );
+    finish(outcome, options.json === true);
+  });
+
+program
+  .command("aliases")
+  .description("show a model's aliases")
+  .argument("<model>", "model name")
+  .addOption(targetOption())
+  .addOption(persistOption())
+  .option("--json", "print JSON")
+  .action(async (model: string, options) => {
+    const document = await withTarget(options, (target) => target.aliases(model));
+    if (options.json) return console.log(JSON.stringify(document, null, 2));
+    const names = Object.keys(document.aliases).sort();
+    if (names.length === 0) {
+      return console.log(`${model} has no aliases; requests without a version get the latest`);
+    }
+    console.log(`${model} aliases at revision ${document.revision}:`);
+    table(
+      ["ALIAS", "SERVES"],
+      names.map((name) => [name, describeEntry(document.aliases[name])]),
+    );
+  });
+
+program
+  .command("history")
+  .description("print a model's alias audit log, oldest first")
+  .argument("<model>", "model name")
+  .option("--limit <n>", "only the newest n records", (v) => parseVersionArgument(v))
+  .addOption(targetOption())
+  .addOption(persistOption())
+  .option("--json", "print JSON")
+  .action(async (model: string, options) => {
+    const records: AuditRecord[] = await withTarget(options, (target) =>
+      target.history(model, options.limit),
+    );
+    if (options.json) return console.log(JSON.stringify(records, null, 2));
+    if (records.length === 0) return console.log(`${model} has no alias changes yet`);
+    table(
+      ["REV", "WHEN", "WHO", "ACTION", "ALIAS", "FROM", "TO", "GATES", "REASON"],
+      records.map((r) => [
+        String(r.revision),
+        r.at,
+        r.actor,
+        r.action + (r.undoes !== undefined ? ` #${r.undoes}` : ""),
+        r.alias,
+        describeEntry(r.from),
+        describeEntry(r.to),
+        (r.forced ? "FORCED " : "") +
+          (r.gates
+            .map((g) => `${g.gate}:${g.skipped ? "skip" : g.passed ? "ok" : "fail"}`)
+            .join(",") || "-"),
+        r.reason ?? "",
+      ]),
+    );
+  });
+
+program
+  .command("shadow-report")
+  .description("how shadow versions' answers differ from the versions serving the alias")
+  .argument("<model>", "model name")
+  .addOption(targetOption())
+  .addOption(persistOption())
+  .option("--json", "print JSON")
+  .action(async (model: string, options) => {
+    const reports = await withTarget(options, (target) => target.shadowReport(model));
+    if (options.json) return console.log(JSON.stringify(reports, null, 2));
+    if (reports.length === 0) return console.log(`${model} has no shadow samples yet`);
+    table(
+      [
+        "ALIAS",
+        "REV",
+        "SHADOW",
+        "VS",
+        "SAMPLES",
+        "ERRORS",
+        "MAX|DIFF|",
+        "MEAN|DIFF|",
+        "TOP-1 DISAGREE",
+      ],
+      reports.map((r) => [
+        r.alias,
+        String(r.revision),
+        String(r.candidate),
+        r.primaries.join(","),
+        String(r.samples),
+        String(r.errors),
+        r.maxAbsDiff.toExponential(2),
+        r.meanAbsDiff.toExponential(2),
+        r.top1Rows > 0 ? `${(r.top1Disagreement * 100).toFixed(2)}% of ${r.top1Rows}` : "-",
+      ]),
+    );
+  });
+
 try {
   await program.parseAsync();
 } catch (error) {
-  const verbose = program.opts().verbose || process.argv.includes("--verbose");
-  const message = error instanceof Error ? error.message : String(error);
-  console.error(`pinion: ${message}`);
-  if (verbose && error instanceof Error && !(error instanceof PinionError && !error.stack)) {
-    console.error(error.stack);
+  if (error instanceof CommanderError) {
+    // Help and --version exit 0; commander already printed any usage error.
+    process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else {
+    const verbose = program.opts().verbose || process.argv.includes("--verbose");
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`pinion: ${message}`);
+    if (verbose && error instanceof Error && !(error instanceof PinionError && !error.stack)) {
+      console.error(error.stack);
+    }
+    process.exitCode =
+      error instanceof PinionError ? (EXIT_OF_KIND[error.kind] ?? EXIT.error) : EXIT.error;
   }
-  process.exitCode = 1;
 }

@@ -11,6 +11,7 @@ export type ErrorKind =
   | "not_found" // the model or version does not exist
   | "conflict" // a write would break immutability
   | "payload_too_large" // a size from the outside world is over its bound
+  | "unauthenticated" // no or wrong credentials (admin API clients)
   | "unavailable" // the model exists but cannot be served right now
   | "internal"; // a bug: never expected, always logged
 

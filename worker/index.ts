@@ -3,6 +3,7 @@
  * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
+import { parseAdminTokens } from "./http/admin-routes";
 import { createApp } from "./http/app";
 import { ModelRegistry } from "./registry/registry";
 import kernelsWasm from "../build/kernels.wasm";
@@ -10,12 +11,13 @@ import { Int8Runtime } from "./runtimes/int8/int8-runtime";
 import { OrtRuntime } from "./runtimes/ort/ort-runtime";
 import { parseServingConfig } from "./serving/config";
 import { DataPlane } from "./serving/data-plane";
+import { Promoter } from "./serving/promoter";
 
 /** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
 declare const PINION_WITH_ORT: boolean | undefined;
 
 /** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
-type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string };
+type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string; PINION_ADMIN_TOKENS?: string };
 
 const planes = new WeakMap<object, DataPlane>();
 
@@ -43,9 +45,13 @@ function planeFor(env: WorkerEnv): DataPlane {
 
 export default createApp<WorkerEnv>({
   planeFor,
-  adminFor: (env) => ({
-    token: env.PINION_ADMIN_TOKEN,
-    bucket: env.MODELS,
-    registry: new ModelRegistry(env.MODELS),
-  }),
+  adminFor: (env) => {
+    const registry = new ModelRegistry(env.MODELS);
+    return {
+      tokens: parseAdminTokens(env.PINION_ADMIN_TOKEN, env.PINION_ADMIN_TOKENS),
+      bucket: env.MODELS,
+      registry,
+      promoter: new Promoter(registry, planeFor(env)),
+    };
+  },
 });

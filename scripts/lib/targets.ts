@@ -5,28 +5,56 @@
  * Both take the same prepared version and answer the same questions.
  */
 import { createHash } from "node:crypto";
-import { invalid } from "../../worker/errors";
+import { readFile } from "node:fs/promises";
+import { invalid, PinionError, type ErrorKind } from "../../worker/errors";
+import type { AliasDocument } from "../../worker/registry/aliases";
 import type { Manifest, VersionSummary } from "../../worker/registry/manifest";
+import type { AuditRecord } from "../../worker/registry/promotion";
 import { ModelRegistry } from "../../worker/registry/registry";
+import type { ShadowReport } from "../../worker/registry/shadow-stats";
+import { Int8Runtime } from "../../worker/runtimes/int8/int8-runtime";
+import { OrtRuntime } from "../../worker/runtimes/ort/ort-runtime";
+import { parseServingConfig } from "../../worker/serving/config";
+import { DataPlane } from "../../worker/serving/data-plane";
+import {
+  Promoter,
+  type PromoteOptions,
+  type PromotionOutcome,
+  type RollbackOptions,
+} from "../../worker/serving/promoter";
+import { kernelsPath } from "./kernels-node";
 import { openLocalR2, DEFAULT_PERSIST_TO } from "./local-r2";
 import type { PreparedVersion } from "./prepare";
 import { uploadArtifact, type UploadProgress } from "./upload";
+
+/** A promotion as the CLI asks for it; the actor is the target's to decide. */
+export type PromoteRequest = Omit<PromoteOptions, "actor">;
+export type RollbackRequest = Omit<RollbackOptions, "actor">;
 
 export interface Target {
   readonly description: string;
   publish(name: string, prepared: PreparedVersion, progress?: UploadProgress): Promise<Manifest>;
   listModels(): Promise<string[]>;
   describeVersions(name: string): Promise<VersionSummary[]>;
+  aliases(name: string): Promise<AliasDocument>;
+  promote(name: string, request: PromoteRequest): Promise<PromotionOutcome>;
+  rollback(name: string, request: RollbackRequest): Promise<PromotionOutcome>;
+  history(name: string, limit?: number): Promise<AuditRecord[]>;
+  shadowReport(name: string): Promise<ShadowReport[]>;
   close(): Promise<void>;
 }
 
 export interface TargetOptions {
   persistTo?: string;
   token?: string;
+  /** Who local changes are recorded as (a remote worker records its token's name). */
+  actor?: string;
 }
 
 export async function openTarget(target: string, options: TargetOptions = {}): Promise<Target> {
-  if (target === "local") return openLocalTarget(options.persistTo ?? DEFAULT_PERSIST_TO);
+  if (target === "local") {
+    return openLocalTarget(options.persistTo ?? DEFAULT_PERSIST_TO, options.actor ?? "local");
+  }
   let url: URL;
   try {
     url = new URL(target);
@@ -46,17 +74,58 @@ export async function openTarget(target: string, options: TargetOptions = {}): P
   return new RemoteTarget(url, options.token);
 }
 
-async function openLocalTarget(persistTo: string): Promise<Target> {
+async function openLocalTarget(persistTo: string, actor: string): Promise<Target> {
   const r2 = await openLocalR2(persistTo);
   const registry = new ModelRegistry(r2.store);
+  let promoter: Promise<Promoter> | undefined;
+  // Gates run here, in Node, on the same runtimes and kernels the worker uses.
+  const getPromoter = () =>
+    (promoter ??= (async () => {
+      const kernels = await WebAssembly.compile(new Uint8Array(await readFile(kernelsPath())));
+      const plane = new DataPlane(
+        registry,
+        [new Int8Runtime(kernels), new OrtRuntime(async () => (await import("./onnx-graph")).ort)],
+        parseServingConfig({ ALIAS_TTL_MS: "0", VERSION_LIST_TTL_MS: "0" }),
+      );
+      return new Promoter(registry, plane);
+    })());
+  const requireModel = async (name: string) => {
+    if ((await registry.listVersions(name)).length === 0) {
+      throw new PinionError("not_found", `model '${name}' not found`);
+    }
+  };
   return {
     description: `local R2 (${persistTo})`,
     publish: (name, prepared) =>
       registry.publish({ name, ...prepared.fields, artifacts: prepared.artifacts }),
     listModels: () => registry.listModels(),
     describeVersions: (name) => registry.describeVersions(name),
+    aliases: async (name) => {
+      await requireModel(name);
+      return (await registry.aliases.read(name)).document;
+    },
+    promote: async (name, request) => (await getPromoter()).promote(name, { ...request, actor }),
+    rollback: async (name, request) => (await getPromoter()).rollback(name, { ...request, actor }),
+    history: async (name, limit) => {
+      await requireModel(name);
+      return registry.aliases.history(name, limit);
+    },
+    shadowReport: async (name) => {
+      await requireModel(name);
+      return registry.shadowStats.report(name);
+    },
     close: () => r2.dispose(),
   };
+}
+
+/** Error kinds by the admin API's status codes, so the CLI's exit codes mean the same either way. */
+function kindOfStatus(status: number): ErrorKind {
+  if (status === 401 || status === 403) return "unauthenticated";
+  if (status === 404) return "not_found";
+  if (status === 409) return "conflict";
+  if (status === 413) return "payload_too_large";
+  if (status >= 500) return "unavailable";
+  return "invalid_argument";
 }
 
 /** A client of the worker's admin API. */
@@ -73,7 +142,8 @@ export class RemoteTarget implements Target {
     this.host = base.host;
   }
 
-  async request(path: string, init: RequestInit = {}): Promise<Response> {
+  /** `accept` lists non-2xx statuses whose JSON body is an answer rather than an error. */
+  async request(path: string, init: RequestInit = {}, accept: number[] = []): Promise<Response> {
     const url = new URL(
       `admin/${path}`,
       this.base.href.endsWith("/") ? this.base : `${this.base.href}/`,
@@ -86,7 +156,7 @@ export class RemoteTarget implements Target {
     } catch (error) {
       throw invalid(`cannot reach ${url.origin}: ${(error as Error).message}`);
     }
-    if (!response.ok) {
+    if (!response.ok && !accept.includes(response.status)) {
       const text = await response.text();
       let message = text;
       try {
@@ -94,13 +164,59 @@ export class RemoteTarget implements Target {
       } catch {
         // not JSON: keep the text
       }
-      throw invalid(`${init.method ?? "GET"} ${url.pathname}: ${response.status} ${message}`);
+      throw new PinionError(
+        kindOfStatus(response.status),
+        `${init.method ?? "GET"} ${url.pathname}: ${response.status} ${message}`,
+      );
     }
     return response;
   }
 
-  async json<T>(path: string, init: RequestInit = {}): Promise<T> {
-    return (await (await this.request(path, init)).json()) as T;
+  async json<T>(path: string, init: RequestInit = {}, accept: number[] = []): Promise<T> {
+    return (await (await this.request(path, init, accept)).json()) as T;
+  }
+
+  private model(name: string, rest: string): string {
+    return `models/${encodeURIComponent(name)}/${rest}`;
+  }
+
+  aliases(name: string): Promise<AliasDocument> {
+    return this.json<AliasDocument>(this.model(name, "aliases"));
+  }
+
+  promote(name: string, request: PromoteRequest): Promise<PromotionOutcome> {
+    const { canaryPercent, shadowPercent, ...rest } = request;
+    return this.json<PromotionOutcome>(
+      this.model(name, "promotions"),
+      {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          ...rest,
+          ...(canaryPercent !== undefined ? { canary: canaryPercent } : {}),
+          ...(shadowPercent !== undefined ? { shadow: shadowPercent } : {}),
+        }),
+      },
+      [422], // gates failed: the body is the outcome
+    );
+  }
+
+  rollback(name: string, request: RollbackRequest): Promise<PromotionOutcome> {
+    return this.json<PromotionOutcome>(this.model(name, "rollbacks"), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(request),
+    });
+  }
+
+  async history(name: string, limit?: number): Promise<AuditRecord[]> {
+    const query = limit === undefined ? "" : `?limit=${limit}`;
+    return (await this.json<{ records: AuditRecord[] }>(this.model(name, `history${query}`)))
+      .records;
+  }
+
+  async shadowReport(name: string): Promise<ShadowReport[]> {
+    return (await this.json<{ reports: ShadowReport[] }>(this.model(name, "shadow"))).reports;
   }
 
   async publish(

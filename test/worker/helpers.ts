@@ -6,9 +6,12 @@
  */
 import { env, exports } from "cloudflare:workers";
 import kernelsWasm from "../../build/kernels.wasm";
-import { compileInt8 } from "../../convert/int8-compiler";
+import { parseGolden } from "../../convert/golden";
+import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { ModelRegistry, type PublishInput } from "../../worker/registry/registry";
 import type { Manifest, Quantization } from "../../worker/registry/manifest";
+import { flatten } from "../../worker/registry/golden";
+import { PlanExecutor } from "../../worker/runtimes/int8/executor";
 import { Int8Kernels } from "../../worker/runtimes/int8/kernels";
 import { loadOrt } from "../../worker/runtimes/ort/ort-workerd";
 import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
@@ -27,26 +30,60 @@ export const registry = () => new ModelRegistry(env.MODELS);
 
 /**
  * Publishes a fixture model; with `int8`, compiles its int8 plan here inside
- * workerd (same compiler as `pinion publish --quantize int8`) and prefers it.
+ * workerd (same compiler as `pinion publish --quantize int8`) and prefers it;
+ * with `golden` (a fixture cases file), stores the golden set and, for int8,
+ * measures the plan against fp32 on it as publishing does.
  */
 export async function publishFixture(
   name: string,
   path: string,
   version?: number,
-  options: { int8?: boolean } = {},
+  options: { int8?: boolean; golden?: string } = {},
 ): Promise<Manifest> {
   const bytes = await fixtureBytes(path);
-  const { inputs, outputs } = await readOnnxSignature(await loadOrt(), bytes);
+  const ort = await loadOrt();
+  const { inputs, outputs } = await readOnnxSignature(ort, bytes);
   const artifacts: PublishInput["artifacts"] = { onnx: { bytes, mediaType: "application/x-onnx" } };
+  const golden = options.golden
+    ? parseGolden(new TextDecoder().decode(await fixtureBytes(options.golden)), inputs, outputs)
+    : undefined;
+  if (golden) {
+    artifacts.golden = {
+      bytes: new TextEncoder().encode(JSON.stringify(golden)),
+      mediaType: "application/json",
+    };
+  }
   let quantization: Quantization | undefined;
   if (options.int8) {
-    const outcome = compileInt8(bytes, await Int8Kernels.instantiate(kernelsWasm));
+    const kernels = await Int8Kernels.instantiate(kernelsWasm);
+    const outcome = compileInt8(bytes, kernels);
     if (!outcome.ok) throw new Error(`${path} does not compile to int8: ${outcome.reason}`);
     artifacts.int8 = { bytes: outcome.plan, mediaType: "application/x-pinion-int8-plan" };
     quantization = {
       scheme: "int8-per-channel-symmetric-weights-dynamic-u8-activations",
       layers: outcome.layers,
     };
+    if (golden) {
+      const rows = golden.inputs.map((row) => Float32Array.from(flatten(row)));
+      const width = rows[0]!.length;
+      const session = await ort.InferenceSession.create(bytes);
+      const result = await session.run({
+        [golden.inputName]: new ort.Tensor(
+          "float32",
+          Float32Array.from(rows.flatMap((r) => Array.from(r))),
+          [rows.length, width],
+        ),
+      });
+      const all = result[golden.outputName]!.data as Float32Array;
+      const n = all.length / rows.length;
+      const executor = new PlanExecutor(kernels, outcome.plan);
+      quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
+        inputs: rows,
+        fp32: rows.map((_, i) => all.slice(i * n, (i + 1) * n)),
+        ...(golden.labels ? { labels: golden.labels } : {}),
+      });
+      await session.release();
+    }
   }
   return registry().publish({
     name,

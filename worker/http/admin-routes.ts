@@ -1,8 +1,9 @@
 /**
  * @module
  * The admin API the `pinion` CLI publishes through (`--target https://…`).
- * Bearer-token auth against the PINION_ADMIN_TOKEN secret, compared in
- * constant time; without a configured token the whole API is disabled.
+ * Bearer-token auth against the PINION_ADMIN_TOKEN / PINION_ADMIN_TOKENS
+ * secrets, compared in constant time; the matching token's name is the actor
+ * in the audit log. Without a configured token the whole API is disabled.
  *
  * Artifacts arrive as R2 multipart uploads, one part per request, streamed
  * straight into R2, so the worker never holds a whole model; the assembled
@@ -13,6 +14,7 @@
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { invalid, notFound } from "../errors";
+import { ALIAS_NAME_PATTERN, DEFAULT_ALIAS } from "../registry/aliases";
 import { blobKey } from "../registry/layout";
 import {
   artifactSchema,
@@ -22,18 +24,45 @@ import {
 } from "../registry/manifest";
 import { checkModelName } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
+import type { Promoter } from "../serving/promoter";
 import { errorResponse } from "./errors";
 import { limitBody } from "./middleware";
 
-/** What the admin API needs from the environment. */
-export interface AdminContext {
-  /** The configured token; undefined or empty disables the API. */
-  token: string | undefined;
-  bucket: R2Bucket;
-  registry: ModelRegistry;
+/** An admin token and the name its changes are recorded under in the audit log. */
+export interface AdminToken {
+  name: string;
+  token: string;
 }
 
-export type AdminVariables = { admin: AdminContext; requestId: string };
+/** What the admin API needs from the environment. */
+export interface AdminContext {
+  /** The configured tokens; none disables the API. */
+  tokens: readonly AdminToken[];
+  bucket: R2Bucket;
+  registry: ModelRegistry;
+  /** Runs promotions (gates go through this isolate's data plane). */
+  promoter: Promoter;
+}
+
+/**
+ * Tokens from the environment: `PINION_ADMIN_TOKEN` (recorded as "admin") and
+ * `PINION_ADMIN_TOKENS`, a comma-separated list of `name=token` (e.g. one per CI job or person).
+ */
+export function parseAdminTokens(
+  single: string | undefined,
+  named: string | undefined,
+): AdminToken[] {
+  const tokens: AdminToken[] = [];
+  if (single) tokens.push({ name: "admin", token: single });
+  for (const item of (named ?? "").split(",")) {
+    const at = item.indexOf("=");
+    if (at <= 0 || at === item.length - 1) continue;
+    tokens.push({ name: item.slice(0, at).trim(), token: item.slice(at + 1).trim() });
+  }
+  return tokens;
+}
+
+export type AdminVariables = { admin: AdminContext; requestId: string; actor: string };
 type Ctx = Context<{ Variables: AdminVariables }>;
 
 /** Every part but the last has exactly this size (R2 needs equal parts of at least 5 MiB). */
@@ -56,8 +85,8 @@ async function secretsEqual(a: string, b: string): Promise<boolean> {
 
 function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
   return async (c, next) => {
-    const expected = c.var.admin.token;
-    if (!expected) {
+    const tokens = c.var.admin.tokens;
+    if (tokens.length === 0) {
       return c.json(
         { error: "the admin API is disabled: set the PINION_ADMIN_TOKEN secret to enable it" },
         404,
@@ -65,14 +94,41 @@ function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
     }
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match || !(await secretsEqual(match[1]!.trim(), expected))) {
+    let actor: string | undefined;
+    if (match) {
+      // Every token is compared, so timing tells nothing about which (if any) matched.
+      const given = match[1]!.trim();
+      const equal = await Promise.all(tokens.map((t) => secretsEqual(given, t.token)));
+      actor = tokens.find((_, i) => equal[i])?.name;
+    }
+    if (actor === undefined) {
       return c.json({ error: "missing or wrong admin token (Authorization: Bearer …)" }, 401, {
         "WWW-Authenticate": 'Bearer realm="pinion-admin"',
       });
     }
+    c.set("actor", actor);
     await next();
   };
 }
+
+const aliasField = z.string().regex(ALIAS_NAME_PATTERN, "invalid alias").default(DEFAULT_ALIAS);
+
+const promotionSchema = z.object({
+  alias: aliasField,
+  version: z.number().int().positive(),
+  canary: z.number().gt(0).lt(100).optional(),
+  shadow: z.number().gt(0).max(100).optional(),
+  reason: z.string().max(1000).optional(),
+  minAgreement: z.number().min(0).max(1).optional(),
+  force: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+});
+
+const rollbackSchema = z.object({
+  alias: aliasField,
+  reason: z.string().max(1000).optional(),
+  dryRun: z.boolean().default(false),
+});
 
 const startUploadSchema = z.object({
   sha256: z.string().regex(SHA256, "sha256 must be 64 lowercase hex digits"),
@@ -228,6 +284,79 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     const { artifacts, ...fields } = await body(c, commitSchema);
     const manifest = await c.var.admin.registry.commitVersion(name, fields, artifacts);
     return c.json(manifest, 201);
+  });
+
+  // -- aliases and promotion ---------------------------------------------------
+
+  app.get("/models/:name/aliases", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
+      throw notFound(`model '${name}' not found`);
+    }
+    const { document } = await c.var.admin.registry.aliases.read(name);
+    return c.json(document);
+  });
+
+  // Answers 200 for applied, no-op and dry-run outcomes, 422 when a gate refused the change.
+  app.post("/models/:name/promotions", smallJson, async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const request = await body(c, promotionSchema);
+    const outcome = await c.var.admin.promoter.promote(name, {
+      alias: request.alias,
+      version: request.version,
+      ...(request.canary !== undefined ? { canaryPercent: request.canary } : {}),
+      ...(request.shadow !== undefined ? { shadowPercent: request.shadow } : {}),
+      ...(request.reason !== undefined ? { reason: request.reason } : {}),
+      ...(request.minAgreement !== undefined ? { minAgreement: request.minAgreement } : {}),
+      force: request.force,
+      dryRun: request.dryRun,
+      actor: c.var.actor,
+    });
+    if (outcome.status === "gates-failed") {
+      const failed = outcome.gates.filter((g) => !g.passed).map((g) => `${g.gate}: ${g.detail}`);
+      return c.json(
+        { error: `gates failed; alias untouched: ${failed.join("; ")}`, ...outcome },
+        422,
+      );
+    }
+    return c.json(outcome);
+  });
+
+  app.post("/models/:name/rollbacks", smallJson, async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const request = await body(c, rollbackSchema);
+    return c.json(
+      await c.var.admin.promoter.rollback(name, {
+        alias: request.alias,
+        ...(request.reason !== undefined ? { reason: request.reason } : {}),
+        dryRun: request.dryRun,
+        actor: c.var.actor,
+      }),
+    );
+  });
+
+  app.get("/models/:name/history", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    const limitParam = c.req.query("limit");
+    const limit = limitParam === undefined ? undefined : Number(limitParam);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+      throw invalid("limit must be a positive integer");
+    }
+    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
+      throw notFound(`model '${name}' not found`);
+    }
+    return c.json({
+      model: name,
+      records: await c.var.admin.registry.aliases.history(name, limit),
+    });
+  });
+
+  app.get("/models/:name/shadow", async (c) => {
+    const name = checkModelName(c.req.param("name"));
+    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
+      throw notFound(`model '${name}' not found`);
+    }
+    return c.json({ model: name, reports: await c.var.admin.registry.shadowStats.report(name) });
   });
 
   app.onError((error, c) => errorResponse(c, error));

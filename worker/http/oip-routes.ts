@@ -5,7 +5,7 @@
 import { Hono, type Context } from "hono";
 import { invalid, PinionError } from "../errors";
 import { parseInferenceRequest, type ModelReady, type ServerMetadata } from "../protocol/types";
-import type { DataPlane } from "../serving/data-plane";
+import type { DataPlane, ModelReference, Route } from "../serving/data-plane";
 import { errorResponse } from "./errors";
 import { limitBody, readJson, type AppVariables } from "./middleware";
 import pkg from "../../package.json";
@@ -39,20 +39,42 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
 
   app.get("/v2", (c) => c.json(SERVER_METADATA));
 
-  const metadata = async (c: Ctx) =>
-    c.json(await c.var.plane.metadata(c.req.param("name")!, c.req.param("version")));
-  app.get("/v2/models/:name", metadata);
-  app.get("/v2/models/:name/versions/:version", metadata);
+  /** The model reference in the path (and, for infer, the `alias` request parameter). */
+  const reference = (c: Ctx, parameterAlias?: string): ModelReference => {
+    const alias = c.req.param("alias") ?? parameterAlias;
+    const version = c.req.param("version");
+    return {
+      name: c.req.param("name")!,
+      ...(version !== undefined ? { version } : {}),
+      ...(alias !== undefined ? { alias } : {}),
+      key: c.req.header("x-pinion-key") ?? c.var.requestId,
+    };
+  };
+  /** Says what answered: the pinned version, and the alias that chose it. */
+  const describe = (c: Ctx, route: Route) => {
+    c.header("x-pinion-model", `${route.manifest.name}@${route.manifest.version}`);
+    if (route.alias !== undefined) c.header("x-pinion-alias", route.alias);
+  };
+
+  const metadata = async (c: Ctx) => {
+    const route = await c.var.plane.route(reference(c));
+    describe(c, route);
+    return c.json(await c.var.plane.metadata(route.manifest.name, String(route.manifest.version)));
+  };
+  for (const path of ["", "/versions/:version", "/aliases/:alias"]) {
+    app.get(`/v2/models/:name${path}`, metadata);
+  }
 
   const ready = async (c: Ctx) => {
     const plane = c.var.plane;
-    const manifest = await plane.resolve(c.req.param("name")!, c.req.param("version"));
+    const route = await plane.route(reference(c));
+    const manifest = route.manifest;
     const body: ModelReady & { version: string } = {
       name: manifest.name,
       version: String(manifest.version),
       ready: true,
     };
-    c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
+    describe(c, route);
     try {
       const model = await c.var.timing.measure("load", () =>
         plane.load(manifest, c.req.query("runtime")),
@@ -64,19 +86,35 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     }
     return c.json(body);
   };
-  app.get("/v2/models/:name/ready", ready);
-  app.get("/v2/models/:name/versions/:version/ready", ready);
+  for (const path of ["", "/versions/:version", "/aliases/:alias"]) {
+    app.get(`/v2/models/:name${path}/ready`, ready);
+  }
 
   const infer = async (c: Ctx) => {
     const plane = c.var.plane;
     const timing = c.var.timing;
-    const manifest = await timing.measure("resolve", () =>
-      plane.resolve(c.req.param("name")!, c.req.param("version")),
+    // The JSON first, since an OIP request may name its alias in its parameters;
+    // a body that does not parse is reported after resolving, like any bad request.
+    let body: unknown;
+    let bodyError: unknown;
+    try {
+      body = await readJson(c);
+    } catch (error) {
+      bodyError = error;
+    }
+    const parameterAlias = (body as { parameters?: { alias?: unknown } } | null)?.parameters?.alias;
+    const route = await timing.measure("resolve", () =>
+      plane.route(reference(c, typeof parameterAlias === "string" ? parameterAlias : undefined)),
     );
+    const manifest = route.manifest;
     // Name what is being served even when the request then fails.
-    c.header("x-pinion-model", `${manifest.name}@${manifest.version}`);
+    describe(c, route);
+    if (bodyError !== undefined) throw bodyError;
+    if (parameterAlias !== undefined && typeof parameterAlias !== "string") {
+      throw invalid("the 'alias' request parameter must be a string");
+    }
+    const request = parseInferenceRequest(body);
     c.header("x-pinion-runtime", plane.runtimeFor(manifest, c.req.query("runtime")).name);
-    const request = parseInferenceRequest(await readJson(c));
     const result = await plane.inferResolved(
       manifest,
       request,
@@ -86,11 +124,16 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     );
     if (result.repeat > 1) c.header("x-pinion-compute-repeat", String(result.repeat));
     c.header("x-pinion-runtime", result.runtime);
+    if (route.shadowVersion !== undefined) {
+      // After the response: the caller never waits for, or sees, the shadow run.
+      c.executionCtx.waitUntil(plane.shadow.mirror(plane, route, request, result.response));
+    }
     return c.json(result.response);
   };
   const bounded = limitBody((c) => (c as Ctx).var.plane.config.maxRequestBytes);
-  app.post("/v2/models/:name/infer", bounded, infer);
-  app.post("/v2/models/:name/versions/:version/infer", bounded, infer);
+  for (const path of ["", "/versions/:version", "/aliases/:alias"]) {
+    app.post(`/v2/models/:name${path}/infer`, bounded, infer);
+  }
 
   app.onError((error, c) => errorResponse(c, error));
   return app;

@@ -4,12 +4,17 @@
  *
  *   models/{name}/versions/{version}/manifest.json   one per published version, create-only
  *   models/{name}/blobs/sha256/{hex}                 artifacts, content-addressed
+ *   models/{name}/aliases.json                       the model's aliases, changed by compare-and-swap
+ *   models/{name}/audit/{revision}.json              one immutable record per alias change, create-only
+ *   models/{name}/shadow/{alias}/r{revision}/{id}.json  shadow divergence totals, one per isolate
  *
  * A version exists exactly when its manifest exists; the manifest is written
  * last, with a create-only condition, so it is the commit point of a publish.
  * Artifacts are addressed by their digest, so a concurrent or failed publish can
  * never overwrite bytes a published manifest points to, and identical artifacts
- * are stored once per model.
+ * are stored once per model. Alias changes are committed by creating their
+ * audit record (create-only, numbered), then published to aliases.json; see
+ * `alias-store.ts`.
  */
 
 export const versionsPrefix = (name: string) => `models/${name}/versions/`;
@@ -22,3 +27,11 @@ export function versionFromPrefix(prefix: string): number | undefined {
   const match = /\/versions\/([1-9][0-9]{0,8})\/$/.exec(prefix);
   return match ? Number(match[1]) : undefined;
 }
+
+export const aliasesKey = (name: string) => `models/${name}/aliases.json`;
+export const auditPrefix = (name: string) => `models/${name}/audit/`;
+/** Zero-padded so that listing order is revision order. */
+export const auditKey = (name: string, revision: number) =>
+  `${auditPrefix(name)}${String(revision).padStart(10, "0")}.json`;
+export const shadowPrefix = (name: string, alias?: string, revision?: number) =>
+  `models/${name}/shadow/${alias === undefined ? "" : `${alias}/${revision === undefined ? "" : `r${revision}/`}`}`;

@@ -19,6 +19,8 @@ import {
 } from "./manifest";
 import { MODEL_NAME_PATTERN, checkModelName } from "./names";
 import type { ObjectStore } from "./store";
+import { AliasStore } from "./alias-store";
+import { ShadowStatsStore } from "./shadow-stats";
 
 /** What a new version is made of, besides its artifacts. */
 export interface VersionFields {
@@ -44,7 +46,15 @@ export interface PublishInput extends VersionFields {
 const PUBLISH_ATTEMPTS = 5;
 
 export class ModelRegistry {
-  constructor(private readonly store: ObjectStore) {}
+  /** The models' aliases and their audit log. */
+  readonly aliases: AliasStore;
+  /** Shadow divergence totals, written by serving isolates. */
+  readonly shadowStats: ShadowStatsStore;
+
+  constructor(private readonly store: ObjectStore) {
+    this.aliases = new AliasStore(store);
+    this.shadowStats = new ShadowStatsStore(store);
+  }
 
   /** True when the store answers a listing; used by readiness probes. */
   async ping(): Promise<boolean> {

@@ -14,6 +14,14 @@ export const servingConfigSchema = z.object({
   /** How long an isolate trusts its list of a model's versions, in ms (0 = always re-list). */
   VERSION_LIST_TTL_MS: z.coerce.number().int().min(0).default(5000),
   /**
+   * How long an isolate trusts its copy of a model's aliases, in ms: a
+   * promotion reaches every isolate within this bound (R2 reads are strongly
+   * consistent). 0 = read them on every request.
+   */
+  ALIAS_TTL_MS: z.coerce.number().int().min(0).default(5000),
+  /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
+  SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
+  /**
    * Benchmarks only: the most times `?repeat=N` may rerun an inference's compute
    * in one request (0, the default, disables it). workerd's clock is coarse, so
    * in-worker compute time is measured over many runs.
@@ -25,6 +33,8 @@ export type ServingConfig = {
   maxRequestBytes: number;
   modelCacheBytes: number;
   versionListTtlMs: number;
+  aliasTtlMs: number;
+  shadowFlushMs: number;
   benchRepeatMax?: number;
 };
 
@@ -34,12 +44,16 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     MAX_REQUEST_BYTES: unset(vars.MAX_REQUEST_BYTES),
     MODEL_CACHE_BYTES: unset(vars.MODEL_CACHE_BYTES),
     VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
+    ALIAS_TTL_MS: unset(vars.ALIAS_TTL_MS),
+    SHADOW_FLUSH_MS: unset(vars.SHADOW_FLUSH_MS),
     PINION_BENCH_REPEAT_MAX: unset(vars.PINION_BENCH_REPEAT_MAX),
   });
   return {
     maxRequestBytes: parsed.MAX_REQUEST_BYTES,
     modelCacheBytes: parsed.MODEL_CACHE_BYTES,
     versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
+    aliasTtlMs: parsed.ALIAS_TTL_MS,
+    shadowFlushMs: parsed.SHADOW_FLUSH_MS,
     benchRepeatMax: parsed.PINION_BENCH_REPEAT_MAX,
   };
 }

@@ -13,13 +13,21 @@ import type {
   ModelMetadata,
   Parameters,
 } from "../protocol/types";
+import {
+  checkAliasName,
+  DEFAULT_ALIAS,
+  isShadowed,
+  pickVersion,
+  type AliasDocument,
+} from "../registry/aliases";
 import { manifestKey } from "../registry/layout";
-import type { Manifest } from "../registry/manifest";
+import type { ArtifactRole, Manifest } from "../registry/manifest";
 import { checkModelName, parseVersion } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
 import type { ServingConfig } from "./config";
 import { ModelCache } from "./model-cache";
+import { ShadowRecorder } from "./shadow";
 import { Timing } from "./timing";
 
 /** Smallest JSON encoding of one element is two bytes ("0,"), so no request holds more. */
@@ -33,11 +41,37 @@ export interface InferenceResult {
   repeat: number;
 }
 
+/** How a request named its model: pinned, through an alias, or neither (the default alias, else the latest version). */
+export interface ModelReference {
+  name: string;
+  version?: string;
+  alias?: string;
+  /** Sticky canary key: the same key lands on the same version while a split is unchanged. */
+  key?: string;
+}
+
+/** What a reference resolved to. */
+export interface Route {
+  manifest: Manifest;
+  /** The alias that chose the version, if one did. */
+  alias?: string;
+  /** The alias state revision the choice was made on. */
+  revision?: number;
+  /** Set when this request is to be mirrored to the alias's shadow version. */
+  shadowVersion?: number;
+}
+
 export class DataPlane {
   readonly cache: ModelCache;
+  /** Mirrors shadowed requests and keeps their divergence totals. */
+  readonly shadow: ShadowRecorder;
   /** Manifests are immutable once published, so they are cached without expiry. */
   private readonly manifests = new Map<string, Manifest>();
   private readonly versionLists = new Map<string, { versions: number[]; fetchedAt: number }>();
+  private readonly aliasDocuments = new Map<
+    string,
+    { document: AliasDocument; fetchedAt: number }
+  >();
 
   private readonly runtimes = new Map<RuntimeName, Runtime>();
 
@@ -49,6 +83,7 @@ export class DataPlane {
   ) {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
     this.cache = new ModelCache(config.modelCacheBytes);
+    this.shadow = new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now);
   }
 
   /**
@@ -112,6 +147,58 @@ export class DataPlane {
       this.manifests.set(key, manifest);
     }
     return manifest;
+  }
+
+  /**
+   * A model's aliases, from a per-isolate copy refreshed every `aliasTtlMs`:
+   * the bound on how long a promotion takes to reach every isolate.
+   */
+  async aliases(name: string): Promise<AliasDocument> {
+    checkModelName(name);
+    const cached = this.aliasDocuments.get(name);
+    if (cached && this.now() - cached.fetchedAt < this.config.aliasTtlMs) return cached.document;
+    const { document } = await this.registry.aliases.read(name);
+    this.aliasDocuments.set(name, { document, fetchedAt: this.now() });
+    return document;
+  }
+
+  /**
+   * Resolves a reference to the version that serves it: a pinned version
+   * always means that version; an alias (or, with neither, the `production`
+   * alias when it exists) picks from its split by the request key; with no
+   * alias at all, the latest version answers.
+   */
+  async route(reference: ModelReference): Promise<Route> {
+    const { name, version, alias } = reference;
+    checkModelName(name);
+    if (version !== undefined) {
+      if (alias !== undefined) {
+        throw invalid("a request names either a version or an alias, not both");
+      }
+      return { manifest: await this.resolve(name, version) };
+    }
+    const chosenAlias = alias === undefined ? undefined : checkAliasName(alias);
+    const document = await this.aliases(name);
+    const aliasName = chosenAlias ?? DEFAULT_ALIAS;
+    const entry = document.aliases[aliasName];
+    if (!entry) {
+      if (chosenAlias === undefined) return { manifest: await this.resolve(name) };
+      if ((await this.versions(name)).length === 0) throw notFound(`model '${name}' not found`);
+      throw notFound(`model '${name}' has no alias '${chosenAlias}'`);
+    }
+    const key = reference.key ?? "";
+    const salt = `${name}/${aliasName}`;
+    const manifest = await this.resolve(name, String(pickVersion(entry, key, salt)));
+    const route: Route = { manifest, alias: aliasName, revision: document.revision };
+    if (entry.shadow && entry.shadow.version !== manifest.version && isShadowed(entry, key, salt)) {
+      route.shadowVersion = entry.shadow.version;
+    }
+    return route;
+  }
+
+  /** One of a version's artifacts, digest verified (gates read golden sets this way). */
+  readArtifact(manifest: Manifest, role: ArtifactRole): Promise<Uint8Array> {
+    return this.registry.readArtifact(manifest, role, this.config.modelCacheBytes);
   }
 
   async metadata(name: string, version?: string): Promise<ModelMetadata> {

@@ -5,6 +5,7 @@ import { PART_BYTES } from "../../../worker/http/admin-routes";
 import { sha256Hex } from "../../../worker/registry/digest";
 import { blobKey } from "../../../worker/registry/layout";
 import { ModelRegistry } from "../../../worker/registry/registry";
+import { Promoter } from "../../../worker/serving/promoter";
 import { DataPlane } from "../../../worker/serving/data-plane";
 import { OrtRuntime } from "../../../worker/runtimes/ort/ort-runtime";
 import { loadOrt } from "../../../worker/runtimes/ort/ort-workerd";
@@ -80,17 +81,21 @@ describe("admin API authentication", () => {
   });
 
   it("is disabled when no token is configured", async () => {
+    const registry = new ModelRegistry(env.MODELS);
+    const plane = new DataPlane(registry, [new OrtRuntime(loadOrt)], {
+      maxRequestBytes: 1 << 20,
+      modelCacheBytes: 1 << 20,
+      versionListTtlMs: 0,
+      aliasTtlMs: 0,
+      shadowFlushMs: 0,
+    });
     const app = createApp<object>({
-      planeFor: () =>
-        new DataPlane(new ModelRegistry(env.MODELS), [new OrtRuntime(loadOrt)], {
-          maxRequestBytes: 1 << 20,
-          modelCacheBytes: 1 << 20,
-          versionListTtlMs: 0,
-        }),
+      planeFor: () => plane,
       adminFor: () => ({
-        token: undefined,
+        tokens: [],
         bucket: env.MODELS,
-        registry: new ModelRegistry(env.MODELS),
+        registry,
+        promoter: new Promoter(registry, plane),
       }),
     });
     const response = await app.fetch(new Request("http://x/admin/models", { headers: auth }), {});

@@ -20,7 +20,13 @@ class CountingRuntime implements Runtime {
 
 function plane(budget: number, ttl = 0, now?: () => number) {
   const runtime = new CountingRuntime();
-  const config = { maxRequestBytes: 1 << 20, modelCacheBytes: budget, versionListTtlMs: ttl };
+  const config = {
+    maxRequestBytes: 1 << 20,
+    modelCacheBytes: budget,
+    versionListTtlMs: ttl,
+    aliasTtlMs: ttl,
+    shadowFlushMs: 0,
+  };
   return { runtime, plane: new DataPlane(registry(), [runtime], config, now) };
 }
 

@@ -1,0 +1,144 @@
+/**
+ * @module
+ * Shadow traffic: after a response has been sent (the caller awaits none of
+ * this), the same request runs on the alias's shadow version and the two
+ * answers are compared. Totals accumulate per isolate and are written to the
+ * registry at most every `flushMs`. Nothing here throws: a failing candidate
+ * is counted, never surfaced.
+ */
+import type { InferenceRequest, InferenceResponse } from "../protocol/types";
+import { emptyTotals, type ShadowStatsStore, type ShadowTotals } from "../registry/shadow-stats";
+import type { DataPlane, Route } from "./data-plane";
+import { Timing } from "./timing";
+
+interface Divergence {
+  maxAbsDiff: number;
+  meanAbsDiff: number;
+  top1Rows: number;
+  top1Disagreements: number;
+}
+
+function argmax(values: readonly number[], start: number, width: number): number {
+  let best = start;
+  for (let i = start + 1; i < start + width; i++) if (values[i]! > values[best]!) best = i;
+  return best - start;
+}
+
+/** Compares two answers output by output (numeric outputs only). */
+export function divergence(primary: InferenceResponse, candidate: InferenceResponse): Divergence {
+  let maxAbsDiff = 0;
+  let sumAbs = 0;
+  let count = 0;
+  let top1Rows = 0;
+  let top1Disagreements = 0;
+  for (const ours of primary.outputs) {
+    const theirs = candidate.outputs.find((o) => o.name === ours.name);
+    const a = ours.data as unknown[];
+    const b = theirs?.data as unknown[] | undefined;
+    if (!b || a.length !== b.length || typeof a[0] !== "number") {
+      // A differently shaped or missing output is as divergent as it gets.
+      maxAbsDiff = Infinity;
+      continue;
+    }
+    const x = a as number[];
+    const y = b as number[];
+    for (let i = 0; i < x.length; i++) {
+      const d = Math.abs(x[i]! - y[i]!);
+      maxAbsDiff = Math.max(maxAbsDiff, Number.isNaN(d) ? Infinity : d);
+      sumAbs += d;
+      count++;
+    }
+    if (ours.shape.length === 2 && ours.shape[1]! > 1) {
+      const [rows, width] = ours.shape as [number, number];
+      for (let r = 0; r < rows; r++) {
+        top1Rows++;
+        if (argmax(x, r * width, width) !== argmax(y, r * width, width)) top1Disagreements++;
+      }
+    }
+  }
+  return { maxAbsDiff, meanAbsDiff: count ? sumAbs / count : 0, top1Rows, top1Disagreements };
+}
+
+export class ShadowRecorder {
+  /** Names this isolate's totals objects. */
+  readonly reporter = crypto.randomUUID();
+  private readonly totals = new Map<string, { model: string; totals: ShadowTotals }>();
+  private readonly dirty = new Set<string>();
+  private lastFlush = -Infinity;
+
+  constructor(
+    private readonly stats: ShadowStatsStore,
+    private readonly flushMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Runs `request` on the route's shadow version and records how its answer differs. */
+  async mirror(
+    plane: DataPlane,
+    route: Route,
+    request: InferenceRequest,
+    primary: InferenceResponse,
+  ): Promise<void> {
+    const { manifest, alias, revision, shadowVersion } = route;
+    if (shadowVersion === undefined || alias === undefined || revision === undefined) return;
+    const id = `${manifest.name}/${alias}/${revision}`;
+    let entry = this.totals.get(id);
+    if (!entry) {
+      entry = { model: manifest.name, totals: emptyTotals(alias, revision, shadowVersion) };
+      this.totals.set(id, entry);
+    }
+    const t = entry.totals;
+    try {
+      const candidate = await plane.resolve(manifest.name, String(shadowVersion));
+      // The candidate runs on its own default runtime: shadowing compares versions as they would serve.
+      const { runtime: _ignored, ...parameters } = request.parameters ?? {};
+      const result = await plane.inferResolved(candidate, { ...request, parameters }, new Timing());
+      const d = divergence(primary, result.response);
+      t.samples += 1;
+      t.maxAbsDiff = Math.max(
+        t.maxAbsDiff,
+        d.maxAbsDiff === Infinity ? Number.MAX_VALUE : d.maxAbsDiff,
+      );
+      t.sumMeanAbsDiff += d.meanAbsDiff;
+      t.top1Rows += d.top1Rows;
+      t.top1Disagreements += d.top1Disagreements;
+    } catch (error) {
+      t.errors += 1;
+      console.warn(
+        JSON.stringify({
+          event: "shadow_failure",
+          model: manifest.name,
+          alias,
+          candidate: shadowVersion,
+          error: (error as Error).message,
+        }),
+      );
+    }
+    if (!t.primaries.includes(manifest.version)) {
+      t.primaries = [...t.primaries, manifest.version].sort((a, b) => a - b);
+    }
+    t.updatedAt = new Date(this.now()).toISOString();
+    this.dirty.add(id);
+    if (this.now() - this.lastFlush >= this.flushMs) await this.flush();
+  }
+
+  /** Writes every changed total; failures are logged and retried on the next flush. */
+  async flush(): Promise<void> {
+    this.lastFlush = this.now();
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    await Promise.all(
+      ids.map(async (id) => {
+        const entry = this.totals.get(id)!;
+        try {
+          await this.stats.write(entry.model, this.reporter, { ...entry.totals });
+        } catch (error) {
+          this.dirty.add(id);
+          console.error(
+            JSON.stringify({ event: "shadow_flush_failure", id, error: String(error) }),
+          );
+        }
+      }),
+    );
+  }
+}
