@@ -101,14 +101,14 @@ describe("pinion CLI", () => {
 
   it("fails with one clear line and a non-zero exit on bad input", async () => {
     const missing = await pinion(["publish", "seed", "nope.pth", "--persist-to", persistTo]);
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(2);
     expect(missing.stderr.trim()).toBe("pinion: cannot read model file nope.pth: no such file");
     const badName = await pinion(["publish", "Bad/Name", pth, "--persist-to", persistTo]);
-    expect(badName.code).toBe(1);
+    expect(badName.code).toBe(2);
     expect(badName.stderr).toMatch(/^pinion: invalid model name "Bad\/Name"/);
     expect(badName.stderr.split("\n").filter(Boolean)).toHaveLength(1);
     const badActivation = await pinion(["publish", "seed", pth, "--activation", "swish"]);
-    expect(badActivation.code).toBe(1);
+    expect(badActivation.code).toBe(2);
     expect(badActivation.stderr).toMatch(/choose one of relu, tanh, sigmoid, gelu, none/);
   });
 
@@ -123,14 +123,14 @@ describe("pinion CLI", () => {
   it("publishes through the admin API with the token, and not without it", async () => {
     const base = server!.base;
     const without = await pinion(["publish", "remote", pth, "--target", base]);
-    expect(without.code).toBe(1);
+    expect(without.code).toBe(2);
     expect(without.stderr).toMatch(
       /needs its admin token in the PINION_ADMIN_TOKEN environment variable/,
     );
     const wrong = await pinion(["publish", "remote", pth, "--target", base], {
       PINION_ADMIN_TOKEN: "wrong",
     });
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(5);
     expect(wrong.stderr).toMatch(/401 missing or wrong admin token/);
 
     const ok = await pinion(["publish", "remote", pth, "--target", base], {

@@ -140,8 +140,9 @@ export function planPromotion(state: PromotionState, request: PromotionRequest):
         `alias '${alias}' does not exist yet; a shadow mirrors an alias's traffic: promote a version first`,
       );
     }
-    if (from.split.some((s) => s.version === request.version)) {
-      throw invalid(`version ${request.version} already serves alias '${alias}'; shadow another`);
+    // A version in a canary split may shadow the rest of the traffic; one serving it all may not.
+    if (from.split.length === 1 && from.split[0]!.version === request.version) {
+      throw invalid(`version ${request.version} already serves all of alias '${alias}'`);
     }
     to = { split: from.split, shadow: { version: request.version, fraction: percent / 100 } };
   } else {

@@ -71,6 +71,29 @@ describe("planPromotion", () => {
     expect(full.to).toEqual(single(2));
   });
 
+  it("a canary version may also shadow the traffic it does not serve; a version serving everything may not", () => {
+    const canary = planPromotion(state({ production: single(1) }), {
+      alias: "production",
+      version: 2,
+      canaryPercent: 10,
+    });
+    const shadowed = planPromotion(state({ production: canary.to! }), {
+      alias: "production",
+      version: 2,
+      shadowPercent: 100,
+    });
+    expect(shadowed.to).toEqual({ split: canary.to!.split, shadow: { version: 2, fraction: 1 } });
+    expect(
+      thrown(() =>
+        planPromotion(state({ production: single(1) }), {
+          alias: "production",
+          version: 1,
+          shadowPercent: 5,
+        }),
+      ).message,
+    ).toMatch(/already serves all/);
+  });
+
   it("promoting to the current state is a no-op", () => {
     expect(
       planPromotion(state({ staging: single(2) }), { alias: "staging", version: 2 }).noop,
