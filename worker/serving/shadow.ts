@@ -3,8 +3,8 @@
  * Shadow traffic: after a response has been sent (the caller awaits none of
  * this), the same request runs on the alias's shadow version and the two
  * answers are compared. Totals accumulate per isolate and are written to the
- * registry at most every `flushMs`. Nothing here throws: a failing candidate
- * is counted, never surfaced.
+ * registry at most every `flushMs`, and at the latest `flushMs` after a
+ * sample. Nothing here throws: a failing candidate is counted, never surfaced.
  */
 import type { InferenceRequest, InferenceResponse } from "../protocol/types";
 import { emptyTotals, type ShadowStatsStore, type ShadowTotals } from "../registry/shadow-stats";
@@ -65,6 +65,7 @@ export class ShadowRecorder {
   private readonly totals = new Map<string, { model: string; totals: ShadowTotals }>();
   private readonly dirty = new Set<string>();
   private lastFlush = -Infinity;
+  private trailing: Promise<void> | undefined;
 
   constructor(
     private readonly stats: ShadowStatsStore,
@@ -119,7 +120,19 @@ export class ShadowRecorder {
     }
     t.updatedAt = new Date(this.now()).toISOString();
     this.dirty.add(id);
-    if (this.now() - this.lastFlush >= this.flushMs) await this.flush();
+    // Throttled with a trailing write: totals reach the registry within flushMs
+    // of any sample, even when traffic stops (the wait runs inside this
+    // request's waitUntil; Workers allow 30 s there).
+    const wait = this.lastFlush + this.flushMs - this.now();
+    if (wait <= 0) {
+      await this.flush();
+    } else if (!this.trailing) {
+      this.trailing = new Promise<void>((resolve) => setTimeout(resolve, wait)).then(() => {
+        this.trailing = undefined;
+        return this.flush();
+      });
+      await this.trailing;
+    }
   }
 
   /** Writes every changed total; failures are logged and retried on the next flush. */
