@@ -66,6 +66,22 @@ export class AliasStore {
     return { document, etag: object.etag };
   }
 
+  /**
+   * The committed state: aliases.json plus any records not yet published to it
+   * (applied in memory; nothing is written). What dry runs plan against.
+   */
+  async current(model: string): Promise<AliasSnapshot> {
+    let snapshot = await this.read(model);
+    for (;;) {
+      const next = await this.record(model, snapshot.document.revision + 1);
+      if (!next) return snapshot;
+      snapshot = {
+        document: { ...snapshot.document, revision: next.revision, aliases: next.aliases },
+        etag: snapshot.etag,
+      };
+    }
+  }
+
   async record(model: string, revision: number): Promise<AuditRecord | null> {
     const object = await this.store.get(auditKey(model, revision));
     if (!object) return null;
@@ -135,7 +151,19 @@ export class AliasStore {
         httpMetadata: { contentType: "application/json" },
       });
       if (created) {
-        await this.publish(model, record, snapshot);
+        try {
+          await this.publish(model, record, snapshot);
+        } catch (error) {
+          // Committed all the same: the next writer (or reader of `current`) rolls it forward.
+          console.warn(
+            JSON.stringify({
+              event: "alias_publish_deferred",
+              model,
+              revision,
+              error: String(error),
+            }),
+          );
+        }
         return { change, record };
       }
       // Another writer took this revision: back off a little, then re-plan on its state.

@@ -90,7 +90,7 @@ export class Promoter {
     const forced = options.force === true;
 
     if (options.dryRun) {
-      const change = plan(await this.registry.aliases.read(model));
+      const change = plan(await this.registry.aliases.current(model));
       const gates = await gate(change);
       return { status: change.noop ? "noop" : "dry-run", change, gates, forced, record: null };
     }
@@ -140,7 +140,7 @@ export class Promoter {
     const plan = (snapshot: AliasSnapshot) =>
       planRollback({ document: snapshot.document, versions }, history, options.alias);
     if (options.dryRun) {
-      const change = plan(await this.registry.aliases.read(model));
+      const change = plan(await this.registry.aliases.current(model));
       return {
         status: change.noop ? "noop" : "dry-run",
         change,

@@ -98,6 +98,12 @@ describe("AliasStore (real R2)", () => {
       }),
     );
     expect((await aliases.read(model)).document.revision).toBe(1);
+    // What dry runs plan against: the committed state, without writing it.
+    expect((await aliases.current(model)).document).toMatchObject({
+      revision: 2,
+      aliases: { production: single(2) },
+    });
+    expect((await aliases.read(model)).document.revision).toBe(1);
     const { record } = await promote(aliases, model, "staging", 3);
     expect(record!.revision).toBe(3);
     expect(record!.aliases).toEqual({ production: single(2), staging: single(3) });
