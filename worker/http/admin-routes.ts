@@ -22,6 +22,7 @@ import {
 } from "../registry/manifest";
 import { checkModelName } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
+import { bearerMatches } from "./auth";
 import { errorResponse } from "./errors";
 import { limitBody } from "./middleware";
 
@@ -42,18 +43,6 @@ const MAX_PARTS = 10_000;
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
-async function digest(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
-}
-
-/** Compares two secrets without leaking where they differ (or their lengths). */
-async function secretsEqual(a: string, b: string): Promise<boolean> {
-  const [x, y] = await Promise.all([digest(a), digest(b)]);
-  let difference = 0;
-  for (let i = 0; i < x.length; i++) difference |= x[i]! ^ y[i]!;
-  return difference === 0;
-}
-
 function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
   return async (c, next) => {
     const expected = c.var.admin.token;
@@ -63,9 +52,7 @@ function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
         404,
       );
     }
-    const header = c.req.header("authorization") ?? "";
-    const match = /^Bearer\s+(.+)$/i.exec(header);
-    if (!match || !(await secretsEqual(match[1]!.trim(), expected))) {
+    if (!(await bearerMatches(c.req.header("authorization"), expected))) {
       return c.json({ error: "missing or wrong admin token (Authorization: Bearer …)" }, 401, {
         "WWW-Authenticate": 'Bearer realm="pinion-admin"',
       });

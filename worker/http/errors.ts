@@ -13,6 +13,7 @@ export const STATUS_OF: Record<ErrorKind, ContentfulStatusCode> = {
   not_found: 404,
   conflict: 409,
   payload_too_large: 413,
+  precondition_failed: 412,
   unavailable: 503,
   internal: 500,
 };

@@ -13,7 +13,7 @@ import pkg from "../../package.json";
 export type PlaneVariables = AppVariables & { plane: DataPlane };
 type Ctx = Context<{ Variables: PlaneVariables }>;
 
-const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
+export const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
 
 /** `?repeat=N` for benchmarks, honoured only where PINION_BENCH_REPEAT_MAX allows it. */
 function benchRepeat(c: Ctx): number {
@@ -27,17 +27,26 @@ function benchRepeat(c: Ctx): number {
   return repeat;
 }
 
-export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
+/** What differs between servers that speak this API (the edge and the origin). */
+export interface OipOptions {
+  /** `GET /v2`; by default pinion's name and version, with no extensions. */
+  serverMetadata?: () => ServerMetadata;
+  /** `GET /v2/health/ready`; by default whether the registry answers. */
+  ready?: (plane: DataPlane) => Promise<boolean>;
+}
+
+export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVariables }> {
   const app = new Hono<{ Variables: PlaneVariables }>();
+  const serverReady = options.ready ?? ((plane: DataPlane) => plane.registryReachable());
 
   app.get("/v2/health/live", (c) => c.json({ live: true }));
 
   app.get("/v2/health/ready", async (c) => {
-    const ready = await c.var.plane.registryReachable();
+    const ready = await serverReady(c.var.plane);
     return c.json({ ready }, ready ? 200 : 503);
   });
 
-  app.get("/v2", (c) => c.json(SERVER_METADATA));
+  app.get("/v2", (c) => c.json(options.serverMetadata?.() ?? SERVER_METADATA));
 
   const metadata = async (c: Ctx) =>
     c.json(await c.var.plane.metadata(c.req.param("name")!, c.req.param("version")));

@@ -33,6 +33,31 @@ export interface InferenceResult {
   repeat: number;
 }
 
+/**
+ * Picks the runtime for a version from its manifest and what the request asked
+ * for (`?runtime=` or the `runtime` request parameter, when given).
+ */
+export type RuntimeChoice = (manifest: Manifest, requested: string | undefined) => RuntimeName;
+
+/**
+ * The edge's choice: the runtime asked for, else int8 when the version carries
+ * a plan and its publisher chose int8, else onnxruntime.
+ */
+export const edgeRuntimeChoice: RuntimeChoice = (manifest, requested) => {
+  if (requested === undefined) {
+    return manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
+  }
+  if (requested !== "ort" && requested !== "int8") {
+    throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
+  }
+  if (requested === "int8" && !manifest.artifacts.int8) {
+    throw invalid(
+      `${manifest.name}@${manifest.version} has no int8 plan; publish it with --quantize int8`,
+    );
+  }
+  return requested;
+};
+
 export class DataPlane {
   readonly cache: ModelCache;
   /** Manifests are immutable once published, so they are cached without expiry. */
@@ -46,30 +71,15 @@ export class DataPlane {
     runtimes: readonly Runtime[],
     readonly config: ServingConfig,
     private readonly now: () => number = Date.now,
+    private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
   ) {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
     this.cache = new ModelCache(config.modelCacheBytes);
   }
 
-  /**
-   * The runtime that serves a version: the one asked for (`?runtime=` or the
-   * `runtime` request parameter), else int8 when the version carries a plan and
-   * its publisher chose int8, else onnxruntime.
-   */
+  /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
   runtimeFor(manifest: Manifest, requested?: string): Runtime {
-    const label = `${manifest.name}@${manifest.version}`;
-    let name: RuntimeName;
-    if (requested !== undefined) {
-      if (requested !== "ort" && requested !== "int8") {
-        throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
-      }
-      if (requested === "int8" && !manifest.artifacts.int8) {
-        throw invalid(`${label} has no int8 plan; publish it with --quantize int8`);
-      }
-      name = requested;
-    } else {
-      name = manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
-    }
+    const name = this.chooseRuntime(manifest, requested);
     const runtime = this.runtimes.get(name);
     if (!runtime) throw unavailable(`this server has no ${name} runtime`);
     return runtime;

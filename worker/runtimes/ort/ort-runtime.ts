@@ -8,7 +8,7 @@ import type * as OrtNamespace from "onnxruntime-web";
 import { invalid, unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
 import type { Manifest } from "../../registry/manifest";
-import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
+import type { ArtifactSource, LoadedModel, Runtime, RuntimeName } from "../runtime";
 import { fromOrtType, specsFromMetadata, toOrtType } from "./tensor-types";
 
 export type Ort = typeof OrtNamespace;
@@ -48,19 +48,23 @@ export class OrtRuntime implements Runtime {
   }
 }
 
-class OrtModel implements LoadedModel {
-  readonly runtime = "ort";
+/**
+ * A loaded ONNX session. Shared with the origin server, whose onnxruntime-node
+ * sessions have the same API (both come from onnxruntime-common).
+ */
+export class OrtModel implements LoadedModel {
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
-  /** ORT's WASM backend runs one call at a time per session; requests queue here. */
+  /** ORT's WASM backend and onnxruntime-node's binding run one call at a time: queue here. */
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
 
   constructor(
-    private readonly ort: Ort,
+    private readonly ort: Pick<Ort, "Tensor">,
     private readonly session: OrtNamespace.InferenceSession,
     manifest: Manifest,
     readonly bytesHeld: number,
+    readonly runtime: RuntimeName = "ort",
   ) {
     this.inputs = manifest.inputs;
     this.outputs = manifest.outputs;
@@ -115,7 +119,7 @@ class OrtModel implements LoadedModel {
   }
 }
 
-function messageOf(error: unknown): string {
+export function messageOf(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.length > 500 ? `${text.slice(0, 500)}…` : text;
 }
