@@ -39,7 +39,7 @@ export default defineConfig({
         test: { name: "workerd", include: ["test/worker/**/*.test.ts"], testTimeout: 60_000 },
       },
       {
-        // Scripts and the end-to-end test against `wrangler dev`, in Node.
+        // Scripts, the origin server and the end-to-end test against `wrangler dev`, in Node.
         test: {
           name: "node",
           include: [
@@ -47,6 +47,7 @@ export default defineConfig({
             "test/convert/**/*.test.ts",
             "test/scripts/**/*.test.ts",
             "test/e2e/**/*.test.ts",
+            "test/origin/**/*.test.ts",
           ],
           environment: "node",
           testTimeout: 120_000,

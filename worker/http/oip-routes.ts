@@ -13,7 +13,11 @@ import pkg from "../../package.json";
 export type PlaneVariables = AppVariables & { plane: DataPlane };
 type Ctx = Context<{ Variables: PlaneVariables }>;
 
-export const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
+export const SERVER_METADATA: ServerMetadata = {
+  name: "pinion",
+  version: pkg.version,
+  extensions: [],
+};
 
 /** `?repeat=N` for benchmarks, honoured only where PINION_BENCH_REPEAT_MAX allows it. */
 function benchRepeat(c: Ctx): number {

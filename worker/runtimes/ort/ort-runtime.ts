@@ -37,14 +37,27 @@ export class OrtRuntime implements Runtime {
     } catch (cause) {
       throw unavailable(`onnxruntime-web could not load ${label}: ${messageOf(cause)}`, cause);
     }
-    const inputs = specsFromMetadata(session.inputMetadata, "input");
-    const outputs = specsFromMetadata(session.outputMetadata, "output");
-    const names = (specs: readonly TensorSpec[]) => specs.map((s) => s.name).join(",");
-    if (names(inputs) !== names(manifest.inputs) || names(outputs) !== names(manifest.outputs)) {
-      await session.release();
-      throw unavailable(`the manifest of ${label} does not match its ONNX graph's inputs/outputs`);
-    }
+    await checkSignature(session, manifest);
     return new OrtModel(ort, session, manifest, bytes.byteLength * MEMORY_PER_MODEL_BYTE);
+  }
+}
+
+/**
+ * Refuses (and releases) a session whose graph does not take and produce the
+ * tensors the manifest names, in its order.
+ */
+export async function checkSignature(
+  session: OrtNamespace.InferenceSession,
+  manifest: Manifest,
+): Promise<void> {
+  const inputs = specsFromMetadata(session.inputMetadata, "input");
+  const outputs = specsFromMetadata(session.outputMetadata, "output");
+  const names = (specs: readonly TensorSpec[]) => specs.map((s) => s.name).join(",");
+  if (names(inputs) !== names(manifest.inputs) || names(outputs) !== names(manifest.outputs)) {
+    await session.release();
+    throw unavailable(
+      `the manifest of ${manifest.name}@${manifest.version} does not match its ONNX graph's inputs/outputs`,
+    );
   }
 }
 
