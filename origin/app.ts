@@ -68,6 +68,8 @@ export interface OriginApp {
   readonly plane: DataPlane;
   readonly metrics: OriginMetrics;
   readonly providers: ProviderChoice;
+  /** Where artifacts are streamed to while their sessions are created; empty in between. */
+  readonly tmpDir: string;
   readonly draining: boolean;
   /** Readiness goes false and responses ask clients to close their connections. */
   startDraining(): void;
@@ -179,7 +181,10 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   app.use(async (c, next) => {
     await next();
     c.res.headers.set("x-pinion-runtime", "origin");
-    if (draining) c.res.headers.set("connection", "close");
+    // Draining, or refusing a request whose body may be unread (401, 404, 412, 413…):
+    // the client must not send another request on this connection.
+    const hasBody = c.req.header("content-length") !== "0" && c.req.method === "POST";
+    if (draining || (c.res.status >= 400 && hasBody)) c.res.headers.set("connection", "close");
   });
   app.use(jsonMethodNotAllowed(routes));
   app.use(async (c, next) => {
@@ -197,6 +202,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
     plane,
     metrics,
     providers,
+    tmpDir: tmp,
     get draining() {
       return draining;
     },

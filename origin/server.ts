@@ -42,8 +42,10 @@ export async function startOriginServer(
         fetch: origin.app.fetch,
         port: options.port,
         hostname: host,
-        // Keep Node's own Request/Response globals: other code shares this process.
-        overrideGlobalObjects: false,
+        // The adapter's default: it replaces the global Request/Response with subclasses
+        // that wrap its lightweight requests (Hono's bodyLimit re-wraps c.req.raw with
+        // `new Request(…)`, which Node's own Request cannot do for those).
+        overrideGlobalObjects: true,
       },
       () => resolve(listening as Server),
     );
