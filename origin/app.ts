@@ -80,7 +80,7 @@ export interface OriginApp {
 type OriginVariables = PlaneVariables & { requestId: string };
 
 /** The origin serves every version's ONNX graph, whatever the edge would have chosen. */
-const originRuntimeChoice: RuntimeChoice = (manifest, requested) => {
+const originRuntimeChoice: RuntimeChoice = (_manifest, requested) => {
   if (requested !== undefined && requested !== "origin" && requested !== "ort") {
     throw invalid(
       `runtime '${requested}' is not served here: the origin runs every version's ONNX graph on onnxruntime-node ('origin')`,
@@ -165,7 +165,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
     "/",
     oipRoutes({
       serverMetadata,
-      ready: async (p) => !draining && (await p.registryReachable()),
+      ready: async () => !draining && (await plane.registryReachable()),
     }),
   );
   routes.get("/metrics", async (c) => {

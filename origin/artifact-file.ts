@@ -12,6 +12,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { PinionError, unavailable } from "../worker/errors";
 import type { ArtifactRole, Manifest } from "../worker/registry/manifest";
 import type { ModelRegistry } from "../worker/registry/registry";
@@ -46,7 +47,7 @@ export async function downloadArtifact(
   });
   try {
     await pipeline(
-      Readable.fromWeb(object.body as import("node:stream/web").ReadableStream<Uint8Array>),
+      Readable.fromWeb(object.body as NodeReadableStream<Uint8Array>),
       measure,
       createWriteStream(path, { flags: "wx" }),
     );

@@ -3,15 +3,13 @@
  * Which onnxruntime execution providers the origin runs models on. The
  * configured list (`PINION_ORIGIN_PROVIDERS`, e.g. `cuda,cpu`) is tried once at
  * startup, each provider on a one-weight model: those that load and run are
- * kept, in the configured order, and CPU always closes the list, so a node that
- * CUDA cannot run (or a host without CUDA) still runs on the CPU.
+ * kept, in the configured order, and CPU is added last when not configured, so
+ * a node that CUDA cannot run (or a host without CUDA) still runs on the CPU.
  */
 import ort from "onnxruntime-node";
 import { linearStackToOnnx } from "../convert/linear-stack";
 import { invalid, unavailable } from "../worker/errors";
 import { messageOf } from "../worker/runtimes/ort/ort-runtime";
-
-export type OrtNode = typeof ort;
 
 export interface ProviderChoice {
   /** As configured. */
