@@ -43,7 +43,7 @@ export default defineConfig({
         test: { name: "workerd", include: ["test/worker/**/*.test.ts"], testTimeout: 60_000 },
       },
       {
-        // Scripts and the end-to-end test against `wrangler dev`, in Node.
+        // Scripts, the origin server and the end-to-end test against `wrangler dev`, in Node.
         test: {
           name: "node",
           include: [
@@ -51,6 +51,7 @@ export default defineConfig({
             "test/convert/**/*.test.ts",
             "test/scripts/**/*.test.ts",
             "test/e2e/**/*.test.ts",
+            "test/origin/**/*.test.ts",
           ],
           environment: "node",
           testTimeout: 120_000,

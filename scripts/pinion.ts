@@ -139,6 +139,24 @@ program
       "also compile an int8 plan and serve it on the int8 runtime",
     ).choices(["int8"]),
   )
+  .addOption(
+    new Option(
+      "--placement <where>",
+      "edge (in the worker), origin (the GPU origin) or auto: the origin when the model exceeds the edge budget",
+    )
+      .choices(["auto", "edge", "origin"])
+      .default("auto"),
+  )
+  .addOption(
+    new Option("--edge-budget <bytes>", "largest model served at the edge with --placement auto")
+      .env("PINION_EDGE_BUDGET_BYTES")
+      .argParser((v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n <= 0)
+          throw new InvalidArgumentError("a positive number of bytes");
+        return n;
+      }),
+  )
   .addOption(targetOption())
   .addOption(persistOption())
   .option("--json", "print the manifest as JSON")
@@ -147,6 +165,8 @@ program
       activation: options.activation,
       golden: options.golden,
       quantize: options.quantize,
+      placement: options.placement,
+      ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),
     });
     if (prepared.int8NotCompiled) {
       console.error(
@@ -174,6 +194,9 @@ program
     );
     if (manifest.artifacts.golden)
       console.log(`  golden:  ${manifest.artifacts.golden.bytes} bytes`);
+    if (manifest.placement === "origin") {
+      console.log("  placement: origin (the edge forwards its requests to the GPU origin)");
+    }
     printQuantization(manifest);
   });
 
@@ -209,10 +232,11 @@ program
       String(v.bytes),
       v.sha256.slice(0, 12),
       v.runtime,
+      v.placement,
       v.createdAt,
       v.source ?? "",
     ]);
-    const header = ["VERSION", "BYTES", "SHA256", "RUNTIME", "CREATED", "SOURCE"];
+    const header = ["VERSION", "BYTES", "SHA256", "RUNTIME", "PLACEMENT", "CREATED", "SOURCE"];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
     for (const row of [header, ...rows])
       console.log(

@@ -12,7 +12,10 @@ export type ErrorKind =
   | "conflict" // a write would break immutability
   | "payload_too_large" // a size from the outside world is over its bound
   | "unauthenticated" // no or wrong credentials (admin API clients)
+  | "precondition_failed" // the caller pinned something (a digest) the registry does not hold
   | "unavailable" // the model exists but cannot be served right now
+  | "upstream_failed" // the GPU origin gave a bad answer
+  | "upstream_timeout" // the GPU origin did not answer in time
   | "internal"; // a bug: never expected, always logged
 
 export class PinionError extends Error {
@@ -30,5 +33,7 @@ export const invalid = (message: string) => new PinionError("invalid_argument", 
 export const notFound = (message: string) => new PinionError("not_found", message);
 export const conflict = (message: string) => new PinionError("conflict", message);
 export const tooLarge = (message: string) => new PinionError("payload_too_large", message);
+export const preconditionFailed = (message: string) =>
+  new PinionError("precondition_failed", message);
 export const unavailable = (message: string, cause?: unknown) =>
   new PinionError("unavailable", message, { cause });

@@ -61,7 +61,8 @@ export async function startDevServer(
     cwd: root,
     detached: true, // its own process group, so the whole tree can be ended
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CI: "true" },
+    // The GPU origin beside it gets a free port too, so servers can run side by side.
+    env: { ...process.env, CI: "true", PINION_ORIGIN_PORT: String(await freePort()) },
   });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));

@@ -14,7 +14,7 @@ import { inspectOnnx } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { invalid } from "../../worker/errors";
 import type { TensorSpec } from "../../worker/protocol/datatypes";
-import type { ArtifactRole, Quantization } from "../../worker/registry/manifest";
+import type { ArtifactRole, Placement, Quantization } from "../../worker/registry/manifest";
 import { PlanExecutor } from "../../worker/runtimes/int8/executor";
 import type { VersionFields } from "../../worker/registry/registry";
 import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
@@ -30,11 +30,21 @@ export const INT8_PLAN_MEDIA_TYPE = "application/x-pinion-int8-plan";
 /** Files larger than this are refused before being read (Node buffers top out near 4 GiB). */
 export const MAX_MODEL_FILE_BYTES = 2 * 1024 ** 3;
 
+/**
+ * Versions whose model is larger than this are served by the GPU origin unless
+ * told otherwise: a Worker isolate has 128 MB in all, and onnxruntime-web needs
+ * about twice the model file (PINION_EDGE_BUDGET_BYTES overrides it).
+ */
+export const DEFAULT_EDGE_BUDGET_BYTES = 32 * 1024 ** 2;
+
 export interface PrepareOptions {
   activation?: Activation;
   golden?: string;
   /** Also compile an int8 plan and prefer the int8 runtime (when the graph compiles). */
   quantize?: "int8";
+  /** `auto` (default): the origin when the model exceeds `edgeBudgetBytes`, else the edge. */
+  placement?: Placement | "auto";
+  edgeBudgetBytes?: number;
 }
 
 export interface PreparedVersion {
@@ -203,5 +213,15 @@ export async function prepareVersion(
       fields.quantization = result.quantization;
     }
   }
+  // What the edge would have to hold: the int8 plan when it serves the version, else the ONNX model.
+  const servedBytes = (artifacts.int8 ?? artifacts.onnx).bytes.byteLength;
+  const budget = options.edgeBudgetBytes ?? DEFAULT_EDGE_BUDGET_BYTES;
+  const placement =
+    options.placement === undefined || options.placement === "auto"
+      ? servedBytes > budget
+        ? "origin"
+        : "edge"
+      : options.placement;
+  fields.placement = placement;
   return { fields, artifacts, origin, ...(int8NotCompiled ? { int8NotCompiled } : {}) };
 }

@@ -150,7 +150,7 @@ describe("pinion CLI", () => {
     });
     expect(versions.code).toBe(0);
     expect(versions.stdout).toMatch(
-      /^VERSION\s+BYTES\s+SHA256\s+RUNTIME\s+CREATED\s+SOURCE\n1\s+\d+\s+[0-9a-f]{12}\s+ort\s+\S+\s+simple_model\.pth/,
+      /^VERSION\s+BYTES\s+SHA256\s+RUNTIME\s+PLACEMENT\s+CREATED\s+SOURCE\n1\s+\d+\s+[0-9a-f]{12}\s+ort\s+edge\s+\S+\s+simple_model\.pth/,
     );
   });
 

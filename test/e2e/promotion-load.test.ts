@@ -59,6 +59,7 @@ describe("promotion under load through wrangler dev", () => {
     expect(figures.requests).toBeGreaterThan(1000);
     expect(figures.durationSeconds).toBeGreaterThanOrEqual(SECONDS);
     expect(figures.checked).toBe(figures.requests);
+    for (const example of violationExamples) console.log(`violation: ${example}`);
     expect(figures.non2xx).toBe(0);
     expect(figures.errors).toBe(0);
     expect(figures.timeouts).toBe(0);

@@ -19,12 +19,14 @@ import { blobKey } from "../registry/layout";
 import {
   artifactSchema,
   quantizationSchema,
+  PLACEMENTS,
   RUNTIME_HINTS,
   tensorSpecSchema,
 } from "../registry/manifest";
 import { checkModelName } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { Promoter } from "../serving/promoter";
+import { secretsEqual } from "./auth";
 import { errorResponse } from "./errors";
 import { limitBody } from "./middleware";
 
@@ -70,18 +72,6 @@ export const PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
 
 const SHA256 = /^[0-9a-f]{64}$/;
-
-async function digest(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
-}
-
-/** Compares two secrets without leaking where they differ (or their lengths). */
-async function secretsEqual(a: string, b: string): Promise<boolean> {
-  const [x, y] = await Promise.all([digest(a), digest(b)]);
-  let difference = 0;
-  for (let i = 0; i < x.length; i++) difference |= x[i]! ^ y[i]!;
-  return difference === 0;
-}
 
 function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
   return async (c, next) => {
@@ -155,6 +145,7 @@ const commitSchema = z.object({
   inputs: z.array(tensorSpecSchema).min(1),
   outputs: z.array(tensorSpecSchema).min(1),
   runtime: z.enum(RUNTIME_HINTS),
+  placement: z.enum(PLACEMENTS).optional(),
   source: z.string().max(1024).optional(),
   quantization: quantizationSchema.optional(),
   artifacts: z.object({

@@ -5,11 +5,10 @@
  * per environment by the caller, so the app itself holds no bindings.
  */
 import { Hono } from "hono";
-import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
 import type { DataPlane } from "../serving/data-plane";
 import { adminRoutes, type AdminContext } from "./admin-routes";
-import { errorResponse } from "./errors";
+import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "./errors";
 import { serverTiming } from "./middleware";
 import { oipRoutes, type PlaneVariables } from "./oip-routes";
 
@@ -28,36 +27,19 @@ export function createApp<Bindings extends object>({
 }: AppWiring<Bindings>): Hono<{ Bindings: Bindings; Variables: Variables }> {
   const app = new Hono<{ Bindings: Bindings; Variables: Variables }>();
   const routes = new Hono<{ Variables: Variables }>();
-  routes.route("/", oipRoutes());
+  routes.route("/", oipRoutes({ forwardToOrigin: true }));
   routes.route("/admin", adminRoutes());
 
   app.use(requestId());
   app.use(serverTiming());
-  app.use(
-    methodNotAllowed({
-      app: routes,
-      onMethodNotAllowed: (c, methods) =>
-        c.json(
-          { error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(" or ")}` },
-          405,
-          { Allow: methods.join(", ") },
-        ),
-    }),
-  );
+  app.use(jsonMethodNotAllowed(routes));
   app.use(async (c, next) => {
     c.set("plane", planeFor(c.env));
     c.set("admin", adminFor(c.env));
     await next();
   });
   app.route("/", routes);
-  app.notFound((c) =>
-    c.json(
-      {
-        error: `no such endpoint: ${c.req.method} ${c.req.path}; see GET /v2 and /v2/models/{name}`,
-      },
-      404,
-    ),
-  );
+  app.notFound(jsonNotFound);
   app.onError((error, c) => errorResponse(c, error));
   return app;
 }

@@ -1,10 +1,12 @@
 /**
  * @module
  * The only place that knows status codes: domain error kinds to HTTP statuses,
- * and the JSON error body every failure gets, `{"error": "..."}`.
+ * and the JSON error body every failure gets, `{"error": "..."}` — unknown
+ * paths (404) and wrong methods (405) included.
  */
-import type { Context } from "hono";
+import type { Context, Env, Hono, MiddlewareHandler, NotFoundHandler, Schema } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { PinionError, type ErrorKind } from "../errors";
 
@@ -14,7 +16,10 @@ export const STATUS_OF: Record<ErrorKind, ContentfulStatusCode> = {
   conflict: 409,
   payload_too_large: 413,
   unauthenticated: 401,
+  precondition_failed: 412,
   unavailable: 503,
+  upstream_failed: 502,
+  upstream_timeout: 504,
   internal: 500,
 };
 
@@ -52,3 +57,25 @@ function logError(c: Context, error: unknown): void {
     }),
   );
 }
+
+/** 405 with an `Allow` header and a JSON error, for paths `routes` has under other methods. */
+export function jsonMethodNotAllowed<E extends Env>(
+  routes: Hono<E, Schema, string>,
+): MiddlewareHandler<E> {
+  return methodNotAllowed({
+    app: routes,
+    onMethodNotAllowed: (c, methods) =>
+      c.json(
+        { error: `${c.req.method} is not allowed on ${c.req.path}; use ${methods.join(" or ")}` },
+        405,
+        { Allow: methods.join(", ") },
+      ),
+  });
+}
+
+/** The JSON 404 for paths no route knows. */
+export const jsonNotFound: NotFoundHandler = (c) =>
+  c.json(
+    { error: `no such endpoint: ${c.req.method} ${c.req.path}; see GET /v2 and /v2/models/{name}` },
+    404,
+  );

@@ -1,9 +1,12 @@
 /**
  * @module
- * Open Inference Protocol v2 REST endpoints over the data plane.
+ * Open Inference Protocol v2 REST endpoints over the data plane. At the edge,
+ * versions placed on the GPU origin are passed through to it instead.
  */
 import { Hono, type Context } from "hono";
-import { invalid, PinionError } from "../errors";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { invalid, PinionError, type ErrorKind } from "../errors";
+import { placementOf, type Manifest } from "../registry/manifest";
 import { parseInferenceRequest, type ModelReady, type ServerMetadata } from "../protocol/types";
 import type { DataPlane, ModelReference, Route } from "../serving/data-plane";
 import { errorResponse } from "./errors";
@@ -13,7 +16,11 @@ import pkg from "../../package.json";
 export type PlaneVariables = AppVariables & { plane: DataPlane };
 type Ctx = Context<{ Variables: PlaneVariables }>;
 
-const SERVER_METADATA: ServerMetadata = { name: "pinion", version: pkg.version, extensions: [] };
+export const SERVER_METADATA: ServerMetadata = {
+  name: "pinion",
+  version: pkg.version,
+  extensions: [],
+};
 
 /** `?repeat=N` for benchmarks, honoured only where PINION_BENCH_REPEAT_MAX allows it. */
 function benchRepeat(c: Ctx): number {
@@ -27,17 +34,43 @@ function benchRepeat(c: Ctx): number {
   return repeat;
 }
 
-export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
+/** What differs between servers that speak this API (the edge and the origin). */
+export interface OipOptions {
+  /** `GET /v2`; by default pinion's name and version, with no extensions. */
+  serverMetadata?: () => ServerMetadata;
+  /** `GET /v2/health/ready`; by default whether the registry answers. */
+  ready?: (plane: DataPlane) => Promise<boolean>;
+  /** The edge passes requests for origin-placed versions to the origin; the origin serves them. */
+  forwardToOrigin?: boolean;
+}
+
+/** Bodies up to this size are held, so a request to the origin can be retried; larger ones stream. */
+const HELD_BODY_BYTES = 64 * 1024;
+
+/** Kinds of failure that mean "not ready" rather than a bad request. */
+const NOT_READY = new Set<ErrorKind>(["unavailable", "upstream_failed", "upstream_timeout"]);
+
+const pinnedPath = (m: Manifest) =>
+  `/v2/models/${encodeURIComponent(m.name)}/versions/${m.version}`;
+
+const traceparent = (c: Context) => {
+  const value = c.req.header("traceparent");
+  return value ? { traceparent: value } : {};
+};
+
+export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVariables }> {
   const app = new Hono<{ Variables: PlaneVariables }>();
+  const serverReady = options.ready ?? ((plane: DataPlane) => plane.registryReachable());
+  const forwarding = options.forwardToOrigin === true;
 
   app.get("/v2/health/live", (c) => c.json({ live: true }));
 
   app.get("/v2/health/ready", async (c) => {
-    const ready = await c.var.plane.registryReachable();
+    const ready = await serverReady(c.var.plane);
     return c.json({ ready }, ready ? 200 : 503);
   });
 
-  app.get("/v2", (c) => c.json(SERVER_METADATA));
+  app.get("/v2", (c) => c.json(options.serverMetadata?.() ?? SERVER_METADATA));
 
   /** The model reference in the path (and, for infer, the `alias` request parameter). */
   const reference = (c: Ctx, parameterAlias?: string): ModelReference => {
@@ -76,12 +109,32 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     };
     describe(c, route);
     try {
+      if (forwarding && placementOf(manifest) === "origin") {
+        c.header("x-pinion-runtime", "origin");
+        const answer = await c.var.timing.measure("load", () =>
+          plane.origin.forward({
+            method: "GET",
+            path: `${pinnedPath(manifest)}/ready`,
+            manifest,
+            requestId: c.var.requestId,
+            ...traceparent(c),
+          }),
+        );
+        await answer.body?.cancel();
+        if (answer.status !== 200) {
+          return c.json(
+            { ...body, ready: false, error: `the origin answered ${answer.status}` },
+            503,
+          );
+        }
+        return c.json(body);
+      }
       const model = await c.var.timing.measure("load", () =>
         plane.load(manifest, c.req.query("runtime")),
       );
       c.header("x-pinion-runtime", model.runtime);
     } catch (error) {
-      if (!(error instanceof PinionError) || error.kind !== "unavailable") throw error;
+      if (!(error instanceof PinionError) || !NOT_READY.has(error.kind)) throw error;
       return c.json({ ...body, ready: false, error: error.message }, 503);
     }
     return c.json(body);
@@ -90,9 +143,56 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     app.get(`/v2/models/:name${path}/ready`, ready);
   }
 
+  /** Passes an inference request to the origin and streams its answer back. */
+  const toOrigin = async (
+    c: Ctx,
+    route: Route,
+    body: Uint8Array | ReadableStream<Uint8Array> | null,
+  ) => {
+    const manifest = route.manifest;
+    c.header("x-pinion-runtime", "origin");
+    const answer = await c.var.timing.measure("compute", () =>
+      c.var.plane.origin.forward({
+        method: "POST",
+        path: `${pinnedPath(manifest)}/infer`,
+        manifest,
+        body,
+        contentType: c.req.header("content-type") ?? "application/json",
+        requestId: c.var.requestId,
+        ...traceparent(c),
+      }),
+    );
+    const headers: Record<string, string> = {};
+    answer.headers.forEach((value, name) => {
+      // Our own Server-Timing covers the hop; the origin's phases are kept under their own names.
+      headers[name === "server-timing" ? "x-pinion-origin-timing" : name] = value;
+    });
+    return answer.body
+      ? c.body(answer.body, answer.status as ContentfulStatusCode, headers)
+      : c.body(null, answer.status as ContentfulStatusCode, headers);
+  };
+
   const infer = async (c: Ctx) => {
     const plane = c.var.plane;
     const timing = c.var.timing;
+    let route: Route | undefined;
+    if (
+      forwarding &&
+      (c.req.param("version") !== undefined || c.req.param("alias") !== undefined)
+    ) {
+      // The path names the version: an origin-placed one gets the body as a stream, unread.
+      route = await timing.measure("resolve", () => plane.route(reference(c)));
+      if (placementOf(route.manifest) === "origin") {
+        describe(c, route);
+        const length = Number(c.req.header("content-length") ?? NaN);
+        const held = Number.isInteger(length) && length <= HELD_BODY_BYTES;
+        return toOrigin(
+          c,
+          route,
+          held ? new Uint8Array(await c.req.arrayBuffer()) : c.req.raw.body,
+        );
+      }
+    }
     // The JSON first, since an OIP request may name its alias in its parameters;
     // a body that does not parse is reported after resolving, like any bad request.
     let body: unknown;
@@ -103,7 +203,7 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
       bodyError = error;
     }
     const parameterAlias = (body as { parameters?: { alias?: unknown } } | null)?.parameters?.alias;
-    const route = await timing.measure("resolve", () =>
+    route ??= await timing.measure("resolve", () =>
       plane.route(reference(c, typeof parameterAlias === "string" ? parameterAlias : undefined)),
     );
     const manifest = route.manifest;
@@ -112,6 +212,12 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     if (bodyError !== undefined) throw bodyError;
     if (parameterAlias !== undefined && typeof parameterAlias !== "string") {
       throw invalid("the 'alias' request parameter must be a string");
+    }
+    if (parameterAlias !== undefined && c.req.param("version") !== undefined) {
+      throw invalid("a request names either a version or an alias, not both");
+    }
+    if (forwarding && placementOf(manifest) === "origin") {
+      return toOrigin(c, route, new TextEncoder().encode(JSON.stringify(body)));
     }
     const request = parseInferenceRequest(body);
     c.header("x-pinion-runtime", plane.runtimeFor(manifest, c.req.query("runtime")).name);
@@ -126,7 +232,13 @@ export function oipRoutes(): Hono<{ Variables: PlaneVariables }> {
     c.header("x-pinion-runtime", result.runtime);
     if (route.shadowVersion !== undefined) {
       // After the response: the caller never waits for, or sees, the shadow run.
-      c.executionCtx.waitUntil(plane.shadow.mirror(plane, route, request, result.response));
+      const mirrored = plane.shadow.mirror(plane, route, request, result.response);
+      // Workers keep the isolate alive for it; a Node server (the origin) just lets it run.
+      try {
+        c.executionCtx.waitUntil(mirrored);
+      } catch {
+        void mirrored;
+      }
     }
     return c.json(result.response);
   };

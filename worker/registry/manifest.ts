@@ -30,6 +30,13 @@ export type Artifact = z.infer<typeof artifactSchema>;
 export const RUNTIME_HINTS = ["ort", "int8"] as const;
 export type RuntimeHint = (typeof RUNTIME_HINTS)[number];
 
+/**
+ * Where a version is served: `edge` (in the worker) or `origin` (forwarded to
+ * the companion GPU origin), decided at publish from its size or by the publisher.
+ */
+export const PLACEMENTS = ["edge", "origin"] as const;
+export type Placement = (typeof PLACEMENTS)[number];
+
 export const quantizationSchema = z.object({
   scheme: z.literal("int8-per-channel-symmetric-weights-dynamic-u8-activations"),
   layers: z.array(
@@ -78,6 +85,8 @@ export const manifestSchema = z.object({
   /** How the int8 plan was made and how close it is to fp32, when there is one. */
   quantization: quantizationSchema.optional(),
   runtime: z.enum(RUNTIME_HINTS),
+  /** Absent in manifests written before placement existed: those are edge versions. */
+  placement: z.enum(PLACEMENTS).optional(),
   /** Free-form provenance, e.g. the file the version was published from. */
   source: z.string().max(1024).optional(),
 });
@@ -89,7 +98,10 @@ export interface VersionSummary {
   version: number;
   createdAt: string;
   runtime: RuntimeHint;
+  placement: Placement;
   bytes: number;
   sha256: string;
   source?: string;
 }
+
+export const placementOf = (manifest: Manifest): Placement => manifest.placement ?? "edge";

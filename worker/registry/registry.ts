@@ -14,11 +14,13 @@ import {
   type ArtifactRole,
   type Manifest,
   type Quantization,
+  type Placement,
   type RuntimeHint,
+  placementOf,
   type VersionSummary,
 } from "./manifest";
 import { MODEL_NAME_PATTERN, checkModelName } from "./names";
-import type { ObjectStore } from "./store";
+import type { ObjectStore, StoredObject } from "./store";
 import { AliasStore } from "./alias-store";
 import { ShadowStatsStore } from "./shadow-stats";
 
@@ -30,6 +32,7 @@ export interface VersionFields {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   runtime: RuntimeHint;
+  placement?: Placement;
   source?: string;
   quantization?: Quantization;
   createdAt?: Date;
@@ -110,14 +113,15 @@ export class ModelRegistry {
   }
 
   /**
-   * Reads an artifact and verifies its size and sha256 against the manifest.
-   * `maxBytes` is checked against the manifest before any byte is fetched.
+   * Opens an artifact after checking it against the manifest: `maxBytes` before
+   * any byte is fetched, then the stored size. The digest is the reader's to
+   * check (see `checkDigest`), as the bytes go by.
    */
-  async readArtifact(
+  async openArtifact(
     manifest: Manifest,
     role: ArtifactRole,
     maxBytes: number,
-  ): Promise<Uint8Array> {
+  ): Promise<{ artifact: Artifact; object: StoredObject }> {
     const artifact = manifest.artifacts[role];
     const label = `${role} artifact of ${manifest.name}@${manifest.version}`;
     if (!artifact) throw notFound(`${manifest.name}@${manifest.version} has no ${role} artifact`);
@@ -129,21 +133,40 @@ export class ModelRegistry {
     if (object.size !== artifact.bytes) {
       throw unavailable(`${label} is ${object.size} bytes, the manifest says ${artifact.bytes}`);
     }
+    return { artifact, object };
+  }
+
+  /** Refuses (and logs) an artifact whose bytes hash to anything but the manifest's sha256. */
+  checkDigest(manifest: Manifest, role: ArtifactRole, digest: string): void {
+    const artifact = manifest.artifacts[role];
+    if (artifact && digest === artifact.sha256) return;
+    console.error(
+      JSON.stringify({
+        event: "artifact_integrity_failure",
+        model: manifest.name,
+        version: manifest.version,
+        key: artifact?.key,
+        expected: artifact?.sha256,
+        actual: digest,
+      }),
+    );
+    throw unavailable(
+      `${role} artifact of ${manifest.name}@${manifest.version} failed its sha256 check; refusing to serve it`,
+    );
+  }
+
+  /**
+   * Reads an artifact and verifies its size and sha256 against the manifest.
+   * `maxBytes` is checked against the manifest before any byte is fetched.
+   */
+  async readArtifact(
+    manifest: Manifest,
+    role: ArtifactRole,
+    maxBytes: number,
+  ): Promise<Uint8Array> {
+    const { object } = await this.openArtifact(manifest, role, maxBytes);
     const bytes = new Uint8Array(await object.arrayBuffer());
-    const digest = await sha256Hex(bytes);
-    if (digest !== artifact.sha256) {
-      console.error(
-        JSON.stringify({
-          event: "artifact_integrity_failure",
-          model: manifest.name,
-          version: manifest.version,
-          key: artifact.key,
-          expected: artifact.sha256,
-          actual: digest,
-        }),
-      );
-      throw unavailable(`${label} failed its sha256 check; refusing to serve it`);
-    }
+    this.checkDigest(manifest, role, await sha256Hex(bytes));
     return bytes;
   }
 
@@ -233,6 +256,7 @@ export class ModelRegistry {
         outputs: fields.outputs,
         artifacts,
         runtime: fields.runtime,
+        ...(fields.placement ? { placement: fields.placement } : {}),
         ...(fields.source ? { source: fields.source } : {}),
         ...(fields.quantization ? { quantization: fields.quantization } : {}),
       };
@@ -266,6 +290,7 @@ export class ModelRegistry {
       version: m.version,
       createdAt: m.createdAt,
       runtime: m.runtime,
+      placement: placementOf(m),
       bytes: Object.values(m.artifacts).reduce((sum, a) => sum + (a?.bytes ?? 0), 0),
       sha256: m.artifacts.onnx.sha256,
       ...(m.source ? { source: m.source } : {}),

@@ -2,8 +2,9 @@
  * @module
  * The slice of an object store the registry needs. An R2 bucket binding
  * satisfies it as is; so does Miniflare's R2 emulation in Node, which is how the
- * scripts publish to local R2. Declared here, rather than importing Workers
- * types, so the registry runs anywhere.
+ * scripts publish to local R2, and the origin server's S3 and directory stores
+ * implement it. Declared here, rather than importing Workers types, so the
+ * registry runs anywhere.
  */
 
 export interface StoredObjectInfo {
@@ -12,7 +13,10 @@ export interface StoredObjectInfo {
   etag: string;
 }
 
+/** An object's contents, to be read once: as a stream, or whole. */
 export interface StoredObject extends StoredObjectInfo {
+  /** The bytes as a stream, for objects too large to hold in memory. */
+  readonly body: ReadableStream<Uint8Array>;
   arrayBuffer(): Promise<ArrayBuffer>;
   text(): Promise<string>;
 }

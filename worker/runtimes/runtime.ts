@@ -7,8 +7,11 @@
 import type { Tensor, TensorSpec } from "../protocol/datatypes";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
 
-/** What answered, as reported in `x-pinion-runtime`. */
-export type RuntimeName = "ort" | "int8";
+/**
+ * What answered, as reported in `x-pinion-runtime`: onnxruntime-web or the int8
+ * runtime at the edge, or onnxruntime-node on the companion origin server.
+ */
+export type RuntimeName = "ort" | "int8" | "origin";
 
 /** Fetches one of the version's artifacts, digest already verified. */
 export type ArtifactSource = (role: ArtifactRole) => Promise<Uint8Array>;

@@ -19,6 +19,16 @@ export const servingConfigSchema = z.object({
    * consistent). 0 = read them on every request.
    */
   ALIAS_TTL_MS: z.coerce.number().int().min(0).default(5000),
+  /** The GPU origin that answers origin-placed versions (empty: none; those versions get 503). */
+  ORIGIN_URL: z.string().default(""),
+  /** How long the origin may take to start answering, in ms (then 504). */
+  ORIGIN_TIMEOUT_MS: positiveInt(30_000),
+  /** Extra attempts after a connection failure, for requests that can be resent. */
+  ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(2),
+  /** Consecutive origin failures after which requests fail fast (503) … */
+  ORIGIN_BREAKER_THRESHOLD: positiveInt(5),
+  /** … for this long, in ms, before one trial request is let through. */
+  ORIGIN_BREAKER_COOLDOWN_MS: positiveInt(10_000),
   /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
   SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
   /**
@@ -36,6 +46,15 @@ export type ServingConfig = {
   aliasTtlMs: number;
   shadowFlushMs: number;
   benchRepeatMax?: number;
+  origin?: {
+    url: string;
+    timeoutMs: number;
+    retries: number;
+    breakerThreshold: number;
+    breakerCooldownMs: number;
+    /** The origin's bearer token (the PINION_ORIGIN_TOKEN secret). */
+    token?: string;
+  };
 };
 
 export function parseServingConfig(vars: Record<string, unknown>): ServingConfig {
@@ -46,6 +65,11 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
     ALIAS_TTL_MS: unset(vars.ALIAS_TTL_MS),
     SHADOW_FLUSH_MS: unset(vars.SHADOW_FLUSH_MS),
+    ORIGIN_URL: unset(vars.ORIGIN_URL),
+    ORIGIN_TIMEOUT_MS: unset(vars.ORIGIN_TIMEOUT_MS),
+    ORIGIN_RETRIES: unset(vars.ORIGIN_RETRIES),
+    ORIGIN_BREAKER_THRESHOLD: unset(vars.ORIGIN_BREAKER_THRESHOLD),
+    ORIGIN_BREAKER_COOLDOWN_MS: unset(vars.ORIGIN_BREAKER_COOLDOWN_MS),
     PINION_BENCH_REPEAT_MAX: unset(vars.PINION_BENCH_REPEAT_MAX),
   });
   return {
@@ -54,6 +78,16 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
     aliasTtlMs: parsed.ALIAS_TTL_MS,
     shadowFlushMs: parsed.SHADOW_FLUSH_MS,
+    origin: {
+      url: parsed.ORIGIN_URL,
+      timeoutMs: parsed.ORIGIN_TIMEOUT_MS,
+      retries: parsed.ORIGIN_RETRIES,
+      breakerThreshold: parsed.ORIGIN_BREAKER_THRESHOLD,
+      breakerCooldownMs: parsed.ORIGIN_BREAKER_COOLDOWN_MS,
+      ...(typeof vars.PINION_ORIGIN_TOKEN === "string" && vars.PINION_ORIGIN_TOKEN
+        ? { token: vars.PINION_ORIGIN_TOKEN }
+        : {}),
+    },
     benchRepeatMax: parsed.PINION_BENCH_REPEAT_MAX,
   };
 }

@@ -28,6 +28,7 @@ import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
 import type { ServingConfig } from "./config";
 import { ModelCache } from "./model-cache";
 import { ShadowRecorder } from "./shadow";
+import { OriginForwarder } from "../runtimes/origin/origin-forwarder";
 import { Timing } from "./timing";
 
 /** Smallest JSON encoding of one element is two bytes ("0,"), so no request holds more. */
@@ -60,11 +61,37 @@ export interface Route {
   /** Set when this request is to be mirrored to the alias's shadow version. */
   shadowVersion?: number;
 }
+/**
+ * Picks the runtime for a version from its manifest and what the request asked
+ * for (`?runtime=` or the `runtime` request parameter, when given).
+ */
+export type RuntimeChoice = (manifest: Manifest, requested: string | undefined) => RuntimeName;
+
+/**
+ * The edge's choice: the runtime asked for, else int8 when the version carries
+ * a plan and its publisher chose int8, else onnxruntime.
+ */
+export const edgeRuntimeChoice: RuntimeChoice = (manifest, requested) => {
+  if (requested === undefined) {
+    return manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
+  }
+  if (requested !== "ort" && requested !== "int8") {
+    throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
+  }
+  if (requested === "int8" && !manifest.artifacts.int8) {
+    throw invalid(
+      `${manifest.name}@${manifest.version} has no int8 plan; publish it with --quantize int8`,
+    );
+  }
+  return requested;
+};
 
 export class DataPlane {
   readonly cache: ModelCache;
   /** Mirrors shadowed requests and keeps their divergence totals. */
   readonly shadow: ShadowRecorder;
+  /** Passes requests for origin-placed versions to the GPU origin (one circuit breaker per isolate). */
+  readonly origin: OriginForwarder;
   /** Manifests are immutable once published, so they are cached without expiry. */
   private readonly manifests = new Map<string, Manifest>();
   private readonly versionLists = new Map<string, { versions: number[]; fetchedAt: number }>();
@@ -81,31 +108,28 @@ export class DataPlane {
     runtimes: readonly Runtime[],
     readonly config: ServingConfig,
     private readonly now: () => number = Date.now,
+    private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
   ) {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
     this.cache = new ModelCache(config.modelCacheBytes);
     this.shadow = new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now);
+    this.origin = new OriginForwarder(
+      {
+        url: "",
+        timeoutMs: 30_000,
+        retries: 2,
+        breakerThreshold: 5,
+        breakerCooldownMs: 10_000,
+        ...config.origin,
+      },
+      undefined,
+      now,
+    );
   }
 
-  /**
-   * The runtime that serves a version: the one asked for (`?runtime=` or the
-   * `runtime` request parameter), else int8 when the version carries a plan and
-   * its publisher chose int8, else onnxruntime.
-   */
+  /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
   runtimeFor(manifest: Manifest, requested?: string): Runtime {
-    const label = `${manifest.name}@${manifest.version}`;
-    let name: RuntimeName;
-    if (requested !== undefined) {
-      if (requested !== "ort" && requested !== "int8") {
-        throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
-      }
-      if (requested === "int8" && !manifest.artifacts.int8) {
-        throw invalid(`${label} has no int8 plan; publish it with --quantize int8`);
-      }
-      name = requested;
-    } else {
-      name = manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
-    }
+    const name = this.chooseRuntime(manifest, requested);
     const runtime = this.runtimes.get(name);
     if (!runtime) throw unavailable(`this server has no ${name} runtime`);
     return runtime;

@@ -109,6 +109,16 @@ export class ModelCache {
     return entry;
   }
 
+  /** Unlists every model (a server shutting down); each is disposed once its last lease ends. */
+  evictAll(): void {
+    for (const entry of this.loaded.values()) {
+      entry.evicted = true;
+      if (entry.users === 0) this.dispose(entry);
+    }
+    this.loaded.clear();
+    this.held = 0;
+  }
+
   private dispose(entry: Entry): void {
     entry.disposed = true;
     entry.model

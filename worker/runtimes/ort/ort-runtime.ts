@@ -8,7 +8,7 @@ import type * as OrtNamespace from "onnxruntime-web";
 import { invalid, unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
 import type { Manifest } from "../../registry/manifest";
-import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
+import type { ArtifactSource, LoadedModel, Runtime, RuntimeName } from "../runtime";
 import { fromOrtType, specsFromMetadata, toOrtType } from "./tensor-types";
 
 export type Ort = typeof OrtNamespace;
@@ -37,30 +37,47 @@ export class OrtRuntime implements Runtime {
     } catch (cause) {
       throw unavailable(`onnxruntime-web could not load ${label}: ${messageOf(cause)}`, cause);
     }
-    const inputs = specsFromMetadata(session.inputMetadata, "input");
-    const outputs = specsFromMetadata(session.outputMetadata, "output");
-    const names = (specs: readonly TensorSpec[]) => specs.map((s) => s.name).join(",");
-    if (names(inputs) !== names(manifest.inputs) || names(outputs) !== names(manifest.outputs)) {
-      await session.release();
-      throw unavailable(`the manifest of ${label} does not match its ONNX graph's inputs/outputs`);
-    }
+    await checkSignature(session, manifest);
     return new OrtModel(ort, session, manifest, bytes.byteLength * MEMORY_PER_MODEL_BYTE);
   }
 }
 
-class OrtModel implements LoadedModel {
-  readonly runtime = "ort";
+/**
+ * Refuses (and releases) a session whose graph does not take and produce the
+ * tensors the manifest names, in its order.
+ */
+export async function checkSignature(
+  session: OrtNamespace.InferenceSession,
+  manifest: Manifest,
+): Promise<void> {
+  const inputs = specsFromMetadata(session.inputMetadata, "input");
+  const outputs = specsFromMetadata(session.outputMetadata, "output");
+  const names = (specs: readonly TensorSpec[]) => specs.map((s) => s.name).join(",");
+  if (names(inputs) !== names(manifest.inputs) || names(outputs) !== names(manifest.outputs)) {
+    await session.release();
+    throw unavailable(
+      `the manifest of ${manifest.name}@${manifest.version} does not match its ONNX graph's inputs/outputs`,
+    );
+  }
+}
+
+/**
+ * A loaded ONNX session. Shared with the origin server, whose onnxruntime-node
+ * sessions have the same API (both come from onnxruntime-common).
+ */
+export class OrtModel implements LoadedModel {
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
-  /** ORT's WASM backend runs one call at a time per session; requests queue here. */
+  /** ORT's WASM backend and onnxruntime-node's binding run one call at a time: queue here. */
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
 
   constructor(
-    private readonly ort: Ort,
+    private readonly ort: Pick<Ort, "Tensor">,
     private readonly session: OrtNamespace.InferenceSession,
     manifest: Manifest,
     readonly bytesHeld: number,
+    readonly runtime: RuntimeName = "ort",
   ) {
     this.inputs = manifest.inputs;
     this.outputs = manifest.outputs;
@@ -115,7 +132,7 @@ class OrtModel implements LoadedModel {
   }
 }
 
-function messageOf(error: unknown): string {
+export function messageOf(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.length > 500 ? `${text.slice(0, 500)}…` : text;
 }
