@@ -18,6 +18,8 @@ import { join } from "node:path";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 20000);
+// Only the worker is measured: no GPU origin process competing for the CPU.
+process.env.PINION_ORIGIN = "off";
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 9);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);

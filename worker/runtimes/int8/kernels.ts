@@ -138,6 +138,9 @@ export interface ResidentChain {
   readonly layers: readonly ResidentLayer[];
   /** Rows one call takes at most; `x`, `y` and `scratch` are sized for it. */
   readonly maxRows: number;
+  /** Values per row in and out. */
+  readonly inWidth: number;
+  readonly outWidth: number;
   readonly x: number;
   readonly y: number;
   readonly scratch: number;
@@ -538,6 +541,8 @@ export class Int8Kernels {
       table: this.put(table),
       layers,
       maxRows,
+      inWidth: k,
+      outWidth: n,
       x: this.alloc(maxRows * k * 4),
       y: this.alloc(maxRows * n * 4),
       scratch: this.alloc(this.abi.denseChainScratchBytes(maxRows, widest, fused)),
@@ -557,13 +562,14 @@ export class Int8Kernels {
    * the whole chain in one kernel call. Returns a copy of the output.
    */
   runChain(x: Float32Array, batch: number, chain: ResidentChain): Float32Array {
-    const k = chain.layers[0]!.weights.k;
-    const n = chain.layers.at(-1)!.weights.n;
+    const { inWidth: k, outWidth: n } = chain;
     checkLength(x, batch * k, "x");
     if (batch > chain.maxRows) {
       throw invalid(`the chain runs at most ${chain.maxRows} rows per call; got ${batch}`);
     }
-    this.floatView().set(x, chain.x >>> 2);
+    // The kernel allocates nothing, so one view serves before and after the call.
+    const floats = this.floatView();
+    floats.set(x, chain.x >>> 2);
     if (
       this.abi.denseChain(
         chain.table,
@@ -577,7 +583,7 @@ export class Int8Kernels {
       throw invalid("cannot quantise NaN or infinite values");
     }
     const start = chain.y >>> 2;
-    return this.floatView().slice(start, start + batch * n);
+    return floats.slice(start, start + batch * n);
   }
 
   /** Frees everything, packed weights included. */
