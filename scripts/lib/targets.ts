@@ -85,7 +85,13 @@ async function openLocalTarget(persistTo: string, actor: string): Promise<Target
       const plane = new DataPlane(
         registry,
         [new Int8Runtime(kernels), new OrtRuntime(async () => (await import("./onnx-graph")).ort)],
-        parseServingConfig({ ALIAS_TTL_MS: "0", VERSION_LIST_TTL_MS: "0" }),
+        parseServingConfig({
+          ALIAS_TTL_MS: "0",
+          VERSION_LIST_TTL_MS: "0",
+          // Gates of origin-placed versions run on the origin.
+          ORIGIN_URL: process.env.PINION_ORIGIN_URL,
+          PINION_ORIGIN_TOKEN: process.env.PINION_ORIGIN_TOKEN,
+        }),
       );
       return new Promoter(registry, plane);
     })());

@@ -15,9 +15,9 @@
  * model that does not load) fails with the reason; it never throws.
  */
 import { PinionError } from "../errors";
-import type { InferenceRequest } from "../protocol/types";
+import type { InferenceRequest, InferenceResponse } from "../protocol/types";
 import { decodeGolden, flatten, shapeOf, type Golden } from "../registry/golden";
-import type { Manifest } from "../registry/manifest";
+import { placementOf, type Manifest } from "../registry/manifest";
 import type { GateResult } from "../registry/promotion";
 import type { DataPlane } from "./data-plane";
 import { Timing } from "./timing";
@@ -30,6 +30,31 @@ export interface GateOptions {
 const label = (m: Manifest) => `${m.name}@${m.version}`;
 const message = (error: unknown) =>
   error instanceof PinionError ? error.message : `unexpected error: ${String(error)}`;
+
+/** One request, answered where the version is served: here, or by the GPU origin. */
+async function answer(
+  plane: DataPlane,
+  manifest: Manifest,
+  request: InferenceRequest,
+): Promise<{ response: InferenceResponse; runtime: string }> {
+  if (placementOf(manifest) !== "origin") {
+    const result = await plane.inferResolved(manifest, request, new Timing());
+    return { response: result.response, runtime: result.runtime };
+  }
+  const reply = await plane.origin.forward({
+    method: "POST",
+    path: `/v2/models/${encodeURIComponent(manifest.name)}/versions/${manifest.version}/infer`,
+    manifest,
+    body: new TextEncoder().encode(JSON.stringify(request)),
+    contentType: "application/json",
+    requestId: crypto.randomUUID(),
+  });
+  if (!reply.ok) {
+    const text = (await reply.text()).slice(0, 300);
+    throw new PinionError("unavailable", `the origin answered ${reply.status}: ${text}`);
+  }
+  return { response: (await reply.json()) as InferenceResponse, runtime: "origin" };
+}
 
 /**
  * Runs every golden case as its own batch-1 request, as callers send them:
@@ -59,11 +84,11 @@ async function outputsFor(plane: DataPlane, manifest: Manifest, golden: Golden) 
       ],
       outputs: [{ name: golden.outputName }],
     };
-    const result = await plane.inferResolved(manifest, request, new Timing());
-    const output = result.response.outputs[0]!;
+    const { response, runtime: ran } = await answer(plane, manifest, request);
+    const output = response.outputs[0]!;
     for (const v of output.data as number[]) values.push(v);
     shape = [golden.inputs.length, ...output.shape.slice(1)];
-    runtime = result.runtime;
+    runtime = ran;
   }
   return { values, shape, runtime };
 }
