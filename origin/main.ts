@@ -44,18 +44,24 @@ try {
     log,
   });
 
-  let signalled = false;
+  let signalledAt: number | undefined;
   const stop = async (signal: NodeJS.Signals) => {
-    if (signalled) {
+    if (signalledAt !== undefined) {
+      // A process-group kill plus a parent passing the signal on deliver it twice at once;
+      // only a deliberate second signal (e.g. Ctrl-C again) means "exit now".
+      if (Date.now() - signalledAt < 1000) return;
       log({ level: "warn", event: "exit_now", signal });
       process.exit(1);
     }
-    signalled = true;
+    signalledAt = Date.now();
     log({ level: "info", event: "signal", signal });
     await server.shutdown();
     await store.close();
     process.exit(0);
   };
+  // Miniflare (the local-R2 store) installs exit-on-signal hooks; shutting down is ours to do.
+  process.removeAllListeners("SIGTERM");
+  process.removeAllListeners("SIGINT");
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 } catch (error) {

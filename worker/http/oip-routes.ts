@@ -44,8 +44,12 @@ export interface OipOptions {
   forwardToOrigin?: boolean;
 }
 
-/** Bodies up to this size are held, so a request to the origin can be retried; larger ones stream. */
-const HELD_BODY_BYTES = 64 * 1024;
+/**
+ * Bodies up to this size are held, so a request to the origin can be retried;
+ * larger ones stream. (Under wrangler dev, a streamed body whose forward fails
+ * also upsets the next request — a Miniflare quirk — so most requests are held.)
+ */
+const HELD_BODY_BYTES = 1024 * 1024;
 
 /** Kinds of failure that mean "not ready" rather than a bad request. */
 const NOT_READY = new Set<ErrorKind>(["unavailable", "upstream_failed", "upstream_timeout"]);

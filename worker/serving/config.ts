@@ -21,7 +21,7 @@ export const servingConfigSchema = z.object({
   ALIAS_TTL_MS: z.coerce.number().int().min(0).default(5000),
   /** The GPU origin that answers origin-placed versions (empty: none; those versions get 503). */
   ORIGIN_URL: z.string().default(""),
-  /** How long the origin may take to start answering, in ms (then 504). */
+  /** How long the origin may take to answer, in ms (then 504). */
   ORIGIN_TIMEOUT_MS: positiveInt(30_000),
   /** Extra attempts after a connection failure, for requests that can be resent. */
   ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(2),

@@ -6,10 +6,10 @@
  * request is passed through to the origin, pinned to the exact version and
  * ONNX digest the registry holds, and the answer is streamed back.
  *
- * Reliability, per isolate: a timeout per request (until the origin's
- * response headers), retries with backoff only where the request can be sent
- * again unchanged and nothing reached the origin (a body we hold, not a stream),
- * and a circuit breaker so a dead origin fails fast. Failures are domain errors
+ * Reliability, per isolate: a deadline per request (for the origin's whole
+ * answer), retries with backoff
+ * after connection failures where the request can be sent again unchanged (a
+ * body we hold, not a stream), and a circuit breaker so a dead origin fails fast. Failures are domain errors
  * (503 unavailable, 502 bad answer, 504 timeout); callers never see a hang.
  */
 import { PinionError, unavailable } from "../../errors";
@@ -97,6 +97,9 @@ export interface ForwardRequest {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Answers up to this size (by Content-Length) are read whole before they are passed on. */
+const HELD_ANSWER_BYTES = 1024 * 1024;
+
 /** Headers of the origin's answer that the caller gets. */
 const PASSED_HEADERS = ["content-type", "content-length", "server-timing"];
 
@@ -162,7 +165,9 @@ export class OriginForwarder {
             error,
           );
         }
-        // Nothing reached the origin and the body is ours to resend: back off and retry.
+        // The body is ours to resend: back off and retry. workerd reports a refused and a
+        // dropped connection alike, so a retried inference may have reached the origin
+        // (at-least-once; inference has no side effects, and the breaker bounds the load).
         await sleep(50 * 2 ** (attempt - 1));
       }
     }
@@ -208,7 +213,86 @@ export class OriginForwarder {
       const value = response.headers.get(name);
       if (value !== null) headers.set(name, value);
     }
-    return new Response(response.body, { status, headers });
+    let failure: unknown;
+    const body = this.watched(response, label, (error) => (failure = error));
+    const declared = Number(response.headers.get("content-length") ?? NaN);
+    if (body && Number.isInteger(declared) && declared <= HELD_ANSWER_BYTES) {
+      // A typical OIP answer: read it whole before answering, so a stall or a short
+      // answer becomes a clean 504/502 rather than a broken 200 (larger ones stream).
+      let bytes: ArrayBuffer;
+      try {
+        bytes = await new Response(body).arrayBuffer();
+      } catch (error) {
+        const cause = failure ?? error;
+        throw cause instanceof PinionError
+          ? cause
+          : originFailed(`the origin's answer for ${label} broke off: ${(cause as Error).message}`);
+      }
+      return new Response(bytes, { status, headers });
+    }
+    return new Response(body, { status, headers });
+  }
+
+  /**
+   * The answer's body, streamed on, but cut off (and counted as an origin
+   * failure) when the origin goes quiet for the timeout mid-body or ends it
+   * short of its Content-Length: the caller gets a broken response, never a
+   * hang or a silently truncated 200.
+   */
+  private watched(
+    response: Response,
+    label: string,
+    failed: (error: unknown) => void,
+  ): ReadableStream<Uint8Array> | null {
+    if (!response.body) return null;
+    const reader = response.body.getReader();
+    const declared = Number(response.headers.get("content-length") ?? NaN);
+    const timeoutMs = this.config.timeoutMs;
+    const breaker = this.breaker;
+    let received = 0;
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const stalled = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(originTimedOut(`the origin stalled mid-answer for ${label}`)),
+            timeoutMs,
+          );
+        });
+        try {
+          const { done, value } = await Promise.race([reader.read(), stalled]);
+          if (done) {
+            if (Number.isInteger(declared) && received !== declared) {
+              throw originFailed(
+                `the origin's answer for ${label} ended after ${received} of ${declared} bytes`,
+              );
+            }
+            controller.close();
+            return;
+          }
+          received += value.byteLength;
+          controller.enqueue(value);
+        } catch (caught) {
+          // The request's deadline (AbortSignal.timeout) also covers the body.
+          const name = (caught as Error).name;
+          const error =
+            name === "TimeoutError" || name === "AbortError"
+              ? originTimedOut(
+                  `the origin did not finish answering ${label} within ${timeoutMs} ms`,
+                )
+              : caught;
+          breaker.failure();
+          failed(error);
+          void reader.cancel().catch(() => undefined);
+          controller.error(error);
+        } finally {
+          if (timer !== undefined) clearTimeout(timer);
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    });
   }
 }
 
