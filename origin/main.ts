@@ -23,6 +23,10 @@ const flags = new Command("pinion-origin")
 const log = jsonLogger;
 try {
   const config = parseOriginConfig(process.env, flags);
+  const signalListeners = {
+    SIGTERM: process.listeners("SIGTERM"),
+    SIGINT: process.listeners("SIGINT"),
+  };
   const store = await openStore(config.store);
   log({ level: "info", event: "store", store: store.description });
   const origin = await createOriginApp({
@@ -60,8 +64,11 @@ try {
     process.exit(0);
   };
   // Miniflare (the local-R2 store) installs exit-on-signal hooks; shutting down is ours to do.
-  process.removeAllListeners("SIGTERM");
-  process.removeAllListeners("SIGINT");
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    for (const listener of process.listeners(signal)) {
+      if (!signalListeners[signal].includes(listener)) process.off(signal, listener);
+    }
+  }
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 } catch (error) {

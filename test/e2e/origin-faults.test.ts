@@ -341,6 +341,8 @@ beforeAll(async () => {
     "publish",
     MODEL,
     new URL("fixtures/seed-simple/simple_model.onnx", root).pathname,
+    "--golden",
+    new URL("fixtures/seed-simple/cases.json", root).pathname,
     "--placement",
     "origin",
     "--target",
@@ -625,6 +627,17 @@ describe("edge → origin, through a fault-injecting proxy", () => {
     expect(readyAgain.status).toBe(200);
     expect(await readyAgain.json()).toEqual({ name: MODEL, version: "1", ready: true });
   }, 30_000);
+
+  it("promotion gates of an origin-placed version run on the origin", async () => {
+    const hits = proxy.hits;
+    const promoted = await pinion(["promote", MODEL, "1", "--target", server!.base]);
+    expect(promoted.stderr).toBe("");
+    expect(promoted.code).toBe(0);
+    expect(promoted.stdout).toMatch(/gate golden: passed — 100 golden cases on origin/);
+    // One request per golden case went through the proxy to the origin.
+    expect(proxy.hits - hits).toBe(100);
+    await expectHealthy(`/v2/models/${MODEL}/infer`);
+  });
 
   it("does not retry a streamed body (it cannot be resent): one attempt, 503", async () => {
     const rows = Array.from({ length: 8000 }, (_, i) => cases.inputs[i % cases.inputs.length]!);

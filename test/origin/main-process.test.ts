@@ -142,6 +142,23 @@ describe("npm run origin (a real process)", () => {
     await expect(fetch(`${base}/v2/health/live`)).rejects.toThrow();
   });
 
+  it("also drains and exits 0 on SIGTERM with the local-R2 store (npm start's), despite Miniflare's exit hooks", async () => {
+    const port = await freePort();
+    running = startProcess(
+      ["--persist-to", join(dir, "state"), "--port", String(port), "--host", "127.0.0.1"],
+      { PINION_ORIGIN_TOKEN: TOKEN, PINION_ORIGIN_TMP_DIR: dir },
+    );
+    const { logs } = running;
+    await until("the origin to listen", async () =>
+      logs.find((e) => e.event === "listening") ? true : undefined,
+    );
+    running.child.kill("SIGTERM");
+    expect(await running.exited).toBe(0);
+    expect(logs.map((e) => e.event)).toEqual(
+      expect.arrayContaining(["signal", "draining", "stopped"]),
+    );
+  });
+
   it("exits 1 with one clear log line when the configuration is wrong", async () => {
     const failing = startProcess(["--dir", "a", "--persist-to", "b"], {});
     expect(await failing.exited).toBe(1);

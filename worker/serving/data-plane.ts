@@ -99,7 +99,6 @@ export class DataPlane {
     string,
     { document: AliasDocument; fetchedAt: number }
   >();
-  private readonly aliasReads = new Map<string, Promise<AliasDocument>>();
 
   private readonly runtimes = new Map<RuntimeName, Runtime>();
 
@@ -182,23 +181,15 @@ export class DataPlane {
     checkModelName(name);
     const cached = this.aliasDocuments.get(name);
     if (cached && this.now() - cached.fetchedAt < this.config.aliasTtlMs) return cached.document;
-    // One read at a time per model: concurrent requests share it.
-    let pending = this.aliasReads.get(name);
-    if (!pending) {
-      pending = this.registry.aliases
-        .read(name)
-        .then(({ document }) => {
-          // Never step back: a read that started before a promotion may finish after one that saw it.
-          const latest = this.aliasDocuments.get(name);
-          const keep =
-            latest && latest.document.revision > document.revision ? latest.document : document;
-          this.aliasDocuments.set(name, { document: keep, fetchedAt: this.now() });
-          return keep;
-        })
-        .finally(() => this.aliasReads.delete(name));
-      this.aliasReads.set(name, pending);
-    }
-    return pending;
+    // Each request reads for itself: in workerd, a request awaiting a promise that another
+    // request's I/O resolves can be cancelled as hung, so reads are not shared.
+    const { document } = await this.registry.aliases.read(name);
+    // Never step back: a read that started before a promotion may finish after one that saw it.
+    const latest = this.aliasDocuments.get(name);
+    const keep =
+      latest && latest.document.revision > document.revision ? latest.document : document;
+    this.aliasDocuments.set(name, { document: keep, fetchedAt: this.now() });
+    return keep;
   }
 
   /**

@@ -6,6 +6,7 @@
  * tries again. A model in use is never disposed under its user: eviction only
  * unlists it, and disposal waits for the last lease to be released.
  */
+import { awaitShared } from "../await-shared";
 import { unavailable } from "../errors";
 import type { LoadedModel } from "../runtimes/runtime";
 
@@ -79,12 +80,12 @@ export class ModelCache {
       this.loaded.set(key, hit);
       return hit;
     }
-    let pending = this.loading.get(key);
-    if (!pending) {
-      pending = this.loadAndAdmit(key, load).finally(() => this.loading.delete(key));
-      this.loading.set(key, pending);
-    }
-    return pending;
+    const pending = this.loading.get(key);
+    // Another request is loading it: share that load (waiting as workerd allows).
+    if (pending) return awaitShared(pending);
+    const loading = this.loadAndAdmit(key, load).finally(() => this.loading.delete(key));
+    this.loading.set(key, loading);
+    return loading;
   }
 
   private async loadAndAdmit(key: string, load: () => Promise<LoadedModel>): Promise<Entry> {

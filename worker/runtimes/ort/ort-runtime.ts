@@ -5,6 +5,7 @@
  * the workaround in `ort-workerd.ts`) and in Node.
  */
 import type * as OrtNamespace from "onnxruntime-web";
+import { awaitShared } from "../../await-shared";
 import { invalid, unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
 import type { Manifest } from "../../registry/manifest";
@@ -69,7 +70,8 @@ export class OrtModel implements LoadedModel {
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
   /** ORT's WASM backend and onnxruntime-node's binding run one call at a time: queue here. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private queue: Promise<void> = Promise.resolve();
+  private busy = false;
   private released = false;
 
   constructor(
@@ -83,10 +85,18 @@ export class OrtModel implements LoadedModel {
     this.outputs = manifest.outputs;
   }
 
-  run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]> {
-    const result = this.queue.then(() => this.runNow(inputs, outputNames));
-    this.queue = result.catch(() => undefined);
-    return result;
+  async run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]> {
+    // The call in progress may belong to another request: wait as workerd allows.
+    while (this.busy) await awaitShared(this.queue);
+    this.busy = true;
+    let done!: () => void;
+    this.queue = new Promise<void>((resolve) => (done = resolve));
+    try {
+      return await this.runNow(inputs, outputNames);
+    } finally {
+      this.busy = false;
+      done();
+    }
   }
 
   private async runNow(
@@ -127,7 +137,7 @@ export class OrtModel implements LoadedModel {
 
   async dispose(): Promise<void> {
     this.released = true;
-    await this.queue;
+    await awaitShared(this.queue);
     await this.session.release();
   }
 }

@@ -23,6 +23,7 @@
  * top level (production workers must start within 1 s).
  */
 import * as ort from "onnxruntime-web/wasm";
+import { awaitShared } from "../../await-shared";
 import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm";
 
 export type Ort = typeof ort;
@@ -31,6 +32,7 @@ export type Ort = typeof ort;
 const MARKER = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x70, 0x69, 0x6e, 0x69]).buffer;
 
 let ready: Promise<Ort> | undefined;
+let initialised: Ort | undefined;
 
 function isMarker(source: unknown): boolean {
   if (source === MARKER) return true;
@@ -43,10 +45,15 @@ function isMarker(source: unknown): boolean {
  * so a later call tries again.
  */
 export function loadOrt(): Promise<Ort> {
-  ready ??= initialise().catch((error: unknown) => {
-    ready = undefined;
-    throw error;
-  });
+  if (initialised) return Promise.resolve(initialised);
+  if (ready) return awaitShared(ready); // started by another request, perhaps
+  ready = initialise().then(
+    (namespace) => (initialised = namespace),
+    (error: unknown) => {
+      ready = undefined;
+      throw error;
+    },
+  );
   return ready;
 }
 
