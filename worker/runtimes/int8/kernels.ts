@@ -552,8 +552,8 @@ export class Int8Kernels {
   /** The module's memory as floats, re-made only when the memory has grown. */
   private floats = new Float32Array(0);
   private floatView(): Float32Array {
-    const buffer = this.abi.memory.buffer as ArrayBuffer;
-    if (this.floats.buffer !== buffer) this.floats = new Float32Array(buffer);
+    // Growing the memory detaches the old buffer (length 0): only then ask for the new one.
+    if (this.floats.length === 0) this.floats = new Float32Array(this.abi.memory.buffer);
     return this.floats;
   }
 
