@@ -23,7 +23,7 @@ import {
   type AliasChange,
   type AuditRecord,
 } from "./promotion";
-import type { ObjectStore } from "./store";
+import { listKeys, type ObjectStore } from "./store";
 
 /** Attempts before a commit gives up with a conflict (each one re-reads and re-plans). */
 const COMMIT_ATTEMPTS = 12;
@@ -91,13 +91,7 @@ export class AliasStore {
   /** The audit log, oldest first (`limit` keeps the newest that many). */
   async history(model: string, limit?: number): Promise<AuditRecord[]> {
     checkModelName(model);
-    const keys: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.list({ prefix: auditPrefix(model), cursor });
-      keys.push(...page.objects.map((o) => o.key));
-      cursor = page.truncated ? page.cursor : undefined;
-    } while (cursor);
+    const keys = await listKeys(this.store, auditPrefix(model));
     keys.sort();
     const wanted = limit === undefined ? keys : keys.slice(-limit);
     const records: AuditRecord[] = [];

@@ -20,7 +20,7 @@ import {
   type VersionSummary,
 } from "./manifest";
 import { MODEL_NAME_PATTERN, checkModelName } from "./names";
-import type { ObjectStore, StoredObject } from "./store";
+import { listPages, type ObjectStore, type StoredObject } from "./store";
 import { AliasStore } from "./alias-store";
 import { ShadowStatsStore } from "./shadow-stats";
 
@@ -74,15 +74,15 @@ export class ModelRegistry {
   async listVersions(name: string): Promise<number[]> {
     checkModelName(name);
     const versions: number[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.list({ prefix: versionsPrefix(name), delimiter: "/", cursor });
+    for await (const page of listPages(this.store, {
+      prefix: versionsPrefix(name),
+      delimiter: "/",
+    })) {
       for (const prefix of page.delimitedPrefixes) {
         const version = versionFromPrefix(prefix);
         if (version !== undefined) versions.push(version);
       }
-      cursor = page.truncated ? page.cursor : undefined;
-    } while (cursor);
+    }
     return versions.sort((a, b) => a - b);
   }
 
@@ -173,15 +173,12 @@ export class ModelRegistry {
   /** Model names that have at least one object in the bucket, sorted. */
   async listModels(): Promise<string[]> {
     const names: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.list({ prefix: "models/", delimiter: "/", cursor });
+    for await (const page of listPages(this.store, { prefix: "models/", delimiter: "/" })) {
       for (const prefix of page.delimitedPrefixes) {
         const name = prefix.slice("models/".length, -1);
         if (MODEL_NAME_PATTERN.test(name)) names.push(name);
       }
-      cursor = page.truncated ? page.cursor : undefined;
-    } while (cursor);
+    }
     return names.sort();
   }
 

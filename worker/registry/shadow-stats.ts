@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { checkModelName } from "./names";
 import { shadowPrefix } from "./layout";
-import type { ObjectStore } from "./store";
+import { listKeys, type ObjectStore } from "./store";
 
 export const shadowTotalsSchema = z.object({
   alias: z.string(),
@@ -72,13 +72,7 @@ export class ShadowStatsStore {
   /** Every (alias, revision) with shadow samples, newest revision first, all isolates added up. */
   async report(model: string): Promise<ShadowReport[]> {
     checkModelName(model);
-    const keys: string[] = [];
-    let cursor: string | undefined;
-    do {
-      const page = await this.store.list({ prefix: shadowPrefix(model), cursor });
-      keys.push(...page.objects.map((o) => o.key));
-      cursor = page.truncated ? page.cursor : undefined;
-    } while (cursor);
+    const keys = await listKeys(this.store, shadowPrefix(model));
     const groups = new Map<string, ShadowReport>();
     for (const key of keys) {
       const object = await this.store.get(key);

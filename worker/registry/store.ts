@@ -54,3 +54,24 @@ export interface ObjectStore {
   ): Promise<StoredObjectInfo | null>;
   list(options?: ListOptions): Promise<ListResult>;
 }
+
+/** Every page of a listing, following its cursors. */
+export async function* listPages(
+  store: ObjectStore,
+  options: Omit<ListOptions, "cursor">,
+): AsyncGenerator<ListResult> {
+  let cursor: string | undefined;
+  do {
+    const page = await store.list({ ...options, ...(cursor ? { cursor } : {}) });
+    yield page;
+    cursor = page.truncated ? page.cursor : undefined;
+  } while (cursor);
+}
+
+/** The keys of every object under `prefix`. */
+export async function listKeys(store: ObjectStore, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const page of listPages(store, { prefix }))
+    keys.push(...page.objects.map((o) => o.key));
+  return keys;
+}
