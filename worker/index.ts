@@ -3,7 +3,7 @@
  * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
-import { parseAdminTokens } from "./http/admin-routes";
+import { parseAdminTokens, type AdminContext } from "./http/admin-routes";
 import { createApp } from "./http/app";
 import { ModelRegistry } from "./registry/registry";
 import kernelsWasm from "../build/kernels.wasm";
@@ -19,13 +19,20 @@ declare const PINION_WITH_ORT: boolean | undefined;
 /** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
 type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string; PINION_ADMIN_TOKENS?: string };
 
-const planes = new WeakMap<object, DataPlane>();
+/** What an isolate builds once per bucket binding: the data plane and the admin API's context. */
+interface Wiring {
+  plane: DataPlane;
+  admin: AdminContext;
+}
 
-function planeFor(env: WorkerEnv): DataPlane {
-  let plane = planes.get(env.MODELS);
-  if (!plane) {
-    plane = new DataPlane(
-      new ModelRegistry(env.MODELS),
+const wirings = new WeakMap<object, Wiring>();
+
+function wiringFor(env: WorkerEnv): Wiring {
+  let wiring = wirings.get(env.MODELS);
+  if (!wiring) {
+    const registry = new ModelRegistry(env.MODELS);
+    const plane = new DataPlane(
+      registry,
       [
         new Int8Runtime(kernelsWasm),
         // Imported on first use: an isolate serving only int8 versions never
@@ -38,20 +45,21 @@ function planeFor(env: WorkerEnv): DataPlane {
       ],
       parseServingConfig(env as unknown as Record<string, unknown>),
     );
-    planes.set(env.MODELS, plane);
+    wiring = {
+      plane,
+      admin: {
+        tokens: parseAdminTokens(env.PINION_ADMIN_TOKEN, env.PINION_ADMIN_TOKENS),
+        bucket: env.MODELS,
+        registry,
+        promoter: new Promoter(registry, plane),
+      },
+    };
+    wirings.set(env.MODELS, wiring);
   }
-  return plane;
+  return wiring;
 }
 
 export default createApp<WorkerEnv>({
-  planeFor,
-  adminFor: (env) => {
-    const registry = new ModelRegistry(env.MODELS);
-    return {
-      tokens: parseAdminTokens(env.PINION_ADMIN_TOKEN, env.PINION_ADMIN_TOKENS),
-      bucket: env.MODELS,
-      registry,
-      promoter: new Promoter(registry, planeFor(env)),
-    };
-  },
+  planeFor: (env) => wiringFor(env).plane,
+  adminFor: (env) => wiringFor(env).admin,
 });

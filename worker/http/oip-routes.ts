@@ -6,7 +6,7 @@
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { invalid, PinionError, type ErrorKind } from "../errors";
-import { placementOf, type Manifest } from "../registry/manifest";
+import { placementOf } from "../registry/manifest";
 import { parseInferenceRequest, type ModelReady, type ServerMetadata } from "../protocol/types";
 import type { DataPlane, ModelReference, Route } from "../serving/data-plane";
 import { errorResponse } from "./errors";
@@ -53,9 +53,6 @@ const HELD_BODY_BYTES = 1024 * 1024;
 
 /** Kinds of failure that mean "not ready" rather than a bad request. */
 const NOT_READY = new Set<ErrorKind>(["unavailable", "upstream_failed", "upstream_timeout"]);
-
-const pinnedPath = (m: Manifest) =>
-  `/v2/models/${encodeURIComponent(m.name)}/versions/${m.version}`;
 
 const traceparent = (c: Context) => {
   const value = c.req.header("traceparent");
@@ -117,8 +114,7 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
         c.header("x-pinion-runtime", "origin");
         const answer = await c.var.timing.measure("load", () =>
           plane.origin.forward({
-            method: "GET",
-            path: `${pinnedPath(manifest)}/ready`,
+            endpoint: "ready",
             manifest,
             requestId: c.var.requestId,
             ...traceparent(c),
@@ -157,8 +153,7 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
     c.header("x-pinion-runtime", "origin");
     const answer = await c.var.timing.measure("compute", () =>
       c.var.plane.origin.forward({
-        method: "POST",
-        path: `${pinnedPath(manifest)}/infer`,
+        endpoint: "infer",
         manifest,
         body,
         contentType: c.req.header("content-type") ?? "application/json",

@@ -3,6 +3,16 @@
  * Serving limits, read from the worker's vars (strings) with defaults.
  */
 import { z } from "zod";
+import type { OriginConfig } from "../runtimes/origin/origin-forwarder";
+
+/** No origin configured, and the reliability settings an origin gets unless told otherwise. */
+export const ORIGIN_DEFAULTS: OriginConfig = {
+  url: "",
+  timeoutMs: 30_000,
+  retries: 2,
+  breakerThreshold: 5,
+  breakerCooldownMs: 10_000,
+};
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -20,15 +30,15 @@ export const servingConfigSchema = z.object({
    */
   ALIAS_TTL_MS: z.coerce.number().int().min(0).default(5000),
   /** The GPU origin that answers origin-placed versions (empty: none; those versions get 503). */
-  ORIGIN_URL: z.string().default(""),
+  ORIGIN_URL: z.string().default(ORIGIN_DEFAULTS.url),
   /** How long the origin may take to answer, in ms (then 504). */
-  ORIGIN_TIMEOUT_MS: positiveInt(30_000),
+  ORIGIN_TIMEOUT_MS: positiveInt(ORIGIN_DEFAULTS.timeoutMs),
   /** Extra attempts after a connection failure, for requests that can be resent. */
-  ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(2),
+  ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(ORIGIN_DEFAULTS.retries),
   /** Consecutive origin failures after which requests fail fast (503) … */
-  ORIGIN_BREAKER_THRESHOLD: positiveInt(5),
+  ORIGIN_BREAKER_THRESHOLD: positiveInt(ORIGIN_DEFAULTS.breakerThreshold),
   /** … for this long, in ms, before one trial request is let through. */
-  ORIGIN_BREAKER_COOLDOWN_MS: positiveInt(10_000),
+  ORIGIN_BREAKER_COOLDOWN_MS: positiveInt(ORIGIN_DEFAULTS.breakerCooldownMs),
   /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
   SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
   /**
@@ -46,15 +56,8 @@ export type ServingConfig = {
   aliasTtlMs: number;
   shadowFlushMs: number;
   benchRepeatMax?: number;
-  origin?: {
-    url: string;
-    timeoutMs: number;
-    retries: number;
-    breakerThreshold: number;
-    breakerCooldownMs: number;
-    /** The origin's bearer token (the PINION_ORIGIN_TOKEN secret). */
-    token?: string;
-  };
+  /** Where origin-placed versions go; ORIGIN_DEFAULTS (none) when absent. */
+  origin?: OriginConfig;
 };
 
 export function parseServingConfig(vars: Record<string, unknown>): ServingConfig {

@@ -25,7 +25,7 @@ import type { ArtifactRole, Manifest } from "../registry/manifest";
 import { checkModelName, parseVersion } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
-import type { ServingConfig } from "./config";
+import { ORIGIN_DEFAULTS, type ServingConfig } from "./config";
 import { ModelCache } from "./model-cache";
 import { ShadowRecorder } from "./shadow";
 import { OriginForwarder } from "../runtimes/origin/origin-forwarder";
@@ -112,18 +112,7 @@ export class DataPlane {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
     this.cache = new ModelCache(config.modelCacheBytes);
     this.shadow = new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now);
-    this.origin = new OriginForwarder(
-      {
-        url: "",
-        timeoutMs: 30_000,
-        retries: 2,
-        breakerThreshold: 5,
-        breakerCooldownMs: 10_000,
-        ...config.origin,
-      },
-      undefined,
-      now,
-    );
+    this.origin = new OriginForwarder(config.origin ?? ORIGIN_DEFAULTS, undefined, now);
   }
 
   /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */

@@ -42,8 +42,7 @@ async function answer(
     return { response: result.response, runtime: result.runtime };
   }
   const reply = await plane.origin.forward({
-    method: "POST",
-    path: `/v2/models/${encodeURIComponent(manifest.name)}/versions/${manifest.version}/infer`,
+    endpoint: "infer",
     manifest,
     body: new TextEncoder().encode(JSON.stringify(request)),
     contentType: "application/json",
@@ -93,7 +92,8 @@ async function outputsFor(plane: DataPlane, manifest: Manifest, golden: Golden) 
   return { values, shape, runtime };
 }
 
-function argmaxRows(values: readonly number[], rows: number): number[] {
+/** The top-1 class of each row of a [rows, classes] output. */
+export function argmaxRows(values: readonly number[], rows: number): number[] {
   const width = values.length / rows;
   const result: number[] = [];
   for (let r = 0; r < rows; r++) {

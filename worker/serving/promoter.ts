@@ -136,11 +136,16 @@ export class Promoter {
     if (versions.length === 0) {
       throw new PinionError("not_found", `model '${model}' not found`);
     }
-    const history = await this.registry.aliases.history(model);
-    const plan = (snapshot: AliasSnapshot) =>
-      planRollback({ document: snapshot.document, versions }, history, options.alias);
+    let history = await this.registry.aliases.history(model);
+    const plan = async (snapshot: AliasSnapshot) => {
+      // A change committed since the log was read: plan against the full log.
+      if ((history.at(-1)?.revision ?? 0) < snapshot.document.revision) {
+        history = await this.registry.aliases.history(model);
+      }
+      return planRollback({ document: snapshot.document, versions }, history, options.alias);
+    };
     if (options.dryRun) {
-      const change = plan(await this.registry.aliases.current(model));
+      const change = await plan(await this.registry.aliases.current(model));
       return {
         status: change.noop ? "noop" : "dry-run",
         change,
@@ -149,23 +154,15 @@ export class Promoter {
         record: null,
       };
     }
-    let latest = history;
-    const { change, record } = await this.registry.aliases.commit(model, async (snapshot) => {
-      // A concurrent change since the history was read: plan against the full log.
-      if ((latest.at(-1)?.revision ?? 0) < snapshot.document.revision) {
-        latest = await this.registry.aliases.history(model);
-      }
-      const change = planRollback({ document: snapshot.document, versions }, latest, options.alias);
-      return {
-        change,
-        details: {
-          actor: options.actor,
-          ...(options.reason ? { reason: options.reason } : {}),
-          forced: false,
-          gates: [],
-        },
-      };
-    });
+    const { change, record } = await this.registry.aliases.commit(model, async (snapshot) => ({
+      change: await plan(snapshot),
+      details: {
+        actor: options.actor,
+        ...(options.reason ? { reason: options.reason } : {}),
+        forced: false,
+        gates: [],
+      },
+    }));
     return { status: record ? "applied" : "noop", change, gates: [], forced: false, record };
   }
 

@@ -9,6 +9,7 @@
 import type { InferenceRequest, InferenceResponse } from "../protocol/types";
 import { emptyTotals, type ShadowStatsStore, type ShadowTotals } from "../registry/shadow-stats";
 import type { DataPlane, Route } from "./data-plane";
+import { argmaxRows } from "./gates";
 import { Timing } from "./timing";
 
 interface Divergence {
@@ -16,12 +17,6 @@ interface Divergence {
   meanAbsDiff: number;
   top1Rows: number;
   top1Disagreements: number;
-}
-
-function argmax(values: readonly number[], start: number, width: number): number {
-  let best = start;
-  for (let i = start + 1; i < start + width; i++) if (values[i]! > values[best]!) best = i;
-  return best - start;
 }
 
 /** Compares two answers output by output (numeric outputs only). */
@@ -49,11 +44,12 @@ export function divergence(primary: InferenceResponse, candidate: InferenceRespo
       count++;
     }
     if (ours.shape.length === 2 && ours.shape[1]! > 1) {
-      const [rows, width] = ours.shape as [number, number];
-      for (let r = 0; r < rows; r++) {
+      const rows = ours.shape[0]!;
+      const theirsTop = argmaxRows(y, rows);
+      argmaxRows(x, rows).forEach((top, r) => {
         top1Rows++;
-        if (argmax(x, r * width, width) !== argmax(y, r * width, width)) top1Disagreements++;
-      }
+        if (top !== theirsTop[r]) top1Disagreements++;
+      });
     }
   }
   return { maxAbsDiff, meanAbsDiff: count ? sumAbs / count : 0, top1Rows, top1Disagreements };

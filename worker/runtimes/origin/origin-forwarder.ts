@@ -84,9 +84,8 @@ export class CircuitBreaker {
 }
 
 export interface ForwardRequest {
-  method: "GET" | "POST";
-  /** The pinned OIP path on the origin, e.g. `/v2/models/big/versions/3/infer`. */
-  path: string;
+  /** `infer` (POST) or `ready` (GET), on the origin's path pinned to the manifest's version. */
+  endpoint: "infer" | "ready";
   manifest: Manifest;
   /** A held body can be resent on retry; a stream is sent once. */
   body?: Uint8Array | ReadableStream<Uint8Array> | null;
@@ -125,8 +124,9 @@ export class OriginForwarder {
         `the origin is failing; ${label} is not tried again for ${Math.ceil(this.breaker.retryInMs / 1000)} s (circuit open)`,
       );
     }
+    const path = `/v2/models/${encodeURIComponent(manifest.name)}/versions/${manifest.version}/${request.endpoint}`;
     const url = new URL(
-      request.path,
+      path,
       this.config.url.endsWith("/") ? this.config.url : `${this.config.url}/`,
     );
     const headers = new Headers({
@@ -143,7 +143,7 @@ export class OriginForwarder {
     for (let attempt = 1; ; attempt++) {
       try {
         response = await this.fetcher(url, {
-          method: request.method,
+          method: request.endpoint === "infer" ? "POST" : "GET",
           headers,
           // Never a SharedArrayBuffer view here; the cast only narrows TypeScript's ArrayBufferLike.
           ...(request.body ? { body: request.body as BodyInit } : {}),
