@@ -2,27 +2,42 @@
  * Int8 matrix multiplication with int32 accumulation.
  *
  * Both operands are widened to i16 with their zero points already subtracted
- * (values in [-255, 255]) and K padded with zeros to whole chunks of 8, so the
- * hot loop is nothing but loads, `i32x4.dot_i16x8_s` and adds. Operands are
- * laid out so that each micro-kernel walks one pointer per operand and reads
- * everything else at constant offsets (V8 folds those into the load):
+ * (values in [-255, 255]) and K padded with zeros to a multiple of 8. The hot
+ * loops are nothing but loads, `i32x4.dot_i16x8_s` and adds, in broadcast
+ * form: one 32-bit load splats a row's two consecutive k values (a "k-pair")
+ * across the vector, a weight vector holds that k-pair for four columns, and
+ * the dot product is then those four columns' partial sums, so no horizontal
+ * sums are ever needed. Layouts (each micro-kernel walks one pointer per
+ * operand and reads everything else at constant offsets, which V8 folds into
+ * the load):
  *
- *   A (activations) -> `widenRows`:   blocks of 4 rows; inside a block, chunk by
- *                      chunk, the 4 rows' 8 values side by side (a last block of
- *                      R < 4 rows interleaves R rows the same way)
- *   B (weights)     -> `packColumns`: pairs of columns; inside a pair, chunk by
- *                      chunk, the 2 columns' 8 values side by side (N padded with
- *                      zero columns to a multiple of 4)
+ *   A (activations) -> `widenRows` / `quantizeRowsI16`: rows in pairs; inside
+ *                      a pair, k-pair by k-pair, the two rows' 4 bytes side by
+ *                      side (a last odd row is plain: its k-pairs in order)
+ *   B (weights)     -> `packColumns`: panels of 16 columns (N padded with zero
+ *                      columns to a multiple of 8, so a last panel may hold 8);
+ *                      inside a panel, k-pair by k-pair, its columns' 4 bytes
+ *                      side by side (64 bytes per k-pair in a full panel)
  *
- * Weights are packed once, at load; activations are widened per call. Integer
- * sums are exact and associative modulo 2^32, so the blocking below gives the
- * same bits as any other summation order (ONNX MatMulInteger's contract).
+ * Why this shape: at batch 1 the kernel is bound by vector loads (each weight
+ * vector feeds one dot product), and V8 issues a block's loads ahead of the
+ * arithmetic, so a micro-kernel whose loads and accumulators exceed the 15
+ * usable xmm registers spills on every step. The micro-kernels below stay
+ * within them: 1 row × 16 columns over two k-pairs per step (4 accumulators,
+ * 8 weight vectors, 2 splats) and 2 rows × 16 columns over one (8
+ * accumulators, 4 weight vectors, 2 splats).
+ *
+ * Weights are packed once, at load; activations are laid out per call.
+ * Integer sums are exact and associative modulo 2^32, so the blocking gives
+ * the same bits as any other summation order (ONNX MatMulInteger's contract).
  */
 
 import { quantize4 } from "./quantize";
 
 export const K_ALIGN: i32 = 8;
-export const N_ALIGN: i32 = 4;
+export const N_ALIGN: i32 = 8;
+/** Columns per weight panel. */
+const PANEL: i32 = 16;
 
 // @ts-ignore: decorator
 @inline
@@ -42,14 +57,36 @@ function loadByte(p: usize, signed: bool): i32 {
   return signed ? <i32>load<i8>(p) : <i32>load<u8>(p);
 }
 
-/** Rows per block of widened A. */
-const MR: i32 = 4;
-/** Bytes of one chunk: 8 k values as i16. */
-const CHUNK: usize = 16;
+/**
+ * Where value `i` of a row goes in the A layout, relative to its row pair's
+ * start: `rows` (1 or 2) rows share the pair, the row is at `lane`.
+ */
+// @ts-ignore: decorator
+@inline
+function aOffset(i: i32, rows: i32, lane: i32): usize {
+  return (<usize>(i >> 1) * (<usize>rows << 2)) + (<usize>lane << 2) + (<usize>(i & 1) << 1);
+}
 
 /**
- * Widens M×K bytes at `a` (row-major) to i16 at `out` in the block layout
- * above (M × Kp × 2 bytes), minus the zero point: one per tensor
+ * Stores 8 i16 values of one row (k = 8c … 8c+7) at chunk `c` of its row
+ * pair: as they are for a lone row; interleaved k-pair by k-pair with the
+ * other row's 8 (`other`) for a pair.
+ */
+// @ts-ignore: decorator
+@inline
+function storeChunk(base: usize, c: i32, first: v128, other: v128, paired: bool): void {
+  if (paired) {
+    const at = base + (<usize>c << 5);
+    v128.store(at, i32x4.shuffle(first, other, 0, 4, 1, 5));
+    v128.store(at, i32x4.shuffle(first, other, 2, 6, 3, 7), 16);
+  } else {
+    v128.store(base + (<usize>c << 4), first);
+  }
+}
+
+/**
+ * Widens M×K bytes at `a` (row-major) to i16 at `out` in the A layout above
+ * (M × Kp × 2 bytes), minus the zero point: one per tensor
  * (`zeroPointPerRow` false, value at `zeroPoints`) or one per row.
  */
 export function widenRows(
@@ -57,31 +94,30 @@ export function widenRows(
   zeroPoints: usize, zeroPointPerRow: bool, out: usize,
 ): void {
   const kp = paddedK(k);
-  const chunks = kp >> 3;
-  for (let r = 0; r < m; r++) {
-    const block = r - r % MR;
-    const rows = min(MR, m - block); // rows interleaved in this block
-    const lane = <usize>(r - block);
-    const zp = loadByte(zeroPoints + (zeroPointPerRow ? <usize>r : 0), signed);
-    const zpv = i16x8.splat(<i16>zp);
-    const src = a + <usize>r * <usize>k;
-    const base = out + ((<usize>block * <usize>kp) << 1) + lane * CHUNK;
-    const step = <usize>rows * CHUNK;
+  for (let r = 0; r < m; r += 2) {
+    const paired = r + 1 < m;
+    const rows = paired ? 2 : 1;
+    const zp0 = loadByte(zeroPoints + (zeroPointPerRow ? <usize>r : 0), signed);
+    const zp1 = paired ? loadByte(zeroPoints + (zeroPointPerRow ? <usize>(r + 1) : 0), signed) : 0;
+    const zpv0 = i16x8.splat(<i16>zp0);
+    const zpv1 = i16x8.splat(<i16>zp1);
+    const src0 = a + <usize>r * <usize>k;
+    const src1 = src0 + <usize>k;
+    const base = out + ((<usize>r * <usize>kp) << 1);
     let c = 0;
-    // Whole chunks straight from the bytes: 16 bytes make two chunks.
-    for (; (c + 2) * 8 <= k; c += 2) {
-      const bytes = v128.load(src + (<usize>c << 3));
-      const lo = signed ? i16x8.extend_low_i8x16_s(bytes) : i16x8.extend_low_i8x16_u(bytes);
-      const hi = signed ? i16x8.extend_high_i8x16_s(bytes) : i16x8.extend_high_i8x16_u(bytes);
-      v128.store(base + <usize>c * step, i16x8.sub(lo, zpv));
-      v128.store(base + <usize>(c + 1) * step, i16x8.sub(hi, zpv));
+    for (; (c + 1) * 8 <= k; c++) {
+      const at = <usize>c << 3;
+      const v0 = i16x8.sub(signed ? v128.load8x8_s(src0 + at) : v128.load8x8_u(src0 + at), zpv0);
+      const v1 = paired
+        ? i16x8.sub(signed ? v128.load8x8_s(src1 + at) : v128.load8x8_u(src1 + at), zpv1)
+        : v0;
+      storeChunk(base, c, v0, v1, paired);
     }
-    // The rest element by element, zero beyond K.
-    for (; c < chunks; c++) {
-      const dst = base + <usize>c * step;
-      for (let j = 0; j < 8; j++) {
-        const i = (c << 3) + j;
-        store<i16>(dst + (<usize>j << 1), i < k ? <i16>(loadByte(src + <usize>i, signed) - zp) : 0);
+    // The rest value by value, zero beyond K.
+    for (let i = c << 3; i < kp; i++) {
+      store<i16>(base + aOffset(i, rows, 0), i < k ? <i16>(loadByte(src0 + <usize>i, signed) - zp0) : 0);
+      if (paired) {
+        store<i16>(base + aOffset(i, rows, 1), i < k ? <i16>(loadByte(src1 + <usize>i, signed) - zp1) : 0);
       }
     }
   }
@@ -107,50 +143,52 @@ function quantizeSmall4(x: v128, scale: v128): v128 {
 /**
  * The fused path's shortcut through `quantizeLinear` + `widenRows`: quantises
  * M×K floats (u8, `scale`, `zeroPoint`: exactly QuantizeLinear's values) and
- * writes them minus the zero point straight into the widened block layout.
- * `scale` must span the values (|x / scale| < 2^22), as a dynamic range does.
+ * writes them minus the zero point straight into the A layout. `scale` must
+ * span the values (|x / scale| < 2^22), as a dynamic range does.
  */
 export function quantizeRowsI16(x: usize, m: i32, k: i32, scale: f32, zeroPoint: i32, out: usize): void {
   const kp = paddedK(k);
-  const chunks = kp >> 3;
   const s = f32x4.splat(scale);
   const zp = i16x8.splat(<i16>zeroPoint);
   const lo = i16x8.splat(0);
   const hi = i16x8.splat(255);
-  for (let r = 0; r < m; r++) {
-    const block = r - r % MR;
-    const rows = min(MR, m - block);
-    const base = out + ((<usize>block * <usize>kp) << 1) + <usize>(r - block) * CHUNK;
-    const step = <usize>rows * CHUNK;
-    const src = x + ((<usize>r * <usize>k) << 2);
+  for (let r = 0; r < m; r += 2) {
+    const paired = r + 1 < m;
+    const rows = paired ? 2 : 1;
+    const src0 = x + ((<usize>r * <usize>k) << 2);
+    const src1 = src0 + (<usize>k << 2);
+    const base = out + ((<usize>r * <usize>kp) << 1);
     let c = 0;
     for (; (c + 1) * 8 <= k; c++) {
-      const p = src + (<usize>c << 5);
+      const at = <usize>c << 5;
       // Same steps as QuantizeLinear to u8 (saturate, add zero point, clamp), then minus the zero point.
-      const q = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(p), s), quantizeSmall4(v128.load(p, 16), s));
-      const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q, zp), lo), hi);
-      v128.store(base + <usize>c * step, i16x8.sub(u8, zp));
+      const q0 = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(src0 + at), s), quantizeSmall4(v128.load(src0 + at, 16), s));
+      const v0 = i16x8.sub(i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q0, zp), lo), hi), zp);
+      let v1 = v0;
+      if (paired) {
+        const q1 = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(src1 + at), s), quantizeSmall4(v128.load(src1 + at, 16), s));
+        v1 = i16x8.sub(i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q1, zp), lo), hi), zp);
+      }
+      storeChunk(base, c, v0, v1, paired);
     }
-    for (; c < chunks; c++) {
-      const dst = base + <usize>c * step;
-      for (let j = 0; j < 8; j++) {
-        const i = (c << 3) + j;
+    for (let i = c << 3; i < kp; i++) {
+      for (let lane = 0; lane < rows; lane++) {
         let v: i32 = 0;
         if (i < k) {
-          const q = quantize4(f32x4.splat(load<f32>(src + (<usize>i << 2))), s);
+          const q = quantize4(f32x4.splat(load<f32>((lane ? src1 : src0) + (<usize>i << 2))), s);
           const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q, q), zp), lo), hi);
           v = <i32>i16x8.extract_lane_s(u8, 0) - zeroPoint;
         }
-        store<i16>(dst + (<usize>j << 1), <i16>v);
+        store<i16>(base + aOffset(i, rows, lane), <i16>v);
       }
     }
   }
 }
 
 /**
- * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into column
- * pairs of i16 at `out` (layout above), minus the zero point: one per tensor
- * or one per column. `out` must hold `packedBytes(k, n)` bytes.
+ * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into the panel
+ * layout above as i16 at `out`, minus the zero point: one per tensor or one
+ * per column. `out` must hold `packedBytes(k, n)` bytes.
  */
 export function packColumns(
   b: usize, k: i32, n: i32, signed: bool,
@@ -159,11 +197,12 @@ export function packColumns(
   const kp = paddedK(k);
   const np = paddedN(n);
   for (let col = 0; col < np; col++) {
-    const pair = col & ~1;
-    const base = out + ((<usize>pair * <usize>kp) << 1) + <usize>(col & 1) * CHUNK;
+    const panel = col & ~(PANEL - 1);
+    const pairBytes = <usize>min(PANEL, np - panel) << 2; // one k-pair across the panel
+    const base = out + ((<usize>panel * <usize>kp) << 1) + (<usize>(col - panel) << 2);
     const zp = col < n ? loadByte(zeroPoints + (zeroPointPerColumn ? <usize>col : 0), signed) : 0;
     for (let i = 0; i < kp; i++) {
-      const dst = base + <usize>(i >> 3) * (CHUNK << 1) + (<usize>(i & 7) << 1);
+      const dst = base + <usize>(i >> 1) * pairBytes + (<usize>(i & 1) << 1);
       const v = col < n && i < k ? loadByte(b + <usize>i * <usize>n + <usize>col, signed) - zp : 0;
       store<i16>(dst, <i16>v);
     }
@@ -176,127 +215,142 @@ export function packedBytes(k: i32, n: i32): usize {
 
 // @ts-ignore: decorator
 @inline
-function hsum(v: v128): i32 {
-  const pairs = i32x4.add(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
-  return i32x4.extract_lane(i32x4.add(pairs, i32x4.shuffle(pairs, pairs, 1, 0, 3, 2)), 0);
+function dot(acc: v128, x: v128, w: v128): v128 {
+  return i32x4.add(acc, i32x4.dot_i16x8_s(x, w));
 }
 
-/** The four horizontal sums of four accumulators, as one vector [Σa, Σb, Σc, Σd]. */
+/** Stores the first `lanes` (any count; 4 or more is all) of four i32 columns. */
 // @ts-ignore: decorator
 @inline
-function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
-  const ab = i32x4.add(i32x4.shuffle(a, b, 0, 4, 1, 5), i32x4.shuffle(a, b, 2, 6, 3, 7));
-  const cd = i32x4.add(i32x4.shuffle(c, d, 0, 4, 1, 5), i32x4.shuffle(c, d, 2, 6, 3, 7));
-  return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
+function store4(out: usize, v: v128, lanes: i32): void {
+  if (lanes >= 4) {
+    v128.store(out, v);
+  } else if (lanes > 0) {
+    store<i32>(out, i32x4.extract_lane(v, 0));
+    if (lanes > 1) store<i32>(out, i32x4.extract_lane(v, 1), 4);
+    if (lanes > 2) store<i32>(out, i32x4.extract_lane(v, 2), 8);
+  }
+}
+
+/** Stores up to 16 columns of one row from four vectors; `cols` are the columns left in the row. */
+// @ts-ignore: decorator
+@inline
+function store16(out: usize, s0: v128, s1: v128, s2: v128, s3: v128, cols: i32): void {
+  if (cols >= 16) {
+    v128.store(out, s0);
+    v128.store(out, s1, 16);
+    v128.store(out, s2, 32);
+    v128.store(out, s3, 48);
+  } else {
+    store4(out, s0, cols);
+    store4(out + 16, s1, cols - 4);
+    store4(out + 32, s2, cols - 8);
+    store4(out + 48, s3, cols - 12);
+  }
 }
 
 /**
- * C[M×N] (i32, row-major, row stride `n`) = A16 · B16ᵀ over the layouts above.
- * Blocks of four rows take two columns per step (8 accumulators; per chunk 6
- * loads, 8 dot products, 8 adds); a last block of
- * fewer rows goes one row × four columns at a time. (Unrolling the chunk loop
- * made V8 spill accumulators and ran at half the speed.)
+ * C[M×N] (i32, row-major, row stride `n`) = A16 · B16 over the layouts above.
+ * Row pairs take 2 × 16 (or 2 × 8 in a last narrow panel) columns per pass; a
+ * last odd row 1 × 16 (or 1 × 8).
  */
 export function gemmI16(a16: usize, m: i32, k: i32, b16: usize, n: i32, c: usize): void {
   if (m <= 0 || n <= 0) return;
   const kp = paddedK(k);
-  const chunks = kp >> 3;
-  const pairBytes = <usize>kp << 2; // two columns
+  const np = paddedN(n);
   const stride = <usize>n << 2;
   let r = 0;
-  for (; r + MR <= m; r += MR) {
-    const block = a16 + ((<usize>r * <usize>kp) << 1);
-    const blockEnd = block + <usize>chunks * (CHUNK << 2);
-    for (let col = 0; col < n; col += 2) {
-      let pb = b16 + <usize>(col >> 1) * pairBytes;
-      let c00 = i32x4.splat(0), c01 = i32x4.splat(0);
-      let c10 = i32x4.splat(0), c11 = i32x4.splat(0);
-      let c20 = i32x4.splat(0), c21 = i32x4.splat(0);
-      let c30 = i32x4.splat(0), c31 = i32x4.splat(0);
-      let pa = block;
-      for (; pa < blockEnd; pa += 64, pb += 32) {
-        const w0 = v128.load(pb);
-        const w1 = v128.load(pb, 16);
-        let x = v128.load(pa);
-        c00 = i32x4.add(c00, i32x4.dot_i16x8_s(x, w0));
-        c01 = i32x4.add(c01, i32x4.dot_i16x8_s(x, w1));
-        x = v128.load(pa, 16);
-        c10 = i32x4.add(c10, i32x4.dot_i16x8_s(x, w0));
-        c11 = i32x4.add(c11, i32x4.dot_i16x8_s(x, w1));
-        x = v128.load(pa, 32);
-        c20 = i32x4.add(c20, i32x4.dot_i16x8_s(x, w0));
-        c21 = i32x4.add(c21, i32x4.dot_i16x8_s(x, w1));
-        x = v128.load(pa, 48);
-        c30 = i32x4.add(c30, i32x4.dot_i16x8_s(x, w0));
-        c31 = i32x4.add(c31, i32x4.dot_i16x8_s(x, w1));
-      }
-      const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
-      store<i32>(out, hsum(c00));
-      store<i32>(out + stride, hsum(c10));
-      store<i32>(out + 2 * stride, hsum(c20));
-      store<i32>(out + 3 * stride, hsum(c30));
-      if (col + 1 < n) {
-        store<i32>(out, hsum(c01), 4);
-        store<i32>(out + stride, hsum(c11), 4);
-        store<i32>(out + 2 * stride, hsum(c21), 4);
-        store<i32>(out + 3 * stride, hsum(c31), 4);
+  for (; r + 2 <= m; r += 2) {
+    const pair = a16 + ((<usize>r * <usize>kp) << 1);
+    const pairEnd = pair + (<usize>kp << 2);
+    const row = c + ((<usize>r * <usize>n) << 2);
+    for (let col = 0; col < np; col += PANEL) {
+      let pw = b16 + ((<usize>col * <usize>kp) << 1);
+      const out = row + (<usize>col << 2);
+      if (col + PANEL <= np) {
+        let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c02 = i32x4.splat(0), c03 = i32x4.splat(0);
+        let c10 = i32x4.splat(0), c11 = i32x4.splat(0), c12 = i32x4.splat(0), c13 = i32x4.splat(0);
+        for (let pa = pair; pa < pairEnd; pa += 8, pw += 64) {
+          const w0 = v128.load(pw);
+          const w1 = v128.load(pw, 16);
+          const w2 = v128.load(pw, 32);
+          const w3 = v128.load(pw, 48);
+          let x = v128.load32_splat(pa);
+          c00 = dot(c00, x, w0);
+          c01 = dot(c01, x, w1);
+          c02 = dot(c02, x, w2);
+          c03 = dot(c03, x, w3);
+          x = v128.load32_splat(pa, 4);
+          c10 = dot(c10, x, w0);
+          c11 = dot(c11, x, w1);
+          c12 = dot(c12, x, w2);
+          c13 = dot(c13, x, w3);
+        }
+        store16(out, c00, c01, c02, c03, n - col);
+        store16(out + stride, c10, c11, c12, c13, n - col);
+      } else {
+        // A last panel of 8 columns: two k-pairs per step.
+        let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c10 = i32x4.splat(0), c11 = i32x4.splat(0);
+        for (let pa = pair; pa < pairEnd; pa += 16, pw += 64) {
+          const w0 = v128.load(pw);
+          const w1 = v128.load(pw, 16);
+          const w2 = v128.load(pw, 32);
+          const w3 = v128.load(pw, 48);
+          let x = v128.load32_splat(pa);
+          c00 = dot(c00, x, w0);
+          c01 = dot(c01, x, w1);
+          x = v128.load32_splat(pa, 4);
+          c10 = dot(c10, x, w0);
+          c11 = dot(c11, x, w1);
+          x = v128.load32_splat(pa, 8);
+          c00 = dot(c00, x, w2);
+          c01 = dot(c01, x, w3);
+          x = v128.load32_splat(pa, 12);
+          c10 = dot(c10, x, w2);
+          c11 = dot(c11, x, w3);
+        }
+        store4(out, c00, n - col);
+        store4(out + 16, c01, n - col - 4);
+        store4(out + stride, c10, n - col);
+        store4(out + stride + 16, c11, n - col - 4);
       }
     }
   }
   if (r == m) return;
-  // The last block holds `rows` < 4 rows, interleaved chunk by chunk.
-  const rows = m - r;
-  const block = a16 + ((<usize>r * <usize>kp) << 1);
-  const step = <usize>rows * CHUNK;
-  for (let i = 0; i < rows; i++, r++) {
-    let col = 0;
-    // Eight columns per step while they last: one activation load feeds eight
-    // dot products, and the loop overhead is shared by twice the work.
-    for (; col + 8 <= n; col += 8) {
-      let pa = block + <usize>i * CHUNK;
-      let pb0 = b16 + <usize>(col >> 1) * pairBytes;
-      let pb1 = pb0 + pairBytes;
-      let pb2 = pb1 + pairBytes;
-      let pb3 = pb2 + pairBytes;
+  // A last odd row (the whole of a batch of 1): plain k-pairs, two per step.
+  const a = a16 + ((<usize>r * <usize>kp) << 1);
+  const aEnd = a + (<usize>kp << 1);
+  const row = c + ((<usize>r * <usize>n) << 2);
+  for (let col = 0; col < np; col += PANEL) {
+    let pw = b16 + ((<usize>col * <usize>kp) << 1);
+    const out = row + (<usize>col << 2);
+    if (col + PANEL <= np) {
       let s0 = i32x4.splat(0), s1 = i32x4.splat(0), s2 = i32x4.splat(0), s3 = i32x4.splat(0);
-      let s4 = i32x4.splat(0), s5 = i32x4.splat(0), s6 = i32x4.splat(0), s7 = i32x4.splat(0);
-      const end = pa + <usize>chunks * step;
-      for (; pa < end; pa += step, pb0 += 32, pb1 += 32, pb2 += 32, pb3 += 32) {
-        const x = v128.load(pa);
-        s0 = i32x4.add(s0, i32x4.dot_i16x8_s(x, v128.load(pb0)));
-        s1 = i32x4.add(s1, i32x4.dot_i16x8_s(x, v128.load(pb0, 16)));
-        s2 = i32x4.add(s2, i32x4.dot_i16x8_s(x, v128.load(pb1)));
-        s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(pb1, 16)));
-        s4 = i32x4.add(s4, i32x4.dot_i16x8_s(x, v128.load(pb2)));
-        s5 = i32x4.add(s5, i32x4.dot_i16x8_s(x, v128.load(pb2, 16)));
-        s6 = i32x4.add(s6, i32x4.dot_i16x8_s(x, v128.load(pb3)));
-        s7 = i32x4.add(s7, i32x4.dot_i16x8_s(x, v128.load(pb3, 16)));
+      for (let pa = a; pa < aEnd; pa += 8, pw += 128) {
+        let x = v128.load32_splat(pa);
+        s0 = dot(s0, x, v128.load(pw));
+        s1 = dot(s1, x, v128.load(pw, 16));
+        s2 = dot(s2, x, v128.load(pw, 32));
+        s3 = dot(s3, x, v128.load(pw, 48));
+        x = v128.load32_splat(pa, 4);
+        s0 = dot(s0, x, v128.load(pw, 64));
+        s1 = dot(s1, x, v128.load(pw, 80));
+        s2 = dot(s2, x, v128.load(pw, 96));
+        s3 = dot(s3, x, v128.load(pw, 112));
       }
-      const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
-      v128.store(out, hsum4(s0, s1, s2, s3));
-      v128.store(out, hsum4(s4, s5, s6, s7), 16);
-    }
-    for (; col < n; col += 4) {
-      let pa = block + <usize>i * CHUNK;
-      let pb0 = b16 + <usize>(col >> 1) * pairBytes;
-      let pb1 = pb0 + pairBytes;
-      let s0 = i32x4.splat(0), s1 = i32x4.splat(0), s2 = i32x4.splat(0), s3 = i32x4.splat(0);
-      for (let chunk = 0; chunk < chunks; chunk++, pa += step, pb0 += 32, pb1 += 32) {
-        const x = v128.load(pa);
-        s0 = i32x4.add(s0, i32x4.dot_i16x8_s(x, v128.load(pb0)));
-        s1 = i32x4.add(s1, i32x4.dot_i16x8_s(x, v128.load(pb0, 16)));
-        s2 = i32x4.add(s2, i32x4.dot_i16x8_s(x, v128.load(pb1)));
-        s3 = i32x4.add(s3, i32x4.dot_i16x8_s(x, v128.load(pb1, 16)));
+      store16(out, s0, s1, s2, s3, n - col);
+    } else {
+      let s0 = i32x4.splat(0), s1 = i32x4.splat(0);
+      for (let pa = a; pa < aEnd; pa += 8, pw += 64) {
+        let x = v128.load32_splat(pa);
+        s0 = dot(s0, x, v128.load(pw));
+        s1 = dot(s1, x, v128.load(pw, 16));
+        x = v128.load32_splat(pa, 4);
+        s0 = dot(s0, x, v128.load(pw, 32));
+        s1 = dot(s1, x, v128.load(pw, 48));
       }
-      const out = c + ((<usize>r * <usize>n + <usize>col) << 2);
-      const sums = hsum4(s0, s1, s2, s3);
-      if (col + 4 <= n) {
-        v128.store(out, sums);
-      } else {
-        store<i32>(out, i32x4.extract_lane(sums, 0));
-        if (col + 1 < n) store<i32>(out, i32x4.extract_lane(sums, 1), 4);
-        if (col + 2 < n) store<i32>(out, i32x4.extract_lane(sums, 2), 8);
-      }
+      store4(out, s0, n - col);
+      store4(out + 16, s1, n - col - 4);
     }
   }
 }

@@ -119,6 +119,9 @@ export function dequantizeLinearAxis(
 let lastScale: f32 = 0;
 let lastZeroPoint: i32 = 0;
 
+/** An f32's exponent field: all ones exactly for NaN and ±Inf. */
+const EXPONENT_BITS: i32 = 0x7f800000;
+
 export function dynamicScale(): f32 {
   return lastScale;
 }
@@ -145,28 +148,44 @@ export function dynamicQuantizeLinear(x: usize, n: i32, y: usize): i32 {
  */
 export function dynamicRange(x: usize, n: i32): i32 {
   // pmin/pmax are single instructions (min/max's NaN rules cost several), so
-  // non-finite values are caught apart: v - v is NaN exactly for NaN and ±Inf,
-  // and a NaN lane stays NaN through the running sum.
-  let lo = f32x4.splat(0);
-  let hi = f32x4.splat(0);
-  let bad = f32x4.splat(0);
+  // non-finite values are caught apart, by their exponent bits (all ones for
+  // NaN and ±Inf) under an integer max. Two sets of running values halve the
+  // dependency chains, which are what bound this loop.
+  let lo0 = f32x4.splat(0), lo1 = f32x4.splat(0);
+  let hi0 = f32x4.splat(0), hi1 = f32x4.splat(0);
+  let exp0 = i32x4.splat(0), exp1 = i32x4.splat(0);
+  const expMask = i32x4.splat(EXPONENT_BITS);
   let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const v = v128.load(x + (<usize>i << 2));
-    lo = f32x4.pmin(lo, v);
-    hi = f32x4.pmax(hi, v);
-    bad = f32x4.add(bad, f32x4.sub(v, v));
+  for (; i + 8 <= n; i += 8) {
+    const p = x + (<usize>i << 2);
+    const a = v128.load(p);
+    const b = v128.load(p, 16);
+    lo0 = f32x4.pmin(lo0, a);
+    hi0 = f32x4.pmax(hi0, a);
+    exp0 = i32x4.max_u(exp0, v128.and(a, expMask));
+    lo1 = f32x4.pmin(lo1, b);
+    hi1 = f32x4.pmax(hi1, b);
+    exp1 = i32x4.max_u(exp1, v128.and(b, expMask));
   }
+  if (i + 4 <= n) {
+    const a = v128.load(x + (<usize>i << 2));
+    lo0 = f32x4.pmin(lo0, a);
+    hi0 = f32x4.pmax(hi0, a);
+    exp0 = i32x4.max_u(exp0, v128.and(a, expMask));
+    i += 4;
+  }
+  const lo = f32x4.pmin(lo0, lo1);
+  const hi = f32x4.pmax(hi0, hi1);
   let rmin = min(min(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
   let rmax = max(max(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
-  let check: f32 = f32x4.extract_lane(bad, 0) + f32x4.extract_lane(bad, 1) + f32x4.extract_lane(bad, 2) + f32x4.extract_lane(bad, 3);
+  let nonFinite = v128.any_true(i32x4.eq(i32x4.max_u(exp0, exp1), expMask));
   for (; i < n; i++) {
     const v = load<f32>(x + (<usize>i << 2));
     rmin = min(rmin, v);
     rmax = max(rmax, v);
-    check += v - v;
+    nonFinite = nonFinite || (reinterpret<i32>(v) & EXPONENT_BITS) == EXPONENT_BITS;
   }
-  if (isNaN(check)) return 1;
+  if (nonFinite) return 1;
   // rmin <= 0 <= rmax here: the range always includes zero. An all-zero input
   // has no range; ONNX Runtime then uses scale 1 (zero point 0, all outputs 0).
   const scale: f32 = rmax == rmin ? <f32>1 : (rmax - rmin) / <f32>255;

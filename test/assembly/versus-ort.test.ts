@@ -13,7 +13,8 @@ import { Random } from "./random";
 
 const SHAPES_M = [1, 2, 3, 4, 5, 7, 8, 13, 32];
 const SHAPES_K = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 130];
-const SHAPES_N = [1, 2, 3, 4, 5, 6, 7, 9, 15, 17, 33, 64];
+// N covers full 16-column panels, a last 8-column panel and partial ones of each.
+const SHAPES_N = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 24, 33, 40, 64];
 
 const elem = (signed: boolean) => (signed ? ElemType.INT8 : ElemType.UINT8);
 const ortType = (signed: boolean) => (signed ? "int8" : "uint8");

@@ -6,7 +6,7 @@ import { ElemType, buildModel, type Initializer, type NodeSpec } from "../../con
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { MAX_BLOCK_ROWS, PlanExecutor } from "../../worker/runtimes/int8/executor";
 import type { Int8Kernels } from "../../worker/runtimes/int8/kernels";
-import { decodePlanHeader, encodePlan } from "../../worker/runtimes/int8/plan";
+import { decodePlanHeader, encodePlan, unpackV1Weights } from "../../worker/runtimes/int8/plan";
 import { loadKernels } from "../../scripts/lib/kernels-node";
 import { ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "../assembly/random";
@@ -224,7 +224,7 @@ describe("int8 plan format", () => {
   it("round-trips, with 16-byte aligned blobs after a magic and version header", () => {
     const plan = encodePlan(meta, blobs());
     expect(new TextDecoder().decode(plan.subarray(0, 8))).toBe("PINT8PLN");
-    expect(new DataView(plan.buffer).getUint32(8, true)).toBe(1);
+    expect(new DataView(plan.buffer).getUint32(8, true)).toBe(2);
     const decoded = decodePlanHeader(plan);
     expect(decoded.layers[0]!.packedWeights.offset % 16).toBe(0);
     expect(decoded.layers[0]!.bias).not.toBeNull();
@@ -237,12 +237,41 @@ describe("int8 plan format", () => {
     const badMagic = plan.slice();
     badMagic[0] = 0;
     expect(() => decodePlanHeader(badMagic)).toThrow(/not an int8 plan/);
-    const v2 = plan.slice();
-    new DataView(v2.buffer).setUint32(8, 2, true);
-    expect(() => decodePlanHeader(v2)).toThrow(/format version 2 is not supported/);
+    const v3 = plan.slice();
+    new DataView(v3.buffer).setUint32(8, 3, true);
+    expect(() => decodePlanHeader(v3)).toThrow(/format version 3 is not supported/);
     expect(() => decodePlanHeader(plan.subarray(0, 40))).toThrow(/truncated/);
     expect(() => decodePlanHeader(plan.subarray(0, plan.length - 16))).toThrow(
       /points outside the file/,
     );
+  });
+
+  it("still runs version-1 plans (the earlier packed layout), exactly as the same plan compiled now", () => {
+    // fixtures/int8-plan-v1/digits-mlp.plan: digits_mlp.onnx compiled by the
+    // version-1 compiler. Quantisation has not changed since, so the weights
+    // are the same and only their packing differs.
+    const v1 = fixture("int8-plan-v1/digits-mlp.plan");
+    expect(new DataView(v1.buffer, v1.byteOffset).getUint32(8, true)).toBe(1);
+    const outcome = compileInt8(fixture("digits-mlp/digits_mlp.onnx"), kernels);
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const testset = JSON.parse(new TextDecoder().decode(fixture("digits-mlp/testset.json"))) as {
+      inputs: number[][];
+    };
+    const x = Float32Array.from(testset.inputs.flat());
+    const batch = testset.inputs.length;
+    const old = new PlanExecutor(kernels, v1).run(x, batch);
+    const now = new PlanExecutor(kernels, outcome.plan).run(x, batch);
+    expect(bits(old)).toEqual(bits(now));
+    // And one row at a time (the batch-1 kernel).
+    for (let row = 0; row < 5; row++) {
+      const one = x.subarray(row * 64, (row + 1) * 64);
+      expect(bits(new PlanExecutor(kernels, v1).run(one, 1))).toEqual(
+        bits(new PlanExecutor(kernels, outcome.plan).run(one, 1)),
+      );
+    }
+  });
+
+  it("refuses version-1 weights of the wrong size", () => {
+    expect(() => unpackV1Weights(new Uint8Array(10), 3, 2)).toThrow(/version-1 packed weights/);
   });
 });

@@ -13,6 +13,7 @@ import {
   f32Blob,
   type PlanActivation,
   type PlanMetadata,
+  unpackV1Weights,
 } from "./plan";
 
 /** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), plenty for int8 activations. */
@@ -76,9 +77,16 @@ export class PlanExecutor {
     plan: Uint8Array,
   ) {
     this.metadata = decodePlanHeader(plan);
+    const v1 = this.metadata.formatVersion === 1;
     this.layers = this.metadata.layers.map((layer) =>
       kernels.residentLayer(
-        blobView(plan, layer.packedWeights),
+        v1
+          ? kernels.packedWeightBytes(
+              unpackV1Weights(blobView(plan, layer.packedWeights), layer.k, layer.n),
+              layer.k,
+              layer.n,
+            )
+          : blobView(plan, layer.packedWeights),
         layer.k,
         layer.n,
         f32Blob(plan, layer.scales),

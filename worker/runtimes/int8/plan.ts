@@ -6,7 +6,7 @@
  *
  *   offset  size  content
  *   0       8     magic "PINT8PLN"
- *   8       4     format version, u32 little-endian (1)
+ *   8       4     format version, u32 little-endian (2; 1 is still read)
  *   12      4     metadata length L, u32 little-endian
  *   16      L     metadata, UTF-8 JSON (`PlanMetadata`), padded with spaces to
  *                 a multiple of 16
@@ -14,14 +14,21 @@
  *                 (from the start of the file) the metadata gives
  *
  * Per layer the blobs are: the weights already packed for `gemmI16` (i16,
- * column pairs interleaved, zero point 0 — copied into WASM memory as they are),
- * the f32 per-output-channel weight scales, and the optional f32 bias.
+ * zero point 0, in the kernels' panel layout — copied into WASM memory as they
+ * are), the f32 per-output-channel weight scales, and the optional f32 bias.
+ *
+ * The version changes whenever the packed layout does. Version 1 packed
+ * column pairs 8 k values at a time (the kernels' layout until they moved to
+ * 16-column panels of k-pairs); such a plan still loads: its weights are
+ * unpacked with `unpackV1Weights` and packed anew, once, at load.
  */
 import { z } from "zod";
 import { invalid } from "../../errors";
 
 export const PLAN_MAGIC = "PINT8PLN";
-export const PLAN_FORMAT_VERSION = 1;
+export const PLAN_FORMAT_VERSION = 2;
+/** Older versions this build still reads (see `unpackV1Weights`). */
+const READABLE_VERSIONS = [1, PLAN_FORMAT_VERSION];
 const HEADER_BYTES = 16;
 const ALIGN = 16;
 
@@ -60,7 +67,10 @@ export const planMetadataSchema = z.object({
   /** Softmax over the last axis after the last layer. */
   softmax: z.boolean(),
 });
-export type PlanMetadata = z.infer<typeof planMetadataSchema>;
+export type PlanMetadata = z.infer<typeof planMetadataSchema> & {
+  /** The file's format version, which says how `packedWeights` are laid out. */
+  formatVersion: number;
+};
 
 export interface PlanBlobs {
   packedWeights: Uint8Array;
@@ -72,7 +82,7 @@ const pad = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
 /** Writes a plan: `layers` in metadata order, each with its blobs. */
 export function encodePlan(
-  meta: Omit<PlanMetadata, "layers"> & {
+  meta: Omit<PlanMetadata, "layers" | "formatVersion"> & {
     layers: Omit<PlanLayer, "packedWeights" | "scales" | "bias">[];
   },
   blobs: PlanBlobs[],
@@ -142,18 +152,21 @@ export function decodePlanHeader(bytes: Uint8Array): PlanMetadata {
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
-  if (version !== PLAN_FORMAT_VERSION) {
+  if (!READABLE_VERSIONS.includes(version)) {
     throw invalid(
-      `int8 plan format version ${version} is not supported (this build reads ${PLAN_FORMAT_VERSION})`,
+      `int8 plan format version ${version} is not supported (this build reads ${READABLE_VERSIONS.join(" and ")})`,
     );
   }
   const length = view.getUint32(12, true);
   if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
   let metadata: PlanMetadata;
   try {
-    metadata = planMetadataSchema.parse(
-      JSON.parse(new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length))),
-    );
+    metadata = {
+      ...planMetadataSchema.parse(
+        JSON.parse(new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length))),
+      ),
+      formatVersion: version,
+    };
   } catch (error) {
     throw invalid(`int8 plan metadata is invalid: ${(error as Error).message.slice(0, 200)}`);
   }
@@ -169,6 +182,30 @@ export function decodePlanHeader(bytes: Uint8Array): PlanMetadata {
     }
   }
   return metadata;
+}
+
+/**
+ * The K×N int8 weights (row-major) of a version-1 plan's packed blob: column
+ * pairs (N padded to 4, K to 8), inside a pair 8 k values of one column then
+ * the same 8 of the other, as i16.
+ */
+export function unpackV1Weights(packed: Uint8Array, k: number, n: number): Int8Array {
+  const kp = Math.ceil(k / 8) * 8;
+  const expected = Math.ceil(n / 4) * 4 * kp * 2;
+  if (packed.byteLength !== expected) {
+    throw invalid(
+      `version-1 packed weights for ${k}×${n} are ${expected} bytes, not ${packed.byteLength}`,
+    );
+  }
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const weights = new Int8Array(k * n);
+  for (let col = 0; col < n; col++) {
+    const base = (col & ~1) * kp * 2 + (col & 1) * 16;
+    for (let i = 0; i < k; i++) {
+      weights[i * n + col] = view.getInt16(base + (i >> 3) * 32 + (i & 7) * 2, true);
+    }
+  }
+  return weights;
 }
 
 /** A blob as a typed view into the plan (no copy). */
