@@ -6,10 +6,15 @@
  *
  *   - in-worker compute per request at batch 1 (the compute phase of
  *     Server-Timing, averaged over `?repeat=N` runs inside one request, since
- *     workerd's clock only ticks in whole milliseconds);
+ *     workerd's clock only ticks in whole milliseconds); samples alternate
+ *     between the runtimes, so a slow spell on a shared machine hits both;
  *   - end-to-end requests/s through wrangler dev (autocannon, loopback);
- *   - cold first inference: a fresh `wrangler dev` (fresh isolate) per runtime,
- *     time from sending the first request to its answer.
+ *   - cold first inference: a fresh `wrangler dev` (fresh isolate: no manifest,
+ *     plan, kernels or ORT loaded) per sample, once `/v2/health/ready` says the
+ *     registry answers (as a load balancer would wait; without it the sample
+ *     also times the local R2 emulator starting its storage), time from
+ *     sending the first inference request to its answer; the median of
+ *     `BENCH_COLD_SAMPLES` starts per runtime, alternating.
  */
 import autocannon from "autocannon";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -20,7 +25,8 @@ import { startDevServer, type DevServer } from "../lib/dev-server";
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 20000);
 // Only the worker is measured: no GPU origin process competing for the CPU.
 process.env.PINION_ORIGIN = "off";
-const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 9);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
+const COLD_SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 3);
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
 const RUNTIMES = ["int8", "ort"] as const;
@@ -70,6 +76,8 @@ async function post(base: string, url: string) {
 
 async function coldFirstInference(runtime: string) {
   return withServer(async (server) => {
+    const ready = await fetch(`${server.base}/v2/health/ready`);
+    if (!ready.ok) throw new Error(`not ready: ${ready.status} ${await ready.text()}`);
     const start = performance.now();
     const response = await post(server.base, path(runtime));
     const wall = performance.now() - start;
@@ -83,10 +91,13 @@ async function main(): Promise<void> {
     "Pinion runtime benchmark: digits-mlp (64→128→64→10) at batch 1, wrangler dev on loopback",
   );
   console.log(
-    `compute: median of ${SAMPLES} requests × ${REPEAT} in-worker runs; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: fresh wrangler dev per runtime\n`,
+    `compute: median of ${SAMPLES} requests × ${REPEAT} in-worker runs, alternating; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: median of ${COLD_SAMPLES} fresh wrangler dev starts per runtime\n`,
   );
   const warm = await withServer(async (server) => {
-    const results: Record<string, { computeUs: number; rps: number; p50: number }> = {};
+    const results: Record<
+      string,
+      { computeUs: number; computeRange: string; rps: number; p50: number }
+    > = {};
     const load = (runtime: string, duration: number) =>
       autocannon({
         url: server.base + path(runtime),
@@ -98,27 +109,46 @@ async function main(): Promise<void> {
       });
     // Warm both paths (JIT, caches) before measuring either, so order does not favour one.
     for (const runtime of RUNTIMES) await load(runtime, 2);
-    for (const runtime of RUNTIMES) {
-      await post(server.base, path(runtime)); // load
-      const samples: number[] = [];
-      for (let i = 0; i < SAMPLES; i++) {
+    const samples: Record<string, number[]> = { int8: [], ort: [] };
+    for (const runtime of RUNTIMES) await post(server.base, path(runtime)); // load
+    for (let i = 0; i < SAMPLES; i++) {
+      for (const runtime of RUNTIMES) {
         const response = await post(server.base, path(runtime, `&repeat=${REPEAT}`));
-        samples.push((phase(response.headers.get("server-timing"), "compute") / REPEAT) * 1000);
+        samples[runtime]!.push(
+          (phase(response.headers.get("server-timing"), "compute") / REPEAT) * 1000,
+        );
       }
+    }
+    for (const runtime of RUNTIMES) {
       const measured = await load(runtime, LOAD_SECONDS);
       if (measured.non2xx > 0 || measured.errors > 0) {
         throw new Error(`${runtime}: ${measured.non2xx} non-2xx, ${measured.errors} errors`);
       }
       results[runtime] = {
-        computeUs: median(samples),
+        computeUs: median(samples[runtime]!),
+        computeRange: `${Math.min(...samples[runtime]!).toFixed(2)}–${Math.max(...samples[runtime]!).toFixed(2)}`,
         rps: measured.requests.average,
         p50: measured.latency.p50,
       };
     }
     return results;
   });
-  const cold: Record<string, Awaited<ReturnType<typeof coldFirstInference>>> = {};
-  for (const runtime of RUNTIMES) cold[runtime] = await coldFirstInference(runtime);
+  const coldRuns: Record<string, Awaited<ReturnType<typeof coldFirstInference>>[]> = {
+    int8: [],
+    ort: [],
+  };
+  for (let i = 0; i < COLD_SAMPLES; i++) {
+    for (const runtime of RUNTIMES) coldRuns[runtime]!.push(await coldFirstInference(runtime));
+  }
+  const cold = Object.fromEntries(
+    RUNTIMES.map((runtime) => {
+      const runs = coldRuns[runtime]!;
+      return [
+        runtime,
+        { wall: median(runs.map((r) => r.wall)), load: median(runs.map((r) => r.load)) },
+      ];
+    }),
+  );
 
   const row = (cells: string[]) =>
     console.log(cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join(""));
@@ -129,10 +159,11 @@ async function main(): Promise<void> {
   const ort = warm.ort!;
   row([
     "compute / request (µs)",
-    int8.computeUs.toFixed(1),
-    ort.computeUs.toFixed(1),
+    int8.computeUs.toFixed(2),
+    ort.computeUs.toFixed(2),
     ratio(int8.computeUs, ort.computeUs, "lower"),
   ]);
+  row(["  min–max of samples", int8.computeRange, ort.computeRange, ""]);
   row([
     "requests/s (e2e)",
     int8.rps.toFixed(0),

@@ -60,7 +60,8 @@ class Int8Model implements LoadedModel {
     this.bytesHeld = kernels.memoryBytes + executor.blockScratchBytes();
   }
 
-  async run(inputs: readonly Tensor[], outputNames: readonly string[]): Promise<Tensor[]> {
+  /** Synchronous: the kernels never wait on anything. */
+  run(inputs: readonly Tensor[], outputNames: readonly string[]): Tensor[] {
     const x = inputs[0]!;
     const batch = x.shape[0]!;
     const y = this.executor.run(x.data as Float32Array, batch);
