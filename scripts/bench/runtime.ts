@@ -22,9 +22,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 
-// workerd's clock ticks in whole milliseconds: 100,000 runs of ~1 µs make a
-// sample of ~100 ms, so the tick is 1 % of it (20,000 made it 5 %).
-const REPEAT = Number(process.env.BENCH_REPEAT ?? 100000);
+// workerd's clock ticks in whole milliseconds, so a sample reruns the compute
+// enough times to last about SAMPLE_MS (the tick is then ~1 % of it); both
+// runtimes' samples last about as long, so a slow spell on a shared machine
+// weighs on them alike.
+const SAMPLE_MS = Number(process.env.BENCH_SAMPLE_MS ?? 100);
+const REPEAT_MAX = 1_000_000;
 // Only the worker is measured: no GPU origin process competing for the CPU.
 process.env.PINION_ORIGIN = "off";
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
@@ -56,7 +59,10 @@ const median = (values: number[]) =>
 
 async function withServer<T>(work: (server: DevServer) => Promise<T>): Promise<T> {
   const persistTo = await mkdtemp(join(tmpdir(), "pinion-bench-"));
-  const server = await startDevServer(persistTo, ["--var", `PINION_BENCH_REPEAT_MAX:${REPEAT}`]);
+  const server = await startDevServer(persistTo, [
+    "--var",
+    `PINION_BENCH_REPEAT_MAX:${REPEAT_MAX}`,
+  ]);
   try {
     return await work(server);
   } finally {
@@ -93,12 +99,12 @@ async function main(): Promise<void> {
     "Pinion runtime benchmark: digits-mlp (64→128→64→10) at batch 1, wrangler dev on loopback",
   );
   console.log(
-    `compute: median of ${SAMPLES} requests × ${REPEAT} in-worker runs, alternating; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: median of ${COLD_SAMPLES} fresh wrangler dev starts per runtime\n`,
+    `compute: median of ${SAMPLES} requests of ~${SAMPLE_MS} ms of in-worker runs each, alternating; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: median of ${COLD_SAMPLES} fresh wrangler dev starts per runtime\n`,
   );
   const warm = await withServer(async (server) => {
     const results: Record<
       string,
-      { computeUs: number; computeRange: string; rps: number; p50: number }
+      { computeUs: number; computeRange: string; repeat: number; rps: number; p50: number }
     > = {};
     const load = (runtime: string, duration: number) =>
       autocannon({
@@ -112,12 +118,20 @@ async function main(): Promise<void> {
     // Warm both paths (JIT, caches) before measuring either, so order does not favour one.
     for (const runtime of RUNTIMES) await load(runtime, 2);
     const samples: Record<string, number[]> = { int8: [], ort: [] };
-    for (const runtime of RUNTIMES) await post(server.base, path(runtime)); // load
+    // Load, then size each runtime's samples from a first estimate.
+    const repeat: Record<string, number> = {};
+    for (const runtime of RUNTIMES) {
+      await post(server.base, path(runtime));
+      const probe = 10000;
+      const response = await post(server.base, path(runtime, `&repeat=${probe}`));
+      const ms = Math.max(phase(response.headers.get("server-timing"), "compute"), 1);
+      repeat[runtime] = Math.min(REPEAT_MAX, Math.round((probe * SAMPLE_MS) / ms / 100) * 100);
+    }
     for (let i = 0; i < SAMPLES; i++) {
       for (const runtime of RUNTIMES) {
-        const response = await post(server.base, path(runtime, `&repeat=${REPEAT}`));
+        const response = await post(server.base, path(runtime, `&repeat=${repeat[runtime]}`));
         samples[runtime]!.push(
-          (phase(response.headers.get("server-timing"), "compute") / REPEAT) * 1000,
+          (phase(response.headers.get("server-timing"), "compute") / repeat[runtime]!) * 1000,
         );
       }
     }
@@ -128,6 +142,7 @@ async function main(): Promise<void> {
       }
       results[runtime] = {
         computeUs: median(samples[runtime]!),
+        repeat: repeat[runtime]!,
         computeRange: `${Math.min(...samples[runtime]!).toFixed(2)}–${Math.max(...samples[runtime]!).toFixed(2)}`,
         rps: measured.requests.average,
         p50: measured.latency.p50,
@@ -166,6 +181,7 @@ async function main(): Promise<void> {
     ratio(int8.computeUs, ort.computeUs, "lower"),
   ]);
   row(["  min–max of samples", int8.computeRange, ort.computeRange, ""]);
+  row(["  runs per sample", String(int8.repeat), String(ort.repeat), ""]);
   row([
     "requests/s (e2e)",
     int8.rps.toFixed(0),
