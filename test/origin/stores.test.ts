@@ -26,6 +26,19 @@ import {
   type InferBody,
 } from "./helpers";
 
+/** An S3 emulator on a free port, with the bucket the stores use. */
+async function startS3rver(dir: string): Promise<{ s3: S3rver; port: number }> {
+  const s3 = new S3rver({
+    address: "127.0.0.1",
+    port: 0,
+    silent: true,
+    directory: dir,
+    configureBuckets: [{ name: "pinion-models" }],
+  });
+  const { port } = await s3.run();
+  return { s3, port };
+}
+
 interface OpenedStore {
   store: ObjectStore;
   close(): Promise<void>;
@@ -59,14 +72,7 @@ const CASES: StoreCase[] = [
   {
     name: "S3 API (s3rver)",
     open: async (dir) => {
-      const s3 = new S3rver({
-        address: "127.0.0.1",
-        port: 0,
-        silent: true,
-        directory: dir,
-        configureBuckets: [{ name: "pinion-models" }],
-      });
-      const { port } = await s3.run();
+      const { s3, port } = await startS3rver(dir);
       const store = new S3Store({
         endpoint: `http://127.0.0.1:${port}`,
         bucket: "pinion-models",
@@ -215,14 +221,7 @@ describe.each(CASES)("$name store", ({ open, enforcesWrites, fullListing }) => {
 describe("S3 store errors", () => {
   it("reports a store that refuses the credentials as unreachable, and readiness goes false", async () => {
     const dir = await mkdtemp(join(tmpdir(), "pinion-origin-s3-"));
-    const s3 = new S3rver({
-      address: "127.0.0.1",
-      port: 0,
-      silent: true,
-      directory: dir,
-      configureBuckets: [{ name: "pinion-models" }],
-    });
-    const { port } = await s3.run();
+    const { s3, port } = await startS3rver(dir);
     try {
       const store = new S3Store({
         endpoint: `http://127.0.0.1:${port}`,
