@@ -2,7 +2,8 @@
  * @module
  * `npm run size`: what `wrangler deploy` would upload, with onnxruntime-web and
  * without it (`--define PINION_WITH_ORT:false`, for fleets whose versions are
- * all int8), from `wrangler deploy --dry-run --outdir`.
+ * all int8), from `wrangler deploy --dry-run --outdir`. The table goes into
+ * docs/benchmarks.md (section bench:size; see `bench/report.ts`).
  */
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
@@ -11,9 +12,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
+import { recordBench } from "./bench/report";
 
 const run = promisify(execFile);
 const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
+
+/** What docs/benchmarks.md gets: the table, as printed. */
+const printed: string[] = [];
+
+function print(line: string): void {
+  console.log(line);
+  printed.push(line);
+}
 
 async function measure(label: string, extra: string[]): Promise<void> {
   const outdir = await mkdtemp(join(tmpdir(), "pinion-size-"));
@@ -34,7 +44,7 @@ async function measure(label: string, extra: string[]): Promise<void> {
       );
     }
     const kib = (n: number) => `${(n / 1024).toFixed(0)} KiB`;
-    console.log(
+    print(
       `${label.padEnd(22)} ${kib(raw).padStart(10)} ${kib(gzip).padStart(10)} gzip   (${parts.join(", ")})`,
     );
   } finally {
@@ -42,6 +52,7 @@ async function measure(label: string, extra: string[]): Promise<void> {
   }
 }
 
-console.log(`${"bundle".padEnd(22)} ${"upload".padStart(10)} ${"".padStart(10)}`);
+print(`${"bundle".padEnd(22)} ${"upload".padStart(10)} ${"".padStart(10)}`);
 await measure("with onnxruntime-web", []);
 await measure("int8 only", ["--define", "PINION_WITH_ORT:false"]);
+await recordBench("size", printed.join("\n"));

@@ -5,12 +5,16 @@
  * thread) and a plain JS loop, all in this one process and run. Prints the
  * median GOP/s (2·M·K·N / time) of each, the ratios to ORT, and the share of
  * this machine's single-core pmaddwd peak.
+ *
+ * A full run (no BENCH_ONLY) records the table in docs/benchmarks.md
+ * (section bench:kernels; see `report.ts`).
  */
 import { readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus } from "node:os";
 import { kernelsPath, loadKernels } from "../lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../lib/onnx-graph";
+import { recordBench } from "./report";
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
 /** Only shapes whose "M×K×N" contains this (e.g. BENCH_ONLY=64×784). */
@@ -148,11 +152,17 @@ async function main(): Promise<void> {
   const cpu = cpus()[0]!;
   const ghz = clockGHz(cpu.speed);
   const peak = 32 * ghz;
+  // What docs/benchmarks.md gets: the peak estimate and the table.
+  const printed: string[] = [];
+  const print = (line: string) => {
+    console.log(line);
+    printed.push(line);
+  };
   console.log(
     `Pinion int8 kernels vs onnxruntime-web ${ort.env.versions.web} (WASM SIMD, 1 thread)`,
   );
   console.log(`${cpu.model.trim()}, ${cpus().length} cores, Node ${process.version}`);
-  console.log(
+  print(
     `single-core peak estimate: pmaddwd 32 int8 ops/cycle × ${ghz.toFixed(2)} GHz = ${peak.toFixed(1)} GOP/s`,
   );
   const ortWasm = createRequire(import.meta.url).resolve(
@@ -164,6 +174,10 @@ async function main(): Promise<void> {
       `onnxruntime-web ${(statSync(ortWasm).size / 1024 / 1024).toFixed(1)} MB`,
   );
   console.log(`medians of ${SAMPLES} samples of ~${SAMPLE_MS} ms each; GOP/s = 2·M·K·N / time\n`);
+  printed.push(
+    `medians of ${SAMPLES} samples of ~${SAMPLE_MS} ms each; GOP/s = 2·M·K·N / time`,
+    "",
+  );
   const header = [
     "M×K×N".padEnd(12),
     "shape".padEnd(12),
@@ -176,7 +190,7 @@ async function main(): Promise<void> {
     "fused/ort".padStart(10),
     "gemm %peak".padStart(11),
   ];
-  console.log(header.join(" "));
+  print(header.join(" "));
 
   for (const [m, k, n, label] of SHAPES) {
     if (ONLY && !`${m}×${k}×${n}`.includes(ONLY)) continue;
@@ -202,7 +216,7 @@ async function main(): Promise<void> {
         jsLoop(m, k, n, x, wf),
       ])
     ).map(gops) as [number, number, number, number, number];
-    console.log(
+    print(
       [
         `${m}×${k}×${n}`.padEnd(12),
         label.padEnd(12),
@@ -218,6 +232,8 @@ async function main(): Promise<void> {
     );
   }
   kernels.reset();
+  // A run of one shape (BENCH_ONLY) is not the whole table: it is printed, not recorded.
+  if (!ONLY) await recordBench("kernels", printed.join("\n"));
 }
 
 await main();

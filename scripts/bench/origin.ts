@@ -23,6 +23,9 @@
  * Knobs (environment): BENCH_MODEL (simple | digits-mlp; default simple),
  * BENCH_REQUESTS (1000), BENCH_WARMUP (100), BENCH_CONNECTIONS (8),
  * BENCH_SECONDS (5).
+ *
+ * A run that completes records its tables in docs/benchmarks.md (section
+ * bench:origin; see `report.ts`).
  */
 import autocannon from "autocannon";
 import { randomBytes } from "node:crypto";
@@ -34,6 +37,7 @@ import type { Manifest } from "../../worker/registry/manifest";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 import { prepareVersion } from "../lib/prepare";
 import { openTarget } from "../lib/targets";
+import { recordBench } from "./report";
 
 const MODELS = {
   simple: { file: "seed-simple/simple_model.onnx", golden: "seed-simple/cases.json" },
@@ -156,10 +160,18 @@ function load(endpoint: Endpoint, body: string): Promise<LoadFigures> {
 
 const f2 = (v: number) => v.toFixed(2);
 
+/** What docs/benchmarks.md gets: the tables and their captions, as printed. */
+const printed: string[] = [];
+
+function print(line: string): void {
+  console.log(line);
+  printed.push(line);
+}
+
 function table(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const row of [header, ...rows]) {
-    console.log(
+    print(
       row
         .map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!)))
         .join("  ")
@@ -284,7 +296,12 @@ async function main(): Promise<number> {
     const e = stats(samples.get(edge)!);
     const d = stats(samples.get(direct)!);
     const a = stats(samples.get(atEdge)!);
-    console.log(`sequential, ${REQUESTS} requests each (ms, client-side, body read):`);
+    // The model, for the record (the console had it in the opening line).
+    printed.push(
+      `${label} (${MODEL_KEY}, ${manifest.artifacts.onnx.bytes} bytes, placement origin), loopback`,
+      "",
+    );
+    print(`sequential, ${REQUESTS} requests each (ms, client-side, body read):`);
     table(
       ["", "median", "p99", "mean", "min", "max"],
       [
@@ -313,7 +330,7 @@ async function main(): Promise<number> {
     if (SECONDS > 0) {
       const le = await load(edge, body);
       const ld = await load(direct, body);
-      console.log(`\nconcurrent, ${CONNECTIONS} connections × ${SECONDS} s each (autocannon, ms):`);
+      print(`\nconcurrent, ${CONNECTIONS} connections × ${SECONDS} s each (autocannon, ms):`);
       table(
         ["", "median", "p99", "req/s", "non-2xx", "errors"],
         [
@@ -349,6 +366,7 @@ async function main(): Promise<number> {
         return 1;
       }
     }
+    await recordBench("origin", printed.join("\n"));
     return 0;
   } finally {
     await server?.stop();

@@ -10,6 +10,9 @@
  *
  * Knobs (environment): BENCH_CONNECTIONS (64), BENCH_SECONDS (30),
  * BENCH_FLIPS (100), ALIAS_TTL_MS (the worker's default, 5000).
+ *
+ * A run that passes its checks records the figures in docs/benchmarks.md
+ * (section bench:promotion; see `report.ts`).
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -17,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDevServer } from "../lib/dev-server";
 import { runPromotionLoad, type PromotionLoadFigures } from "../lib/promotion-load";
+import { recordBench } from "./report";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
@@ -26,7 +30,8 @@ const ALIAS_TTL_MS = process.env.ALIAS_TTL_MS;
 const MODEL = "digits-mlp";
 const VERSIONS = [1, 2] as const;
 
-function print(f: PromotionLoadFigures): void {
+/** Prints the figures; returns what it printed. */
+function print(f: PromotionLoadFigures): string {
   const rows: [string, string][] = [
     ["requests/s", f.requestsPerSecond.toFixed(0)],
     ["latency p50 (ms)", String(f.latencyP50Ms)],
@@ -56,9 +61,13 @@ function print(f: PromotionLoadFigures): void {
     ["audit records", String(f.historyLength)],
   ];
   const width = Math.max(...rows.map(([label]) => label.length));
-  for (const [label, value] of rows) console.log(`${label.padEnd(width)}  ${value}`);
-  for (const example of f.violationExamples) console.log(`  violation: ${example}`);
-  for (const failure of f.flipFailures) console.log(`  flip failed: ${failure}`);
+  const lines = [
+    ...rows.map(([label, value]) => `${label.padEnd(width)}  ${value}`),
+    ...f.violationExamples.map((example) => `  violation: ${example}`),
+    ...f.flipFailures.map((failure) => `  flip failed: ${failure}`),
+  ];
+  for (const line of lines) console.log(line);
+  return lines.join("\n");
 }
 
 async function main(): Promise<number> {
@@ -85,7 +94,7 @@ async function main(): Promise<number> {
       log: (line) => console.log(`  ${line}`),
     });
     console.log("");
-    print(figures);
+    const table = print(figures);
     const ok =
       figures.failed === 0 &&
       figures.violations === 0 &&
@@ -93,6 +102,7 @@ async function main(): Promise<number> {
       figures.flipsFailed === 0 &&
       figures.rollback.status === "applied";
     if (!ok) console.error("\nFAILED: see the figures above");
+    else await recordBench("promotion", table);
     return ok ? 0 : 1;
   } finally {
     await server.stop();

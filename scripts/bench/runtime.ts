@@ -15,12 +15,15 @@
  *     also times the local R2 emulator starting its storage), time from
  *     sending the first inference request to its answer; the median of
  *     `BENCH_COLD_SAMPLES` starts per runtime, alternating.
+ *
+ * The table goes into docs/benchmarks.md (section bench:runtime; see `report.ts`).
  */
 import autocannon from "autocannon";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDevServer, type DevServer } from "../lib/dev-server";
+import { recordBench } from "./report";
 
 // workerd's clock ticks in whole milliseconds, so a sample reruns the compute
 // enough times to last about SAMPLE_MS (the tick is then ~1 % of it); both
@@ -167,8 +170,12 @@ async function main(): Promise<void> {
     }),
   );
 
-  const row = (cells: string[]) =>
-    console.log(cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join(""));
+  const printed: string[] = [];
+  const row = (cells: string[]) => {
+    const line = cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join("");
+    console.log(line);
+    printed.push(line);
+  };
   row(["", "int8", "ort", "int8 vs ort"]);
   const ratio = (a: number, b: number, better: "lower" | "higher") =>
     `${(better === "lower" ? b / a : a / b).toFixed(1)}×`;
@@ -196,6 +203,7 @@ async function main(): Promise<void> {
     ratio(cold.int8!.wall, cold.ort!.wall, "lower"),
   ]);
   row(["  of which load (ms)", String(cold.int8!.load), String(cold.ort!.load), ""]);
+  await recordBench("runtime", printed.join("\n"));
 }
 
 await main();
