@@ -184,14 +184,19 @@ export class ModelRegistry {
 
   /**
    * Stores one artifact under its content address (skipped when already there)
-   * and returns its manifest entry. The store verifies the digest on upload.
+   * and returns its manifest entry. The store verifies the digest on upload, and
+   * the write is create-only: bytes already at the key are never replaced.
    */
   async storeArtifact(name: string, bytes: Uint8Array, mediaType: string): Promise<Artifact> {
     checkModelName(name);
     const sha256 = await sha256Hex(bytes);
     const key = blobKey(name, sha256);
     if (!(await this.store.head(key))) {
-      await this.store.put(key, bytes, { sha256, httpMetadata: { contentType: mediaType } });
+      await this.store.put(key, bytes, {
+        sha256,
+        onlyIf: { etagDoesNotMatch: "*" },
+        httpMetadata: { contentType: mediaType },
+      });
     }
     return { key, bytes: bytes.byteLength, sha256, mediaType };
   }
