@@ -25,7 +25,7 @@ import {
   RUNTIME_HINTS,
   tensorSpecSchema,
 } from "../registry/manifest";
-import { checkModelName } from "../registry/names";
+import { checkModelName, versionSchema } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { Promoter } from "../serving/promoter";
 import { secretsEqual } from "./auth";
@@ -107,7 +107,7 @@ const aliasField = z.string().regex(ALIAS_NAME_PATTERN, "invalid alias").default
 
 const promotionSchema = z.object({
   alias: aliasField,
-  version: z.number().int().positive(),
+  version: versionSchema,
   canary: z.number().gt(0).lt(100).optional(),
   shadow: z.number().gt(0).max(100).optional(),
   reason: z.string().max(1000).optional(),
@@ -142,7 +142,7 @@ const completeSchema = z.object({
 });
 
 const commitSchema = z.object({
-  version: z.number().int().positive().optional(),
+  version: versionSchema.optional(),
   platform: z.string().min(1),
   inputs: z.array(tensorSpecSchema).min(1),
   outputs: z.array(tensorSpecSchema).min(1),

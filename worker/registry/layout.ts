@@ -19,6 +19,7 @@
  * committed by creating their audit record (create-only, numbered), then
  * published to aliases.json; see `alias-store.ts`.
  */
+import { VERSION_PATTERN } from "./names";
 
 export const versionsPrefix = (name: string) => `models/${name}/versions/`;
 export const manifestKey = (name: string, version: number) =>
@@ -29,8 +30,8 @@ export const stagingKey = (name: string, id: string) => `uploads/${name}/${id}`;
 
 /** Parses `models/{name}/versions/{version}/` back to its version number. */
 export function versionFromPrefix(prefix: string): number | undefined {
-  const match = /\/versions\/([1-9][0-9]{0,8})\/$/.exec(prefix);
-  return match ? Number(match[1]) : undefined;
+  const segment = /\/versions\/([^/]*)\/$/.exec(prefix)?.[1];
+  return segment !== undefined && VERSION_PATTERN.test(segment) ? Number(segment) : undefined;
 }
 
 export const aliasesKey = (name: string) => `models/${name}/aliases.json`;

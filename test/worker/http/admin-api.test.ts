@@ -235,6 +235,41 @@ describe("publishing through the admin API", () => {
     });
     expect(again.status).toBe(409);
   });
+
+  it("refuses version numbers it could not list, explicit or auto-numbered", async () => {
+    const fields = {
+      platform: "onnx_onnxv1",
+      inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+      outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+      runtime: "ort",
+    };
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const { complete } = await upload("admin-max", onnx);
+    const stored = (await complete!.json()) as { key: string; bytes: number; sha256: string };
+    const commit = (version?: number) =>
+      json("models/admin-max/versions", "POST", {
+        ...fields,
+        ...(version === undefined ? {} : { version }),
+        artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+      });
+    const tooBig = await commit(1_000_000_000);
+    expect(tooBig.status).toBe(400);
+    expect(((await tooBig.json()) as { error: string }).error).toMatch(/at most 999999999/);
+
+    expect((await commit(999_999_999)).status).toBe(201);
+    const next = await commit();
+    expect(next.status).toBe(409);
+    expect(((await next.json()) as { error: string }).error).toMatch(/999999999/);
+
+    expect((await commit(5)).status).toBe(201);
+    const listed = (await (await admin("models/admin-max/versions")).json()) as {
+      versions: { version: number }[];
+    };
+    expect(listed.versions.map((v) => v.version)).toEqual([5, 999_999_999]);
+    expect((await env.MODELS.list({ prefix: "models/admin-max/versions/" })).objects).toHaveLength(
+      2,
+    );
+  });
 });
 
 describe("uploads never write where verified bytes may live", () => {
