@@ -72,6 +72,11 @@ type Ctx = Context<{ Variables: AdminVariables }>;
 /** Every part but the last has exactly this size (R2 needs equal parts of at least 5 MiB). */
 export const PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
+/**
+ * The largest artifact: verified bytes reach their blob key in one create-only
+ * put, and R2 takes at most 5 GiB − 5 MiB in one put (an ONNX file is at most 2 GiB).
+ */
+export const MAX_ARTIFACT_BYTES = 5 * 1024 ** 3 - 5 * 1024 ** 2;
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
@@ -128,7 +133,7 @@ const startUploadSchema = z.object({
     .number()
     .int()
     .positive()
-    .max(PART_BYTES * MAX_PARTS),
+    .max(MAX_ARTIFACT_BYTES, `an artifact is at most ${MAX_ARTIFACT_BYTES} bytes`),
   mediaType: z.string().min(1).max(200),
 });
 
@@ -309,8 +314,12 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
         );
       }
       const stored = await placeBlob(bucket, staged.key, key, sha256);
-      if (!stored || stored.size !== object.size) {
-        throw conflict(`${key} changed while the upload was being stored; upload it again`);
+      if (!stored)
+        throw conflict(`${key} was deleted while the upload was stored; upload it again`);
+      if (stored.size !== object.size) {
+        throw conflict(
+          `${key} already holds ${stored.size} bytes, not the ${object.size} uploaded; published bytes are never replaced`,
+        );
       }
       return c.json({ key, bytes: stored.size, sha256 });
     } finally {

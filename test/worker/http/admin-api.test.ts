@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../../worker/http/app";
-import { PART_BYTES } from "../../../worker/http/admin-routes";
+import { MAX_ARTIFACT_BYTES, PART_BYTES } from "../../../worker/http/admin-routes";
 import { sha256Hex } from "../../../worker/registry/digest";
 import { blobKey } from "../../../worker/registry/layout";
 import { ModelRegistry } from "../../../worker/registry/registry";
@@ -320,6 +320,18 @@ describe("uploads never write where verified bytes may live", () => {
     const after = await postJson("/v2/models/admin-attack/versions/1/infer", await firstCase());
     expect(after.status).toBe(200);
     expect(await after.json()).toEqual(answer);
+  });
+
+  it("refuses at the start an artifact too large to be placed at its blob key", async () => {
+    const start = await json("models/admin-huge/uploads", "POST", {
+      sha256: "c".repeat(64),
+      bytes: MAX_ARTIFACT_BYTES + 1,
+      mediaType: "application/octet-stream",
+    });
+    expect(start.status).toBe(400);
+    expect(((await start.json()) as { error: string }).error).toBe(
+      `bytes: an artifact is at most ${MAX_ARTIFACT_BYTES} bytes`,
+    );
   });
 
   it("a forged upload started before the blob existed cannot replace or delete it", async () => {
