@@ -14,6 +14,7 @@ import { ACTIVATIONS, type Activation } from "../convert/linear-stack";
 import { PinionError } from "../worker/errors";
 import { DEFAULT_ALIAS, describeEntry } from "../worker/registry/aliases";
 import type { Manifest, VersionSummary } from "../worker/registry/manifest";
+import { MAX_VERSION, VERSION_PATTERN } from "../worker/registry/names";
 import type { AuditRecord, GateResult } from "../worker/registry/promotion";
 import type { PromotionOutcome } from "../worker/serving/promoter";
 import { DEFAULT_PERSIST_TO } from "./lib/local-r2";
@@ -264,8 +265,8 @@ const parsePercent = (flag: string) => (value: string) => {
 };
 
 const parseVersionArgument = (value: string) => {
-  if (!/^[1-9][0-9]{0,8}$/.test(value)) {
-    throw new InvalidArgumentError("versions are positive integers such as 1, 2, 3");
+  if (!VERSION_PATTERN.test(value)) {
+    throw new InvalidArgumentError(`versions are integers from 1 to ${MAX_VERSION}`);
   }
   return Number(value);
 };

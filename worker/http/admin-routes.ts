@@ -6,16 +6,18 @@
  * in the audit log. Without a configured token the whole API is disabled.
  *
  * Artifacts arrive as R2 multipart uploads, one part per request, streamed
- * straight into R2, so the worker never holds a whole model; the assembled
- * object's sha256 is then computed by streaming it back through a digest, and
- * an object that does not match is deleted. A version is committed last, by
- * writing its manifest create-only.
+ * straight into R2, so the worker never holds a whole model. Each upload is
+ * assembled under a staging key of its own; its sha256 is then computed by
+ * streaming it back through a digest, and only bytes that match are copied to
+ * the blob key, create-only — an upload never writes where verified bytes may
+ * already be, and a failed one deletes only its staging object. A version is
+ * committed last, by writing its manifest create-only.
  */
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { invalid, notFound } from "../errors";
+import { conflict, invalid, notFound } from "../errors";
 import { ALIAS_NAME_PATTERN, DEFAULT_ALIAS } from "../registry/aliases";
-import { blobKey } from "../registry/layout";
+import { blobKey, stagingKey } from "../registry/layout";
 import {
   artifactSchema,
   quantizationSchema,
@@ -23,7 +25,7 @@ import {
   RUNTIME_HINTS,
   tensorSpecSchema,
 } from "../registry/manifest";
-import { checkModelName } from "../registry/names";
+import { checkModelName, versionSchema } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { Promoter } from "../serving/promoter";
 import { secretsEqual } from "./auth";
@@ -70,6 +72,11 @@ type Ctx = Context<{ Variables: AdminVariables }>;
 /** Every part but the last has exactly this size (R2 needs equal parts of at least 5 MiB). */
 export const PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
+/**
+ * The largest artifact: verified bytes reach their blob key in one create-only
+ * put, and R2 takes at most 5 GiB − 5 MiB in one put (an ONNX file is at most 2 GiB).
+ */
+export const MAX_ARTIFACT_BYTES = 5 * 1024 ** 3 - 5 * 1024 ** 2;
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
@@ -105,7 +112,7 @@ const aliasField = z.string().regex(ALIAS_NAME_PATTERN, "invalid alias").default
 
 const promotionSchema = z.object({
   alias: aliasField,
-  version: z.number().int().positive(),
+  version: versionSchema,
   canary: z.number().gt(0).lt(100).optional(),
   shadow: z.number().gt(0).max(100).optional(),
   reason: z.string().max(1000).optional(),
@@ -126,7 +133,7 @@ const startUploadSchema = z.object({
     .number()
     .int()
     .positive()
-    .max(PART_BYTES * MAX_PARTS),
+    .max(MAX_ARTIFACT_BYTES, `an artifact is at most ${MAX_ARTIFACT_BYTES} bytes`),
   mediaType: z.string().min(1).max(200),
 });
 
@@ -140,7 +147,7 @@ const completeSchema = z.object({
 });
 
 const commitSchema = z.object({
-  version: z.number().int().positive().optional(),
+  version: versionSchema.optional(),
   platform: z.string().min(1),
   inputs: z.array(tensorSpecSchema).min(1),
   outputs: z.array(tensorSpecSchema).min(1),
@@ -176,12 +183,57 @@ function shaParam(c: Ctx): string {
   return sha;
 }
 
+/**
+ * The upload id the client sees is `{staging id}.{R2 upload id}`: the staging
+ * key is recovered from it on every later call (so resuming needs nothing
+ * else), and is always one the worker generated, never a key the client names.
+ */
+const UPLOAD_TOKEN = /^([0-9a-f]{32})\.(.+)$/s;
+
+function openUpload(c: Ctx, name: string): { key: string; upload: R2MultipartUpload } {
+  const match = UPLOAD_TOKEN.exec(c.req.param("uploadId") ?? "");
+  if (!match) throw notFound("no such upload: start it again");
+  const key = stagingKey(name, match[1]!);
+  return { key, upload: c.var.admin.bucket.resumeMultipartUpload(key, match[2]!) };
+}
+
+/** Refuses a start when the blob key holds bytes that cannot be the ones announced. */
+function checkExisting(existing: R2Object, sha256: string, bytes: number): void {
+  const digest =
+    existing.customMetadata?.sha256 ??
+    (existing.checksums.sha256 && hex(existing.checksums.sha256));
+  if (existing.size === bytes && (digest === undefined || digest === sha256)) return;
+  throw conflict(
+    `${existing.key} already holds ${existing.size} bytes with sha256 ${digest ?? sha256}; an upload of ${bytes} bytes cannot have that digest, and published bytes are never replaced`,
+  );
+}
+
+const hex = (buffer: ArrayBuffer) =>
+  Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+
+/**
+ * Copies verified staged bytes to their blob key without ever overwriting it:
+ * a blob already there (an earlier or concurrent upload of the same bytes) is kept.
+ */
+async function placeBlob(bucket: R2Bucket, staging: string, key: string, sha256: string) {
+  const existing = await bucket.head(key);
+  if (existing) return existing;
+  const source = await bucket.get(staging);
+  if (!source) throw notFound("the staged upload vanished before it could be stored");
+  const written = await bucket.put(key, source.body, {
+    onlyIf: { etagDoesNotMatch: "*" },
+    sha256,
+    customMetadata: { sha256 },
+    ...(source.httpMetadata ? { httpMetadata: source.httpMetadata } : {}),
+  });
+  return written ?? (await bucket.head(key));
+}
+
 /** Streams an object through SHA-256 without buffering it. */
 async function streamedSha256(object: R2ObjectBody): Promise<string> {
   const stream = new crypto.DigestStream("SHA-256");
   await object.body.pipeTo(stream);
-  const hash = new Uint8Array(await stream.digest);
-  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(await stream.digest);
 }
 
 export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
@@ -205,17 +257,22 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     const { sha256, bytes, mediaType } = await body(c, startUploadSchema);
     const key = blobKey(name, sha256);
     const existing = await c.var.admin.bucket.head(key);
-    if (existing && existing.size === bytes) return c.json({ exists: true, key });
-    const upload = await c.var.admin.bucket.createMultipartUpload(key, {
+    if (existing) {
+      checkExisting(existing, sha256, bytes);
+      return c.json({ exists: true, key });
+    }
+    const id = crypto.randomUUID().replaceAll("-", "");
+    const upload = await c.var.admin.bucket.createMultipartUpload(stagingKey(name, id), {
       httpMetadata: { contentType: mediaType },
     });
-    return c.json({ exists: false, key, uploadId: upload.uploadId, partBytes: PART_BYTES }, 201);
+    const uploadId = `${id}.${upload.uploadId}`;
+    return c.json({ exists: false, key, uploadId, partBytes: PART_BYTES }, 201);
   });
 
   // One part, streamed into R2. Needs Content-Length: R2 must know the size up front.
   app.put("/models/:name/uploads/:uploadId/parts/:part", async (c) => {
     const name = checkModelName(c.req.param("name"));
-    const key = blobKey(name, shaParam(c));
+    shaParam(c);
     const partNumber = Number(c.req.param("part"));
     if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > MAX_PARTS) {
       throw invalid(`part number must be an integer from 1 to ${MAX_PARTS}`);
@@ -227,7 +284,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     if (length > PART_BYTES) {
       return c.json({ error: `a part is at most ${PART_BYTES} bytes` }, 413);
     }
-    const upload = c.var.admin.bucket.resumeMultipartUpload(key, c.req.param("uploadId"));
+    const { upload } = openUpload(c, name);
     try {
       const part = await upload.uploadPart(partNumber, c.req.raw.body!);
       return c.json({ partNumber: part.partNumber, etag: part.etag });
@@ -241,30 +298,41 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     const { sha256, parts } = await body(c, completeSchema);
     const key = blobKey(name, sha256);
     const bucket = c.var.admin.bucket;
-    const upload = bucket.resumeMultipartUpload(key, c.req.param("uploadId"));
+    const staged = openUpload(c, name);
     try {
-      await upload.complete(parts);
+      await staged.upload.complete(parts);
     } catch (error) {
       throw invalid(`the upload could not be completed: ${(error as Error).message}`);
     }
-    const object = await bucket.get(key);
-    if (!object) throw invalid("the completed upload is not in the bucket");
-    const actual = await streamedSha256(object);
-    if (actual !== sha256) {
-      await bucket.delete(key);
-      throw invalid(
-        `the uploaded bytes have sha256 ${actual}, not ${sha256}; the object was deleted`,
-      );
+    try {
+      const object = await bucket.get(staged.key);
+      if (!object) throw invalid("the completed upload is not in the bucket");
+      const actual = await streamedSha256(object);
+      if (actual !== sha256) {
+        throw invalid(
+          `the uploaded bytes have sha256 ${actual}, not ${sha256}; the object was deleted`,
+        );
+      }
+      const stored = await placeBlob(bucket, staged.key, key, sha256);
+      if (!stored)
+        throw conflict(`${key} was deleted while the upload was stored; upload it again`);
+      if (stored.size !== object.size) {
+        throw conflict(
+          `${key} already holds ${stored.size} bytes, not the ${object.size} uploaded; published bytes are never replaced`,
+        );
+      }
+      return c.json({ key, bytes: stored.size, sha256 });
+    } finally {
+      // Only this upload's own object: the blob key is never deleted.
+      await bucket.delete(staged.key);
     }
-    return c.json({ key, bytes: object.size, sha256 });
   });
 
   app.delete("/models/:name/uploads/:uploadId", async (c) => {
     const name = checkModelName(c.req.param("name"));
-    const key = blobKey(name, shaParam(c));
-    await c.var.admin.bucket
-      .resumeMultipartUpload(key, c.req.param("uploadId"))
-      .abort()
+    shaParam(c);
+    await openUpload(c, name)
+      .upload.abort()
       .catch(() => undefined); // already gone: aborting is idempotent
     return c.body(null, 204);
   });

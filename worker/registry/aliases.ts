@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { invalid } from "../errors";
+import { versionSchema } from "./names";
 
 export const ALIAS_NAME_PATTERN = /^[a-z][a-z0-9-]{0,31}$/;
 /** The alias `/v2/models/{name}/infer` serves when present. */
@@ -24,7 +25,7 @@ export function checkAliasName(alias: string): string {
   return alias;
 }
 
-const version = z.number().int().positive();
+const version = versionSchema;
 
 export const aliasEntrySchema = z
   .object({

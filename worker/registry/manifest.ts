@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { DATATYPES } from "../protocol/datatypes";
-import { MODEL_NAME_PATTERN } from "./names";
+import { MODEL_NAME_PATTERN, versionSchema } from "./names";
 
 export const MANIFEST_SCHEMA_VERSION = 1;
 
@@ -68,7 +68,7 @@ export type Quantization = z.infer<typeof quantizationSchema>;
 export const manifestSchema = z.object({
   schema: z.literal(MANIFEST_SCHEMA_VERSION),
   name: z.string().regex(MODEL_NAME_PATTERN),
-  version: z.number().int().positive(),
+  version: versionSchema,
   createdAt: z.iso.datetime(),
   /** OIP platform string, e.g. `onnx_onnxv1`. */
   platform: z.string().min(1),

@@ -19,7 +19,7 @@ import {
   placementOf,
   type VersionSummary,
 } from "./manifest";
-import { MODEL_NAME_PATTERN, checkModelName } from "./names";
+import { MAX_VERSION, MODEL_NAME_PATTERN, checkModelName } from "./names";
 import { listPages, type ObjectStore, type StoredObject } from "./store";
 import { AliasStore } from "./alias-store";
 import { ShadowStatsStore } from "./shadow-stats";
@@ -184,14 +184,19 @@ export class ModelRegistry {
 
   /**
    * Stores one artifact under its content address (skipped when already there)
-   * and returns its manifest entry. The store verifies the digest on upload.
+   * and returns its manifest entry. The store verifies the digest on upload, and
+   * the write is create-only: bytes already at the key are never replaced.
    */
   async storeArtifact(name: string, bytes: Uint8Array, mediaType: string): Promise<Artifact> {
     checkModelName(name);
     const sha256 = await sha256Hex(bytes);
     const key = blobKey(name, sha256);
     if (!(await this.store.head(key))) {
-      await this.store.put(key, bytes, { sha256, httpMetadata: { contentType: mediaType } });
+      await this.store.put(key, bytes, {
+        sha256,
+        onlyIf: { etagDoesNotMatch: "*" },
+        httpMetadata: { contentType: mediaType },
+      });
     }
     return { key, bytes: bytes.byteLength, sha256, mediaType };
   }
@@ -243,6 +248,15 @@ export class ModelRegistry {
     const attempts = fields.version === undefined ? PUBLISH_ATTEMPTS : 1;
     for (let attempt = 0; attempt < attempts; attempt++) {
       const version = fields.version ?? ((await this.listVersions(name)).at(-1) ?? 0) + 1;
+      // Past the largest number a URL or listing knows, a version would be invisible.
+      if (version > MAX_VERSION && fields.version !== undefined) {
+        throw invalid(`cannot publish ${name}@${version}: versions are at most ${MAX_VERSION}`);
+      }
+      if (version > MAX_VERSION) {
+        throw conflict(
+          `${name} already has version ${MAX_VERSION}, the largest a version can be; publish with an explicit free version number below it`,
+        );
+      }
       const candidate = {
         schema: MANIFEST_SCHEMA_VERSION,
         name,

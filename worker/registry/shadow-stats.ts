@@ -6,7 +6,7 @@
  * a write per mirrored request would cost more than the mirroring.
  */
 import { z } from "zod";
-import { checkModelName } from "./names";
+import { checkModelName, versionSchema } from "./names";
 import { shadowPrefix } from "./layout";
 import { listKeys, type ObjectStore } from "./store";
 
@@ -14,9 +14,9 @@ export const shadowTotalsSchema = z.object({
   alias: z.string(),
   /** The alias revision whose shadow setting produced these samples. */
   revision: z.number().int().nonnegative(),
-  candidate: z.number().int().positive(),
+  candidate: versionSchema,
   /** Versions that answered the mirrored requests. */
-  primaries: z.array(z.number().int().positive()),
+  primaries: z.array(versionSchema),
   /** Mirrored requests compared. */
   samples: z.number().int().nonnegative(),
   /** Mirrored requests whose candidate run failed (never seen by callers). */

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../../worker/http/app";
-import { PART_BYTES } from "../../../worker/http/admin-routes";
+import { MAX_ARTIFACT_BYTES, PART_BYTES } from "../../../worker/http/admin-routes";
 import { sha256Hex } from "../../../worker/registry/digest";
 import { blobKey } from "../../../worker/registry/layout";
 import { ModelRegistry } from "../../../worker/registry/registry";
@@ -234,5 +234,189 @@ describe("publishing through the admin API", () => {
       artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
     });
     expect(again.status).toBe(409);
+  });
+
+  it("refuses version numbers it could not list, explicit or auto-numbered", async () => {
+    const fields = {
+      platform: "onnx_onnxv1",
+      inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+      outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+      runtime: "ort",
+    };
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const { complete } = await upload("admin-max", onnx);
+    const stored = (await complete!.json()) as { key: string; bytes: number; sha256: string };
+    const commit = (version?: number) =>
+      json("models/admin-max/versions", "POST", {
+        ...fields,
+        ...(version === undefined ? {} : { version }),
+        artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+      });
+    const tooBig = await commit(1_000_000_000);
+    expect(tooBig.status).toBe(400);
+    expect(((await tooBig.json()) as { error: string }).error).toMatch(/at most 999999999/);
+
+    expect((await commit(999_999_999)).status).toBe(201);
+    const next = await commit();
+    expect(next.status).toBe(409);
+    expect(((await next.json()) as { error: string }).error).toMatch(/999999999/);
+
+    expect((await commit(5)).status).toBe(201);
+    const listed = (await (await admin("models/admin-max/versions")).json()) as {
+      versions: { version: number }[];
+    };
+    expect(listed.versions.map((v) => v.version)).toEqual([5, 999_999_999]);
+    expect((await env.MODELS.list({ prefix: "models/admin-max/versions/" })).objects).toHaveLength(
+      2,
+    );
+  });
+});
+
+describe("uploads never write where verified bytes may live", () => {
+  const fields = {
+    platform: "onnx_onnxv1",
+    inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+    outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+    runtime: "ort",
+  };
+  const firstCase = async () => {
+    const cases = await fixtureJson<{ inputs: number[][] }>("seed-simple/cases.json");
+    return { inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: cases.inputs[0] }] };
+  };
+
+  /** Publishes the seed model as version 1 of `model` and returns its answer and blob. */
+  async function publishSeed(model: string) {
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const { complete } = await upload(model, onnx);
+    const stored = (await complete!.json()) as { key: string; bytes: number; sha256: string };
+    const commit = await json(`models/${model}/versions`, "POST", {
+      ...fields,
+      artifacts: { onnx: { ...stored, mediaType: "application/x-onnx" } },
+    });
+    expect(commit.status).toBe(201);
+    const before = await postJson(`/v2/models/${model}/versions/1/infer`, await firstCase());
+    expect(before.status).toBe(200);
+    return { onnx, stored, answer: await before.json() };
+  }
+
+  it("refuses an upload naming a published blob's sha256 with another size; the version stays intact", async () => {
+    const { onnx, stored, answer } = await publishSeed("admin-attack");
+    // The issue's attack: the blob's digest with another size, which used to open an upload
+    // onto the blob's own key, overwrite it on complete, fail the check and delete it.
+    const forged = new Uint8Array(onnx.byteLength + 100).fill(7);
+    const start = await json("models/admin-attack/uploads", "POST", {
+      sha256: stored.sha256,
+      bytes: forged.byteLength,
+      mediaType: "application/octet-stream",
+    });
+    expect(start.status).toBe(409);
+    expect(((await start.json()) as { error: string }).error).toMatch(
+      new RegExp(`already holds ${onnx.byteLength} bytes with sha256 ${stored.sha256}`),
+    );
+
+    const object = await env.MODELS.get(stored.key);
+    expect(object?.size).toBe(onnx.byteLength);
+    expect(await sha256Hex(new Uint8Array(await object!.arrayBuffer()))).toBe(stored.sha256);
+    const after = await postJson("/v2/models/admin-attack/versions/1/infer", await firstCase());
+    expect(after.status).toBe(200);
+    expect(await after.json()).toEqual(answer);
+  });
+
+  it("refuses at the start an artifact too large to be placed at its blob key", async () => {
+    const start = await json("models/admin-huge/uploads", "POST", {
+      sha256: "c".repeat(64),
+      bytes: MAX_ARTIFACT_BYTES + 1,
+      mediaType: "application/octet-stream",
+    });
+    expect(start.status).toBe(400);
+    expect(((await start.json()) as { error: string }).error).toBe(
+      `bytes: an artifact is at most ${MAX_ARTIFACT_BYTES} bytes`,
+    );
+  });
+
+  it("a forged upload started before the blob existed cannot replace or delete it", async () => {
+    // Start the forgery first, so the start-time check sees no blob; publish the real bytes;
+    // then finish the forgery: its complete must neither overwrite nor delete them.
+    const onnx = await fixtureBytes("seed-simple/simple_model.onnx");
+    const sha256 = await sha256Hex(onnx);
+    const forged = new Uint8Array(onnx.byteLength + 100).fill(9);
+    const start = await json("models/admin-race-forge/uploads", "POST", {
+      sha256,
+      bytes: forged.byteLength,
+      mediaType: "application/octet-stream",
+    });
+    expect(start.status).toBe(201);
+    const started = (await start.json()) as { uploadId: string };
+    const part = await admin(
+      `models/admin-race-forge/uploads/${started.uploadId}/parts/1?sha256=${sha256}`,
+      { method: "PUT", body: forged },
+    );
+    expect(part.status).toBe(200);
+
+    const { answer, stored } = await publishSeed("admin-race-forge");
+    const complete = await json(
+      `models/admin-race-forge/uploads/${started.uploadId}/complete`,
+      "POST",
+      {
+        sha256,
+        parts: [await part.json()],
+      },
+    );
+    expect(complete.status).toBe(400);
+    expect(((await complete.json()) as { error: string }).error).toMatch(
+      new RegExp(`not ${sha256}; the object was deleted`),
+    );
+
+    const object = await env.MODELS.head(stored.key);
+    expect(object?.size).toBe(onnx.byteLength);
+    const after = await postJson("/v2/models/admin-race-forge/versions/1/infer", await firstCase());
+    expect(after.status).toBe(200);
+    expect(await after.json()).toEqual(answer);
+    // Nothing of the forgery is left behind anywhere in the bucket.
+    const listed = await env.MODELS.list({ prefix: "uploads/" });
+    expect(listed.objects.filter((o) => o.key.includes("admin-race-forge"))).toEqual([]);
+  });
+
+  it("concurrent uploads of the same bytes all succeed and store them once", async () => {
+    const bytes = new TextEncoder().encode("the same artifact, uploaded twice at once");
+    const sha256 = await sha256Hex(bytes);
+    const starts = await Promise.all(
+      [1, 2, 3].map(() =>
+        json("models/admin-twice/uploads", "POST", {
+          sha256,
+          bytes: bytes.byteLength,
+          mediaType: "application/octet-stream",
+        }),
+      ),
+    );
+    const uploads = await Promise.all(
+      starts.map(async (s) => {
+        expect(s.status).toBe(201);
+        const { uploadId } = (await s.json()) as { uploadId: string };
+        const part = await admin(
+          `models/admin-twice/uploads/${uploadId}/parts/1?sha256=${sha256}`,
+          { method: "PUT", body: bytes },
+        );
+        return { uploadId, part: await part.json() };
+      }),
+    );
+    const completes = await Promise.all(
+      uploads.map(({ uploadId, part }) =>
+        json(`models/admin-twice/uploads/${uploadId}/complete`, "POST", { sha256, parts: [part] }),
+      ),
+    );
+    for (const c of completes) {
+      expect(c.status).toBe(200);
+      expect(await c.json()).toEqual({
+        key: blobKey("admin-twice", sha256),
+        bytes: bytes.byteLength,
+        sha256,
+      });
+    }
+    const object = await env.MODELS.get(blobKey("admin-twice", sha256));
+    expect(object?.customMetadata).toEqual({ sha256 });
+    expect(await object?.text()).toBe("the same artifact, uploaded twice at once");
+    const staged = await env.MODELS.list({ prefix: "uploads/admin-twice/" });
+    expect(staged.objects).toEqual([]);
   });
 });

@@ -1,8 +1,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { PinionError } from "../../../worker/errors";
-import { blobKey, manifestKey } from "../../../worker/registry/layout";
-import { checkModelName, parseVersion } from "../../../worker/registry/names";
+import { blobKey, manifestKey, versionFromPrefix } from "../../../worker/registry/layout";
+import { MAX_VERSION, checkModelName, parseVersion } from "../../../worker/registry/names";
 import { sha256Hex } from "../../../worker/registry/digest";
 import { fixtureBytes, publishFixture, registry } from "../helpers";
 
@@ -45,9 +45,38 @@ describe("model names and versions", () => {
       expect(() => parseVersion(bad), bad).toThrow(/invalid model version/);
     }
   });
+
+  it("has one largest version, which every parser and the listing agree on", () => {
+    expect(MAX_VERSION).toBe(999_999_999);
+    expect(parseVersion(String(MAX_VERSION))).toBe(MAX_VERSION);
+    expect(() => parseVersion(String(MAX_VERSION + 1))).toThrow(/invalid model version/);
+    expect(versionFromPrefix(`models/m/versions/${MAX_VERSION}/`)).toBe(MAX_VERSION);
+    expect(versionFromPrefix(`models/m/versions/${MAX_VERSION + 1}/`)).toBeUndefined();
+  });
 });
 
 describe("ModelRegistry on R2", () => {
+  it("never writes a version number it cannot list", async () => {
+    // A legal 999999999 used to make the next auto-numbered publish write an invisible
+    // 1000000000, after which every publish failed to claim a number.
+    expect(
+      await kindOf(publishFixture("reg-max", "seed-simple/simple_model.onnx", MAX_VERSION + 1)),
+    ).toMatch(/^invalid_argument: .*version.* at most 999999999/);
+    expect(
+      (await publishFixture("reg-max", "seed-simple/simple_model.onnx", MAX_VERSION)).version,
+    ).toBe(MAX_VERSION);
+    expect(await kindOf(publishFixture("reg-max", "seed-simple/simple_model.onnx"))).toMatch(
+      /^conflict: .*reg-max.* 999999999/,
+    );
+    expect((await publishFixture("reg-max", "seed-simple/simple_model.onnx", 2)).version).toBe(2);
+    expect(await registry().listVersions("reg-max")).toEqual([2, MAX_VERSION]);
+    const written = await env.MODELS.list({ prefix: "models/reg-max/versions/" });
+    expect(written.objects.map((o) => o.key)).toEqual([
+      manifestKey("reg-max", 2),
+      manifestKey("reg-max", MAX_VERSION),
+    ]);
+  });
+
   it("publishes immutable versions with artifacts addressed by sha256", async () => {
     const manifest = await publishFixture("reg-simple", "seed-simple/simple_model.onnx");
     expect(manifest.version).toBe(1);
