@@ -219,12 +219,14 @@ export class ModelRegistry {
   /**
    * Writes the manifest of a new version whose artifacts are already stored —
    * the commit point of a publish. Checks that each artifact is in the bucket
-   * with the recorded size first.
+   * with the recorded size first, then runs `check` (the admin API's
+   * `VersionChecker`) on the candidate manifest: a version it refuses is never written.
    */
   async commitVersion(
     name: string,
     fields: VersionFields,
     artifacts: Manifest["artifacts"],
+    check?: (candidate: Manifest) => Promise<void>,
   ): Promise<Manifest> {
     checkModelName(name);
     for (const [role, artifact] of Object.entries(artifacts)) {
@@ -243,6 +245,7 @@ export class ModelRegistry {
     const attempts = fields.version === undefined ? PUBLISH_ATTEMPTS : 1;
     for (let attempt = 0; attempt < attempts; attempt++) {
       const version = fields.version ?? ((await this.listVersions(name)).at(-1) ?? 0) + 1;
+      // The check sees the first candidate; a retry changes only the version number.
       const candidate = {
         schema: MANIFEST_SCHEMA_VERSION,
         name,
@@ -262,6 +265,7 @@ export class ModelRegistry {
         const issue = checked.error.issues[0]!;
         throw invalid(`cannot publish ${name}: manifest ${issue.path.join(".")}: ${issue.message}`);
       }
+      if (attempt === 0) await check?.(checked.data);
       const written = await this.store.put(
         manifestKey(name, version),
         JSON.stringify(checked.data, null, 2),
