@@ -137,10 +137,10 @@ export class VersionChecker {
       while (have < need) {
         const { value, done } = await reader.read();
         if (done) break;
-        const take = Math.min(value.byteLength, need - have);
+        const take = Math.min(value.byteLength, head.byteLength - have);
         head.set(value.subarray(0, take), have);
         have += take;
-        if (need === PLAN_HEADER_BYTES && have === need) {
+        if (need === PLAN_HEADER_BYTES && have >= need) {
           // The metadata's length, capped: a plan claiming more is refused as truncated.
           const length = new DataView(head.buffer).getUint32(12, true);
           need += Math.min(length, MAX_PLAN_METADATA_BYTES);
