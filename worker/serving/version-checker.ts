@@ -15,18 +15,15 @@
  * structure is checked when it fits that budget, and streamed through the
  * structure check otherwise (initializer data skipped, see `onnx-skeleton.ts`);
  * onnxruntime-node loads it on the origin's first request.
+ *
+ * The checks (and onnx-proto under them) are imported on first use, so an
+ * isolate that never commits never evaluates them.
  */
 import { invalid, PinionError } from "../errors";
 import { streamOnnxSkeleton } from "../registry/onnx-skeleton";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
 import { placementOf } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
-import {
-  checkGoldenArtifact,
-  checkInt8Plan,
-  checkOnnxArtifact,
-  refusal,
-} from "../registry/version-check";
 import { PLAN_HEADER_BYTES } from "../runtimes/int8/plan";
 import type { Runtime, RuntimeName } from "../runtimes/runtime";
 import type { DataPlane } from "./data-plane";
@@ -38,6 +35,8 @@ const RUNTIME_LABEL: Record<string, string> = {
   ort: "onnxruntime-web",
   int8: "the int8 runtime",
 };
+
+const checks = () => import("../registry/version-check");
 
 export class VersionChecker {
   constructor(
@@ -52,6 +51,7 @@ export class VersionChecker {
 
   /** Refuses (invalid_argument) a candidate manifest whose artifacts would not serve. */
   async check(manifest: Manifest): Promise<void> {
+    const { checkGoldenArtifact, checkInt8Plan, checkOnnxArtifact } = await checks();
     if (manifest.runtime === "int8" && !manifest.artifacts.int8) {
       throw invalid("runtime int8 needs an int8 artifact");
     }
@@ -111,6 +111,7 @@ export class VersionChecker {
 
   /** The structure of an ONNX model too large to hold, streamed past its weights. */
   private async streamOnnx(manifest: Manifest): Promise<void> {
+    const { checkOnnxArtifact, refusal } = await checks();
     const { object } = await this.registry.openArtifact(manifest, "onnx", Number.MAX_SAFE_INTEGER);
     let skeleton: Uint8Array;
     try {
@@ -124,6 +125,7 @@ export class VersionChecker {
 
   /** The header of an int8 plan too large to hold (an origin-placed version's). */
   private async planHead(manifest: Manifest): Promise<void> {
+    const { checkInt8Plan } = await checks();
     const { artifact, object } = await this.registry.openArtifact(
       manifest,
       "int8",
