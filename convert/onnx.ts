@@ -1,8 +1,9 @@
 /**
  * @module
  * ONNX models as protobuf, through onnx-proto: building small graphs (the
- * converter's output, test graphs) and inspecting uploaded ones at publish time,
- * so a broken model is refused before it becomes a version.
+ * converter's output, test graphs) and reading graphs for the int8 compiler.
+ * The structure check run at publish (`inspectOnnx`) lives with the worker's
+ * commit checks (`worker/registry/onnx-structure.ts`), re-exported here.
  */
 import pkg from "onnx-proto";
 import type { TensorSpec } from "../worker/protocol/datatypes";
