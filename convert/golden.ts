@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { invalid } from "../worker/errors";
 import type { TensorSpec } from "../worker/protocol/datatypes";
-import { GOLDEN_FORMAT, shapeOf, type Golden } from "../worker/registry/golden";
+import { checkGoldenRows, GOLDEN_FORMAT, type Golden } from "../worker/registry/golden";
 
 export { GOLDEN_FORMAT, type Golden };
 
@@ -66,21 +66,8 @@ export function parseGolden(text: string, inputs: TensorSpec[], outputs: TensorS
       `the golden file has ${file.inputs.length} inputs but ${file.labels.length} labels`,
     );
   }
-  const check = (rows: unknown[], spec: TensorSpec, what: string) => {
-    const want = spec.shape.slice(1);
-    for (const [i, row] of rows.entries()) {
-      const got = shapeOf(row);
-      const fits =
-        got.length === want.length && want.every((d, axis) => d === -1 || d === got[axis]);
-      if (!fits) {
-        throw invalid(
-          `golden ${what} ${i} has shape [${got.join(", ")}]; '${spec.name}' takes [${want.join(", ")}] per case`,
-        );
-      }
-    }
-  };
-  check(file.inputs, input, "input");
-  check(expected, output, "output");
+  checkGoldenRows(file.inputs, input, "input");
+  checkGoldenRows(expected, output, "output");
   return {
     format: GOLDEN_FORMAT,
     inputName: input.name,

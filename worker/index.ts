@@ -12,6 +12,7 @@ import { OrtRuntime } from "./runtimes/ort/ort-runtime";
 import { parseServingConfig } from "./serving/config";
 import { DataPlane } from "./serving/data-plane";
 import { Promoter } from "./serving/promoter";
+import { VersionChecker } from "./serving/version-checker";
 
 /** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
 declare const PINION_WITH_ORT: boolean | undefined;
@@ -52,6 +53,7 @@ function wiringFor(env: WorkerEnv): Wiring {
         bucket: env.MODELS,
         registry,
         promoter: new Promoter(registry, plane),
+        checker: new VersionChecker(registry, plane),
       },
     };
     wirings.set(env.MODELS, wiring);

@@ -17,6 +17,7 @@ import type { TensorSpec } from "../../worker/protocol/datatypes";
 import type { ArtifactRole, Placement, Quantization } from "../../worker/registry/manifest";
 import { PlanExecutor } from "../../worker/runtimes/int8/executor";
 import type { VersionFields } from "../../worker/registry/registry";
+import { checkVersionArtifacts } from "../../worker/registry/version-check";
 import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
 import { loadKernels } from "./kernels-node";
 
@@ -82,6 +83,8 @@ async function quantize(
   const kernels = await loadKernels();
   const outcome = compileInt8(onnx, kernels);
   if (!outcome.ok) return { reason: outcome.reason };
+  // The int8 runtime's loader must take the plan, as the admin API checks before committing.
+  const executor = new PlanExecutor(kernels, outcome.plan);
   const quantization: Quantization = {
     scheme: "int8-per-channel-symmetric-weights-dynamic-u8-activations",
     layers: outcome.layers,
@@ -105,7 +108,6 @@ async function quantize(
       const all = out[golden.outputName]!.data as Float32Array;
       const n = all.length / inputs.length;
       const fp32 = inputs.map((_, i) => all.slice(i * n, (i + 1) * n));
-      const executor = new PlanExecutor(kernels, outcome.plan);
       quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
         inputs,
         fp32,
@@ -223,5 +225,11 @@ export async function prepareVersion(
         : "edge"
       : options.placement;
   fields.placement = placement;
+  // The checks the admin API runs before it commits (the same code), so both targets refuse alike.
+  checkVersionArtifacts(fields, {
+    onnx: artifacts.onnx.bytes,
+    ...(artifacts.int8 ? { int8: artifacts.int8.bytes } : {}),
+    ...(artifacts.golden ? { golden: artifacts.golden.bytes } : {}),
+  });
   return { fields, artifacts, origin, ...(int8NotCompiled ? { int8NotCompiled } : {}) };
 }

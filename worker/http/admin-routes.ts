@@ -11,11 +11,12 @@
  * streaming it back through a digest, and only bytes that match are copied to
  * the blob key, create-only — an upload never writes where verified bytes may
  * already be, and a failed one deletes only its staging object. A version is
- * committed last, by writing its manifest create-only.
+ * committed last, by writing its manifest create-only, once `VersionChecker`
+ * has checked (and, for edge versions, loaded) what it is made of.
  */
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { conflict, invalid, notFound } from "../errors";
+import { conflict, invalid, notFound, unavailable } from "../errors";
 import { ALIAS_NAME_PATTERN, DEFAULT_ALIAS } from "../registry/aliases";
 import { blobKey, stagingKey } from "../registry/layout";
 import {
@@ -28,6 +29,7 @@ import {
 import { checkModelName, versionSchema } from "../registry/names";
 import type { ModelRegistry } from "../registry/registry";
 import type { Promoter } from "../serving/promoter";
+import type { VersionChecker } from "../serving/version-checker";
 import { secretsEqual } from "./auth";
 import { errorResponse } from "./errors";
 import { limitBody } from "./middleware";
@@ -46,6 +48,8 @@ export interface AdminContext {
   registry: ModelRegistry;
   /** Runs promotions (gates go through this isolate's data plane). */
   promoter: Promoter;
+  /** Checks a version before it is committed; without one, commits are refused. */
+  checker?: VersionChecker;
 }
 
 /**
@@ -341,7 +345,14 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
   app.post("/models/:name/versions", smallJson, async (c) => {
     const name = checkModelName(c.req.param("name"));
     const { artifacts, ...fields } = await body(c, commitSchema);
-    const manifest = await c.var.admin.registry.commitVersion(name, fields, artifacts);
+    const checker = c.var.admin.checker;
+    if (!checker) throw unavailable("this server cannot check versions, so it commits none");
+    const manifest = await c.var.admin.registry.commitVersion(
+      name,
+      fields,
+      artifacts,
+      (candidate) => checker.check(candidate),
+    );
     return c.json(manifest, 201);
   });
 

@@ -5,7 +5,8 @@
  * by `convert/golden.ts` at publish, read back here by the worker and the CLI.
  */
 import { z } from "zod";
-import { PinionError } from "../errors";
+import { invalid, PinionError } from "../errors";
+import type { TensorSpec } from "../protocol/datatypes";
 
 export const GOLDEN_FORMAT = "pinion.golden/1";
 
@@ -32,6 +33,71 @@ export function decodeGolden(bytes: Uint8Array): Golden {
       cause: error,
     });
   }
+}
+
+/**
+ * Reads a stored golden set a publisher sends (the admin API's commit): not
+ * JSON or not the stored format is the caller's mistake, said as such.
+ */
+export function parseStoredGolden(bytes: Uint8Array): Golden {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw invalid(`not valid JSON (${(error as Error).message.slice(0, 200)})`);
+  }
+  const parsed = goldenSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw invalid(`${issue.path.join(".") || "object"}: ${issue.message.slice(0, 200)}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Checks golden rows (one per case) against a tensor's spec without its batch
+ * axis: the shape, and that no row is ragged (gates flatten rows to feed them).
+ */
+export function checkGoldenRows(rows: readonly unknown[], spec: TensorSpec, what: string): void {
+  const want = spec.shape.slice(1);
+  for (const [i, row] of rows.entries()) {
+    const got = shapeOf(row);
+    const fits = got.length === want.length && want.every((d, axis) => d === -1 || d === got[axis]);
+    if (!fits) {
+      throw invalid(
+        `golden ${what} ${i} has shape [${got.join(", ")}]; '${spec.name}' takes [${want.join(", ")}] per case`,
+      );
+    }
+    const elements = got.reduce((product, d) => product * d, 1);
+    if (flatten(row).length !== elements) {
+      throw invalid(`golden ${what} ${i} is ragged: its rows differ in length`);
+    }
+  }
+}
+
+/** Checks a golden set against the signature of the version it belongs to. */
+export function checkGolden(golden: Golden, inputs: TensorSpec[], outputs: TensorSpec[]): void {
+  if (inputs.length !== 1) throw invalid("golden sets are supported for single-input models only");
+  const input = inputs.find((s) => s.name === golden.inputName);
+  if (!input) {
+    throw invalid(`inputName '${golden.inputName.slice(0, 256)}' is not an input of the model`);
+  }
+  const output = outputs.find((s) => s.name === golden.outputName);
+  if (!output) {
+    throw invalid(`outputName '${golden.outputName.slice(0, 256)}' is not an output of the model`);
+  }
+  if (golden.expected.length !== golden.inputs.length) {
+    throw invalid(
+      `the golden set has ${golden.inputs.length} inputs but ${golden.expected.length} expected outputs`,
+    );
+  }
+  if (golden.labels && golden.labels.length !== golden.inputs.length) {
+    throw invalid(
+      `the golden set has ${golden.inputs.length} inputs but ${golden.labels.length} labels`,
+    );
+  }
+  checkGoldenRows(golden.inputs, input, "input");
+  checkGoldenRows(golden.expected, output, "output");
 }
 
 /** The shape of a nested array, following first elements. */

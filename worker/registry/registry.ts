@@ -224,12 +224,14 @@ export class ModelRegistry {
   /**
    * Writes the manifest of a new version whose artifacts are already stored —
    * the commit point of a publish. Checks that each artifact is in the bucket
-   * with the recorded size first.
+   * with the recorded size first, then runs `check` (the admin API's
+   * `VersionChecker`) on the candidate manifest: a version it refuses is never written.
    */
   async commitVersion(
     name: string,
     fields: VersionFields,
     artifacts: Manifest["artifacts"],
+    check?: (candidate: Manifest) => Promise<void>,
   ): Promise<Manifest> {
     checkModelName(name);
     for (const [role, artifact] of Object.entries(artifacts)) {
@@ -257,6 +259,7 @@ export class ModelRegistry {
           `${name} already has version ${MAX_VERSION}, the largest a version can be; publish with an explicit free version number below it`,
         );
       }
+      // The check sees the first candidate; a retry changes only the version number.
       const candidate = {
         schema: MANIFEST_SCHEMA_VERSION,
         name,
@@ -276,6 +279,7 @@ export class ModelRegistry {
         const issue = checked.error.issues[0]!;
         throw invalid(`cannot publish ${name}: manifest ${issue.path.join(".")}: ${issue.message}`);
       }
+      if (attempt === 0) await check?.(checked.data);
       const written = await this.store.put(
         manifestKey(name, version),
         JSON.stringify(checked.data, null, 2),

@@ -123,6 +123,11 @@ export class DataPlane {
     return runtime;
   }
 
+  /** This isolate's runtime of that name, if it has one (an int8-only build has no ORT). */
+  runtimeNamed(name: RuntimeName): Runtime | undefined {
+    return this.runtimes.get(name);
+  }
+
   /** Published versions, from a per-isolate list refreshed every `versionListTtlMs`. */
   async versions(name: string): Promise<number[]> {
     checkModelName(name);

@@ -9,6 +9,11 @@ import { Promoter } from "../../../worker/serving/promoter";
 import { DataPlane } from "../../../worker/serving/data-plane";
 import { OrtRuntime } from "../../../worker/runtimes/ort/ort-runtime";
 import { loadOrt } from "../../../worker/runtimes/ort/ort-workerd";
+import kernelsWasm from "../../../build/kernels.wasm";
+import { compileInt8 } from "../../../convert/int8-compiler";
+import { buildModel, ElemType } from "../../../convert/onnx";
+import { Int8Kernels } from "../../../worker/runtimes/int8/kernels";
+import { decodePlanHeader } from "../../../worker/runtimes/int8/plan";
 import { api, fixtureBytes, fixtureJson, postJson } from "../helpers";
 
 const TOKEN = env.PINION_ADMIN_TOKEN;
@@ -418,5 +423,202 @@ describe("uploads never write where verified bytes may live", () => {
     expect(await object?.text()).toBe("the same artifact, uploaded twice at once");
     const staged = await env.MODELS.list({ prefix: "uploads/admin-twice/" });
     expect(staged.objects).toEqual([]);
+  });
+});
+
+describe("checking a version at commit", () => {
+  const simpleFields = {
+    platform: "onnx_onnxv1",
+    inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+    outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+    runtime: "ort",
+  };
+  type Stored = { key: string; bytes: number; sha256: string };
+
+  async function stored(model: string, bytes: Uint8Array, mediaType: string) {
+    const { started, complete } = await upload(model, bytes);
+    const info = complete
+      ? ((await complete.json()) as Stored)
+      : { key: started.key, bytes: bytes.byteLength, sha256: await sha256Hex(bytes) };
+    return { ...info, mediaType };
+  }
+
+  async function commit(model: string, body: Record<string, unknown>) {
+    const response = await json(`models/${model}/versions`, "POST", body);
+    return { status: response.status, body: (await response.json()) as { error?: string } };
+  }
+
+  async function versionsOf(model: string): Promise<number[]> {
+    const listed = (await (await admin(`models/${model}/versions`)).json()) as {
+      versions: { version: number }[];
+    };
+    return listed.versions.map((v) => v.version);
+  }
+
+  /** The model's default (no alias: the latest version) still answers, from `version`. */
+  async function expectDefaultServes(model: string, version: string) {
+    const infer = await postJson(`/v2/models/${model}/infer`, {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: new Array(10).fill(0.5) }],
+    });
+    expect(infer.status).toBe(200);
+    expect(((await infer.json()) as { model_version: string }).model_version).toBe(version);
+  }
+
+  /** A model with one good version and no alias: its latest version is its default. */
+  async function seeded(model: string) {
+    const onnx = await stored(
+      model,
+      await fixtureBytes("seed-simple/simple_model.onnx"),
+      "application/x-onnx",
+    );
+    expect((await commit(model, { ...simpleFields, artifacts: { onnx } })).status).toBe(201);
+    await expectDefaultServes(model, "1");
+    return onnx;
+  }
+
+  const hello = new TextEncoder().encode("hello");
+  const random = () => crypto.getRandomValues(new Uint8Array(4096));
+
+  it("refuses bytes that are not ONNX; the default version keeps answering", async () => {
+    const model = "check-onnx";
+    await seeded(model);
+    for (const bytes of [hello, random()]) {
+      const onnx = await stored(model, bytes, "application/x-onnx");
+      const refused = await commit(model, { ...simpleFields, artifacts: { onnx } });
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toMatch(/onnx artifact: not a valid ONNX model/);
+      // An origin-placed version is not loaded at the edge, but its structure is checked.
+      const origin = await commit(model, {
+        ...simpleFields,
+        placement: "origin",
+        artifacts: { onnx },
+      });
+      expect(origin.status).toBe(400);
+      expect(origin.body.error).toMatch(/onnx artifact: not a valid ONNX model/);
+    }
+    expect(await versionsOf(model)).toEqual([1]);
+    await expectDefaultServes(model, "1");
+  });
+
+  it("refuses a graph onnxruntime cannot load, and a signature the graph does not have", async () => {
+    const model = "check-load";
+    const good = await seeded(model);
+    // Structurally sound (known operator set, every input defined) but no such operator.
+    const unknownOp = buildModel(
+      [{ op: "NoSuchOperator", inputs: ["input"], outputs: ["output"] }],
+      [{ name: "input", type: ElemType.FLOAT, dims: ["batch", 10] }],
+      [{ name: "output", type: ElemType.FLOAT, dims: ["batch", 10] }],
+    );
+    const onnx = await stored(model, unknownOp, "application/x-onnx");
+    const refused = await commit(model, { ...simpleFields, artifacts: { onnx } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatch(/onnx artifact does not load in onnxruntime-web/);
+
+    const wrong = [
+      { inputs: [{ name: "x", datatype: "FP32", shape: [-1, 10] }], what: /input 0 is 'input'/ },
+      {
+        inputs: [{ name: "input", datatype: "INT64", shape: [-1, 10] }],
+        what: /input 'input' is FP32 \[-1, 10\] in the graph, not INT64 \[-1, 10\]/,
+      },
+      {
+        outputs: [{ name: "output", datatype: "FP32", shape: [-1, 11] }],
+        what: /output 'output' is FP32 \[-1, 10\] in the graph, not FP32 \[-1, 11\]/,
+      },
+      {
+        outputs: [...simpleFields.outputs, { name: "extra", datatype: "FP32", shape: [1] }],
+        what: /declares 2 outputs; the graph has 1/,
+      },
+    ];
+    for (const { what, ...declared } of wrong) {
+      const mismatch = await commit(model, {
+        ...simpleFields,
+        ...declared,
+        artifacts: { onnx: good },
+      });
+      expect(mismatch.status).toBe(400);
+      expect(mismatch.body.error).toMatch(what);
+    }
+    expect(await versionsOf(model)).toEqual([1]);
+    await expectDefaultServes(model, "1");
+  });
+
+  it("refuses an int8 plan that is not one, or whose sections do not fit", async () => {
+    const model = "check-int8";
+    const onnxBytes = await fixtureBytes("seed-simple/simple_model.onnx");
+    const onnx = await seeded(model);
+    const kernels = await Int8Kernels.instantiate(kernelsWasm);
+    const compiled = compileInt8(onnxBytes, kernels);
+    if (!compiled.ok) throw new Error(compiled.reason);
+
+    // A real plan whose first layer claims one more input than it has weights for.
+    const meta = decodePlanHeader(compiled.plan);
+    const header = new TextDecoder().decode(
+      compiled.plan.subarray(16, 16 + JSON.stringify(meta).length + 64),
+    );
+    const tampered = compiled.plan.slice();
+    const edited = header.replace('"k":10', '"k":11');
+    expect(edited).not.toBe(header);
+    tampered.set(new TextEncoder().encode(edited), 16);
+
+    const cases: [Uint8Array, RegExp][] = [
+      [hello, /int8 artifact: not an int8 plan \(bad magic\)/],
+      [random(), /int8 artifact: not an int8 plan \(bad magic\)/],
+      [tampered, /int8 artifact: .*layer .* (takes 11|packed weights for 11×20)/],
+    ];
+    for (const [bytes, what] of cases) {
+      const int8 = await stored(model, bytes, "application/x-pinion-int8-plan");
+      const refused = await commit(model, {
+        ...simpleFields,
+        runtime: "int8",
+        artifacts: { onnx, int8 },
+      });
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toMatch(what);
+    }
+    // The real plan commits and serves on int8.
+    const int8 = await stored(model, compiled.plan, "application/x-pinion-int8-plan");
+    const ok = await commit(model, { ...simpleFields, runtime: "int8", artifacts: { onnx, int8 } });
+    expect(ok.status).toBe(201);
+    await expectDefaultServes(model, "2");
+  });
+
+  it("refuses a golden set that is not JSON or does not fit the model's shapes", async () => {
+    const model = "check-golden";
+    const onnx = await seeded(model);
+    const golden = (inputs: unknown[], expected: unknown[], extra: object = {}) =>
+      new TextEncoder().encode(
+        JSON.stringify({
+          format: "pinion.golden/1",
+          inputName: "input",
+          outputName: "output",
+          inputs,
+          expected,
+          tolerance: 1e-4,
+          ...extra,
+        }),
+      );
+    const row = new Array(10).fill(0.25);
+    const cases: [Uint8Array, RegExp][] = [
+      [hello, /golden artifact: not valid JSON/],
+      [random(), /golden artifact: not valid JSON/],
+      [new TextEncoder().encode('{"inputs": []}'), /golden artifact: format/],
+      [
+        golden([row.slice(1)], [row]),
+        /golden input 0 has shape \[9\]; 'input' takes \[10\] per case/,
+      ],
+      [golden([row], [row, row]), /1 inputs but 2 expected outputs/],
+      [golden([row], [row], { outputName: "logits" }), /outputName 'logits' is not an output/],
+    ];
+    for (const [bytes, what] of cases) {
+      const goldenArtifact = await stored(model, bytes, "application/json");
+      const refused = await commit(model, {
+        ...simpleFields,
+        artifacts: { onnx, golden: goldenArtifact },
+      });
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toMatch(what);
+    }
+    expect(await versionsOf(model)).toEqual([1]);
+    await expectDefaultServes(model, "1");
   });
 });

@@ -29,7 +29,8 @@ export const PLAN_MAGIC = "PINT8PLN";
 export const PLAN_FORMAT_VERSION = 2;
 /** Older versions this build still reads (see `unpackV1Weights`). */
 const READABLE_VERSIONS = [1, PLAN_FORMAT_VERSION];
-const HEADER_BYTES = 16;
+export const PLAN_HEADER_BYTES = 16;
+const HEADER_BYTES = PLAN_HEADER_BYTES;
 const ALIGN = 16;
 
 /** Activations applied after a layer (ReLU fused in WASM; the others in JS). */
@@ -142,8 +143,14 @@ export function encodePlan(
   return out;
 }
 
-/** Reads and checks a plan's header and metadata; blobs stay where they are. */
-export function decodePlanHeader(bytes: Uint8Array): PlanMetadata {
+/**
+ * Reads and checks a plan's header and metadata; blobs stay where they are.
+ * `totalBytes` is the whole plan's size when `bytes` holds only its head.
+ */
+export function decodePlanHeader(
+  bytes: Uint8Array,
+  totalBytes: number = bytes.byteLength,
+): PlanMetadata {
   if (
     bytes.byteLength < HEADER_BYTES ||
     new TextDecoder().decode(bytes.subarray(0, 8)) !== PLAN_MAGIC
@@ -173,7 +180,7 @@ export function decodePlanHeader(bytes: Uint8Array): PlanMetadata {
   for (const layer of metadata.layers) {
     const refs = [layer.packedWeights, layer.scales, ...(layer.bias ? [layer.bias] : [])];
     for (const ref of refs) {
-      if (ref.offset % ALIGN !== 0 || ref.offset + ref.bytes > bytes.byteLength) {
+      if (ref.offset % ALIGN !== 0 || ref.offset + ref.bytes > totalBytes) {
         throw invalid(`int8 plan layer ${layer.name} points outside the file`);
       }
     }

@@ -1,0 +1,164 @@
+/**
+ * @module
+ * What a version must pass before it is committed, shared by `pinion publish`
+ * (on the files it is about to upload) and the admin API (on the uploaded
+ * objects, before the manifest is written): the ONNX structure and the
+ * declared signature matching the graph, the int8 plan's header and section
+ * sizes against that signature, and the golden set against the model's shapes.
+ * Pure functions on bytes: no Node built-ins, no I/O.
+ */
+import { invalid, PinionError } from "../errors";
+import type { TensorSpec } from "../protocol/datatypes";
+import { decodePlanHeader, type PlanMetadata } from "../runtimes/int8/plan";
+import { checkGolden, parseStoredGolden } from "./golden";
+import type { ArtifactRole } from "./manifest";
+import { inspectOnnx, type OnnxSummary } from "./onnx-structure";
+
+/** The parts of a version's fields its artifacts are checked against. */
+export interface DeclaredSignature {
+  inputs: readonly TensorSpec[];
+  outputs: readonly TensorSpec[];
+  runtime: string;
+}
+
+/** The bytes of the artifacts a check can see (an artifact too large to read is absent). */
+export type ArtifactBytes = Partial<Record<ArtifactRole, Uint8Array>>;
+
+const describe = (spec: TensorSpec) => `${spec.datatype} [${spec.shape.join(", ")}]`;
+
+/**
+ * What a check's failure on artifact `role` becomes: a refusal that names the
+ * artifact. Anything but a domain error (a stack overflow on absurd nesting,
+ * say) is the artifact's fault too, so it is refused rather than a 500.
+ */
+export function refusal(role: ArtifactRole, error: unknown): unknown {
+  if (error instanceof PinionError && error.kind !== "invalid_argument") return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return invalid(`${role} artifact: ${message.slice(0, 500)}`);
+}
+
+/** Runs `check`, turning what it refuses into a refusal that names the artifact. */
+export function checking<T>(role: ArtifactRole, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    throw refusal(role, error);
+  }
+}
+
+/** The declared inputs or outputs must be the graph's, in its order, with its datatypes and shapes. */
+function checkSpecs(
+  kind: "input" | "output",
+  declared: readonly TensorSpec[],
+  graph: readonly TensorSpec[],
+): void {
+  if (declared.length !== graph.length) {
+    throw invalid(
+      `the version declares ${declared.length} ${kind}s; the graph has ${graph.length}`,
+    );
+  }
+  graph.forEach((spec, i) => {
+    const mine = declared[i]!;
+    if (mine.name !== spec.name) {
+      throw invalid(
+        `${kind} ${i} is '${spec.name}' in the graph, not '${mine.name.slice(0, 256)}'`,
+      );
+    }
+    const same =
+      mine.datatype === spec.datatype &&
+      mine.shape.length === spec.shape.length &&
+      mine.shape.every((d, axis) => d === spec.shape[axis]);
+    if (!same) {
+      throw invalid(
+        `${kind} '${spec.name}' is ${describe(spec)} in the graph, not ${describe(mine)}`,
+      );
+    }
+  });
+}
+
+/** Checks an ONNX model's structure and that the version declares exactly its signature. */
+export function checkOnnxArtifact(bytes: Uint8Array, declared: DeclaredSignature): OnnxSummary {
+  return checking("onnx", () => {
+    const summary = inspectOnnx(bytes);
+    checkSpecs("input", declared.inputs, summary.inputs);
+    checkSpecs("output", declared.outputs, summary.outputs);
+    return summary;
+  });
+}
+
+/** Elements per row (the product of the non-batch dims), or undefined when one is dynamic. */
+function rowWidth(spec: TensorSpec): number | undefined {
+  const dims = spec.shape.slice(1);
+  return dims.some((d) => d < 0) ? undefined : dims.reduce((product, d) => product * d, 1);
+}
+
+/**
+ * Checks an int8 plan's header, that its blobs lie inside the file with the
+ * sizes their layers need (scales, bias), that its layers chain, and that it
+ * takes and returns the version's single FP32 input and output. The packed
+ * weights' size depends on the kernels' layout: loading the plan checks it.
+ * `totalBytes` is the plan's size when only its head was read.
+ */
+export function checkInt8Plan(
+  bytes: Uint8Array,
+  declared: DeclaredSignature,
+  totalBytes = bytes.byteLength,
+): PlanMetadata {
+  return checking("int8", () => {
+    const plan = decodePlanHeader(bytes, totalBytes);
+    const [input, output] = [declared.inputs[0], declared.outputs[0]];
+    if (declared.inputs.length !== 1 || declared.outputs.length !== 1 || !input || !output) {
+      throw invalid("an int8 plan serves models with one input and one output");
+    }
+    if (input.datatype !== "FP32" || output.datatype !== "FP32") {
+      throw invalid("an int8 plan takes and returns FP32 tensors");
+    }
+    if (plan.input.name !== input.name || plan.output.name !== output.name) {
+      throw invalid(
+        `the plan maps '${plan.input.name.slice(0, 256)}' to '${plan.output.name.slice(0, 256)}'; the version declares '${input.name}' to '${output.name}'`,
+      );
+    }
+    plan.layers.forEach((layer, i) => {
+      const next = plan.layers[i + 1];
+      if (next && next.k !== layer.n) {
+        throw invalid(
+          `layer ${i} returns ${layer.n} values per row but layer ${i + 1} takes ${next.k}`,
+        );
+      }
+    });
+    const [first, last] = [plan.layers[0]!, plan.layers.at(-1)!];
+    const inWidth = rowWidth(input);
+    if (inWidth !== undefined && inWidth !== first.k) {
+      throw invalid(
+        `layer ${first.name} takes ${first.k} values per row; '${input.name}' has ${inWidth}`,
+      );
+    }
+    const outWidth = rowWidth(output);
+    if (outWidth !== undefined && outWidth !== last.n) {
+      throw invalid(
+        `layer ${last.name} returns ${last.n} values per row; '${output.name}' has ${outWidth}`,
+      );
+    }
+    return plan;
+  });
+}
+
+/** Checks a stored golden set against the version's signature. */
+export function checkGoldenArtifact(bytes: Uint8Array, declared: DeclaredSignature): void {
+  checking("golden", () =>
+    checkGolden(parseStoredGolden(bytes), [...declared.inputs], [...declared.outputs]),
+  );
+}
+
+/**
+ * Every structural check a version's artifacts must pass, on the bytes given.
+ * A version that declares the int8 runtime must carry a plan.
+ */
+export function checkVersionArtifacts(declared: DeclaredSignature, bytes: ArtifactBytes): void {
+  if (declared.runtime === "int8" && !bytes.int8) {
+    throw invalid("runtime int8 needs an int8 artifact");
+  }
+  if (bytes.onnx) checkOnnxArtifact(bytes.onnx, declared);
+  if (bytes.int8) checkInt8Plan(bytes.int8, declared);
+  if (bytes.golden) checkGoldenArtifact(bytes.golden, declared);
+}
