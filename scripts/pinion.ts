@@ -115,6 +115,13 @@ function printQuantization(manifest: Manifest): void {
   }
 }
 
+const positiveBytes = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError("a positive number of bytes");
+  return n;
+};
+
 const parseActivation = (value: string): Activation => {
   if (!(ACTIVATIONS as readonly string[]).includes(value)) {
     throw new InvalidArgumentError(`choose one of ${ACTIVATIONS.join(", ")}`);
@@ -150,12 +157,15 @@ program
   .addOption(
     new Option("--edge-budget <bytes>", "largest model served at the edge with --placement auto")
       .env("PINION_EDGE_BUDGET_BYTES")
-      .argParser((v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n <= 0)
-          throw new InvalidArgumentError("a positive number of bytes");
-        return n;
-      }),
+      .argParser(positiveBytes),
+  )
+  .addOption(
+    new Option(
+      "--max-inflated <bytes>",
+      "most bytes a .pth's compressed zip entries may inflate to (default 268435456)",
+    )
+      .env("PINION_MAX_INFLATED_BYTES")
+      .argParser(positiveBytes),
   )
   .addOption(targetOption())
   .addOption(persistOption())
@@ -167,6 +177,7 @@ program
       quantize: options.quantize,
       placement: options.placement,
       ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),
+      ...(options.maxInflated !== undefined ? { maxInflatedBytes: options.maxInflated } : {}),
     });
     if (prepared.int8NotCompiled) {
       console.error(

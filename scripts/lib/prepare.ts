@@ -45,6 +45,8 @@ export interface PrepareOptions {
   /** `auto` (default): the origin when the model exceeds `edgeBudgetBytes`, else the edge. */
   placement?: Placement | "auto";
   edgeBudgetBytes?: number;
+  /** Most bytes a `.pth`'s compressed zip entries may inflate to (default 256 MiB). */
+  maxInflatedBytes?: number;
 }
 
 export interface PreparedVersion {
@@ -151,7 +153,14 @@ export async function prepareVersion(
   let origin: PreparedVersion["origin"];
   if (looksLikePyTorch(file, bytes)) {
     const activation = options.activation ?? "relu";
-    const layers = linearLayers(readStateDict(bytes));
+    const layers = linearLayers(
+      readStateDict(
+        bytes,
+        options.maxInflatedBytes !== undefined
+          ? { maxInflatedBytes: options.maxInflatedBytes }
+          : {},
+      ),
+    );
     // A .pth has no tensor names: take them from the golden file when it names them.
     const names = goldenText ? tensorNames(goldenText) : {};
     onnx = linearStackToOnnx(layers, { activation, ...names });
