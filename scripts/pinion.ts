@@ -167,6 +167,7 @@ program
       .env("PINION_MAX_INFLATED_BYTES")
       .argParser(positiveBytes),
   )
+  .option("--allow-non-finite", "publish weights that hold NaN or ±Infinity (refused otherwise)")
   .addOption(targetOption())
   .addOption(persistOption())
   .option("--json", "print the manifest as JSON")
@@ -178,6 +179,7 @@ program
       placement: options.placement,
       ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),
       ...(options.maxInflated !== undefined ? { maxInflatedBytes: options.maxInflated } : {}),
+      allowNonFinite: options.allowNonFinite === true,
     });
     if (prepared.int8NotCompiled) {
       console.error(

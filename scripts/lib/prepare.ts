@@ -7,6 +7,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import * as ort from "onnxruntime-web";
+import { assertFiniteWeights } from "../../convert/finite";
 import { parseGolden, type Golden } from "../../convert/golden";
 import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
@@ -47,6 +48,8 @@ export interface PrepareOptions {
   edgeBudgetBytes?: number;
   /** Most bytes a `.pth`'s compressed zip entries may inflate to (default 256 MiB). */
   maxInflatedBytes?: number;
+  /** Publish weights holding NaN or ±Infinity (refused otherwise). */
+  allowNonFinite?: boolean;
 }
 
 export interface PreparedVersion {
@@ -181,6 +184,9 @@ export async function prepareVersion(
 
   // Structure first (clear messages for broken files), then onnxruntime itself must load it.
   const summary = inspectOnnx(onnx);
+  if (!options.allowNonFinite) {
+    assertFiniteWeights(onnx, "--allow-non-finite publishes it anyway");
+  }
   const signature: { inputs: TensorSpec[]; outputs: TensorSpec[] } = await readOnnxSignature(
     ort,
     onnx,
