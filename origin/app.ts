@@ -135,7 +135,17 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
         log({ level: "info", event: "model_loaded", ...fields, bytesHeld: event.model.bytesHeld });
       } else {
         const message = event.error instanceof Error ? event.error.message : String(event.error);
-        log({ level: "error", event: "model_load_failed", ...fields, error: message });
+        // The cause keeps what clients are not told (file paths on this host).
+        const cause = event.error instanceof Error ? event.error.cause : undefined;
+        log({
+          level: "error",
+          event: "model_load_failed",
+          ...fields,
+          error: message,
+          ...(cause !== undefined
+            ? { cause: cause instanceof Error ? cause.message : String(cause) }
+            : {}),
+        });
       }
     },
   });
