@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import ort from "onnxruntime-node";
-import { invalid, preconditionFailed } from "../worker/errors";
+import { echo, invalid, preconditionFailed } from "../worker/errors";
 import { bearerMatches } from "../worker/http/auth";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "../worker/http/errors";
 import { serverTiming } from "../worker/http/middleware";
@@ -83,7 +83,7 @@ type OriginVariables = PlaneVariables & { requestId: string };
 const originRuntimeChoice: RuntimeChoice = (_manifest, requested) => {
   if (requested !== undefined && requested !== "origin" && requested !== "ort") {
     throw invalid(
-      `runtime '${requested}' is not served here: the origin runs every version's ONNX graph on onnxruntime-node ('origin')`,
+      `runtime '${echo(requested)}' is not served here: the origin runs every version's ONNX graph on onnxruntime-node ('origin')`,
     );
   }
   return "origin";
