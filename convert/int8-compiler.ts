@@ -14,6 +14,7 @@ import {
   type PlanBlobs,
   type PlanLayer,
 } from "../worker/runtimes/int8/plan";
+import { describeNonFinite, scanValues } from "./finite";
 import { readGraph, type Graph, type GraphNode } from "./onnx";
 
 export interface LayerReport {
@@ -304,6 +305,18 @@ export function compileInt8(onnx: Uint8Array, kernels: Int8Kernels): CompileOutc
   } catch (error) {
     if (error instanceof Unsupported) return { ok: false, reason: error.message };
     throw error;
+  }
+  // int8 scales come from each channel's absmax: one NaN or Infinity would poison the plan.
+  const nonFinite = [...graph.constants]
+    .map(([name, { values }]) =>
+      values instanceof Float32Array ? scanValues(name, values) : undefined,
+    )
+    .filter((hit) => hit !== undefined);
+  if (nonFinite.length > 0) {
+    return {
+      ok: false,
+      reason: `int8 cannot quantise non-finite weights: ${describeNonFinite(nonFinite)}`,
+    };
   }
   const reports: LayerReport[] = [];
   const metaLayers: Omit<PlanLayer, "packedWeights" | "scales" | "bias">[] = [];

@@ -10,7 +10,7 @@
  * actually present before a tensor is allocated.
  */
 
-import { unzipSync } from "fflate";
+import { Inflate } from "fflate";
 import { invalid, PinionError } from "../worker/errors";
 import {
   describe,
@@ -53,7 +53,17 @@ export interface ReadStateDictOptions {
    * zip entry the reader will materialise. Default 2 GiB.
    */
   maxTensorBytes?: number;
+  /**
+   * Most bytes the deflate-compressed entries of a zip checkpoint may inflate
+   * to, all together, by their declared sizes; checked before inflating.
+   * torch.save writes its entries uncompressed, so only re-zipped files
+   * inflate at all, and a small file cannot demand gigabytes. Default 256 MiB.
+   */
+  maxInflatedBytes?: number;
 }
+
+/** Default of `maxInflatedBytes`. */
+export const DEFAULT_MAX_INFLATED_BYTES = 256 * 1024 ** 2;
 
 /**
  * Reads every tensor of a state_dict checkpoint. Keys that name the same
@@ -66,10 +76,12 @@ export function readStateDict(
 ): TorchStateDict {
   const maxTensorBytes = options.maxTensorBytes ?? 2 ** 31;
   if (!(maxTensorBytes > 0)) throw invalid("maxTensorBytes must be a positive number");
+  const maxInflatedBytes = options.maxInflatedBytes ?? DEFAULT_MAX_INFLATED_BYTES;
+  if (!(maxInflatedBytes >= 0)) throw invalid("maxInflatedBytes must be a non-negative number");
   if (bytes.length === 0) throw invalid("empty file: expected a PyTorch checkpoint (.pth)");
   // "PK\3\4" opens a zip with entries, "PK\5\6" an empty one.
   if (bytes[0] === 0x50 && bytes[1] === 0x4b && (bytes[2] === 3 || bytes[2] === 5)) {
-    return readZipCheckpoint(bytes, maxTensorBytes);
+    return readZipCheckpoint(bytes, { maxTensorBytes, maxInflatedBytes });
   }
   // PROTO: every pickle torch writes opens with it (protocol 2 by default).
   if (bytes[0] === 0x80) return readLegacyCheckpoint(bytes, maxTensorBytes);
@@ -397,6 +409,23 @@ function materialise(
   return result;
 }
 
+/** A storage's record must hold exactly the elements its persistent id declares. */
+function checkStorageLength({ key, dtype, numel }: StorageRef, byteLength: number): void {
+  const size = ELEMENT_SIZE[dtype];
+  if (byteLength % size !== 0) {
+    throw invalid(
+      `storage "${key}" holds ${byteLength} bytes, not a whole number of ${dtype} ` +
+        `elements (${size} bytes each)`,
+    );
+  }
+  if (byteLength !== numel * size) {
+    throw invalid(
+      `storage "${key}" holds ${byteLength / size} ${dtype} elements but the checkpoint ` +
+        `says ${numel}`,
+    );
+  }
+}
+
 function buildTensor(
   spec: TensorSpec,
   raws: Map<StorageRef, RawArray>,
@@ -409,18 +438,7 @@ function buildTensor(
   if (!raw) {
     const bytes = storageBytes(storage, name);
     if (!bytes) throw invalid(`tensor "${name}": missing storage record "${key}"`);
-    if (bytes.length % size !== 0) {
-      throw invalid(
-        `storage "${key}" holds ${bytes.length} bytes, not a whole number of ${dtype} ` +
-          `elements (${size} bytes each)`,
-      );
-    }
-    if (bytes.length !== storage.numel * size) {
-      throw invalid(
-        `storage "${key}" holds ${bytes.length / size} ${dtype} elements but the checkpoint ` +
-          `says ${storage.numel}`,
-      );
-    }
+    checkStorageLength(storage, bytes.length);
     raw = rawArray(bytes, dtype);
     raws.set(storage, raw);
   }
@@ -470,7 +488,11 @@ function inContext<T>(where: string, read: () => T): T {
 
 interface ZipEntry {
   method: number;
+  /** uncompressed size, as the central directory declares it */
   size: number;
+  compressedSize: number;
+  /** offset of the entry's (compressed) data in the file */
+  dataStart: number;
   crc32: number;
 }
 
@@ -549,7 +571,7 @@ function readZipDirectory(bytes: Uint8Array): Map<string, ZipEntry> {
       throw corrupt(`stored entry "${name}" has two different sizes`);
     }
     if (entries.has(name)) throw invalid(`zip archive has two entries named "${name}"`);
-    entries.set(name, { method, size, crc32 });
+    entries.set(name, { method, size, compressedSize, dataStart, crc32 });
     at = next;
   }
   return entries;
@@ -571,42 +593,115 @@ function crc32(bytes: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-/** Extracts the named entries that exist, bounded in size and checked against their CRC. */
-function extract(
-  bytes: Uint8Array,
-  entries: Map<string, ZipEntry>,
-  names: Iterable<string>,
-  maxBytes: number,
-): Map<string, Uint8Array> {
-  const wanted = new Set<string>();
-  for (const name of names) {
-    const entry = entries.get(name);
-    if (!entry) continue;
-    if (entry.size > maxBytes) {
-      throw invalid(`zip entry "${name}" is ${entry.size} bytes, over the limit (maxTensorBytes)`);
+/** Compressed bytes handed to the inflater at a time: each push inflates to at most ~16 MiB. */
+const INFLATE_CHUNK = 16 * 1024;
+
+/**
+ * Extracts zip entries without trusting their compression. Before anything is
+ * inflated, every entry is bounded by `maxTensorBytes`, the deflated ones all
+ * together by what is left of the `maxInflatedBytes` budget; then each
+ * inflates into a buffer of its declared size and is refused the moment it
+ * would run past it, so a lying header cannot inflate more. Stored entries are
+ * views of the file (already in memory). Every entry is checked against its CRC.
+ */
+class ZipExtractor {
+  private inflatedBudget: number;
+
+  constructor(
+    private readonly bytes: Uint8Array,
+    readonly entries: Map<string, ZipEntry>,
+    private readonly limits: { maxTensorBytes: number; maxInflatedBytes: number },
+  ) {
+    this.inflatedBudget = limits.maxInflatedBytes;
+  }
+
+  /** The named entries that exist; refuses them all before inflating any if they are too large. */
+  extract(names: Iterable<string>): Map<string, Uint8Array> {
+    const wanted = new Map<string, ZipEntry>();
+    let inflated = 0;
+    let largest: [string, ZipEntry] | undefined;
+    for (const name of names) {
+      const entry = this.entries.get(name);
+      if (!entry) continue;
+      if (entry.size > this.limits.maxTensorBytes) {
+        throw invalid(
+          `zip entry "${name}" is ${entry.size} bytes, over the limit (maxTensorBytes)`,
+        );
+      }
+      wanted.set(name, entry);
+      if (entry.method === 0) continue;
+      inflated += entry.size;
+      if (!largest || entry.size > largest[1].size) largest = [name, entry];
     }
-    wanted.add(name);
+    if (largest && inflated > this.inflatedBudget) {
+      const [name, entry] = largest;
+      const already = this.limits.maxInflatedBytes - this.inflatedBudget;
+      throw invalid(
+        `zip bomb? the checkpoint's compressed entries declare ${inflated + already} bytes ` +
+          `inflated in all (largest: "${name}", ${entry.compressedSize} bytes inflating to ` +
+          `${entry.size}), over the limit of ${this.limits.maxInflatedBytes} bytes ` +
+          `(maxInflatedBytes); torch.save writes entries uncompressed, so save the ` +
+          `checkpoint again with torch.save or raise the limit`,
+      );
+    }
+    this.inflatedBudget -= inflated;
+    const result = new Map<string, Uint8Array>();
+    for (const [name, entry] of wanted) {
+      const data = this.entryData(name, entry);
+      if (crc32(data) !== entry.crc32) {
+        throw invalid(`corrupt zip archive: entry "${name}" fails its size or CRC check`);
+      }
+      result.set(name, data);
+    }
+    return result;
   }
-  let files: Record<string, Uint8Array>;
-  try {
-    files = unzipSync(bytes, { filter: (file) => wanted.has(file.name) });
-  } catch (error) {
-    throw invalid(`corrupt zip archive: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  const result = new Map<string, Uint8Array>();
-  for (const name of wanted) {
-    const data = files[name];
-    const entry = entries.get(name)!;
-    if (!data || data.length !== entry.size || crc32(data) !== entry.crc32) {
+
+  private entryData(name: string, entry: ZipEntry): Uint8Array {
+    const compressed = this.bytes.subarray(entry.dataStart, entry.dataStart + entry.compressedSize);
+    if (entry.method === 0) return compressed;
+    const out = new Uint8Array(entry.size);
+    let written = 0;
+    let overrun = false;
+    const inflater = new Inflate((chunk) => {
+      if (overrun || chunk.length > out.length - written) {
+        overrun = true;
+        return;
+      }
+      out.set(chunk, written);
+      written += chunk.length;
+    });
+    let at = 0;
+    try {
+      do {
+        const end = Math.min(at + INFLATE_CHUNK, compressed.length);
+        inflater.push(compressed.subarray(at, end), end === compressed.length);
+        at = end;
+        if (overrun) {
+          throw invalid(
+            `zip bomb? entry "${name}" inflates to more than the ${entry.size} bytes its ` +
+              `header declares; stopped there`,
+          );
+        }
+      } while (at < compressed.length);
+    } catch (error) {
+      if (error instanceof PinionError) throw error;
+      const why = error instanceof Error ? error.message : String(error);
+      throw invalid(`corrupt zip archive: entry "${name}" does not inflate (${why})`);
+    }
+    if (written !== entry.size) {
       throw invalid(`corrupt zip archive: entry "${name}" fails its size or CRC check`);
     }
-    result.set(name, data);
+    return out;
   }
-  return result;
 }
 
-function readZipCheckpoint(bytes: Uint8Array, maxTensorBytes: number): TorchStateDict {
+function readZipCheckpoint(
+  bytes: Uint8Array,
+  limits: { maxTensorBytes: number; maxInflatedBytes: number },
+): TorchStateDict {
+  const { maxTensorBytes } = limits;
   const entries = readZipDirectory(bytes);
+  const zip = new ZipExtractor(bytes, entries, limits);
   // torch names the top folder after the file's stem (`archive/` in early versions).
   const pickles = [...entries.keys()].filter((name) => /^[^/]+\/data\.pkl$/.test(name));
   if (pickles.length !== 1) {
@@ -620,7 +715,7 @@ function readZipCheckpoint(bytes: Uint8Array, maxTensorBytes: number): TorchStat
     );
   }
   const folder = pickles[0]!.slice(0, -"data.pkl".length);
-  const head = extract(bytes, entries, [`${folder}data.pkl`, `${folder}byteorder`], maxTensorBytes);
+  const head = zip.extract([`${folder}data.pkl`, `${folder}byteorder`]);
   // Written by PyTorch 2.1 and later; absent means little-endian.
   const byteorder = head.get(`${folder}byteorder`);
   if (byteorder && latin1(byteorder).trim() !== "little") {
@@ -636,7 +731,13 @@ function readZipCheckpoint(bytes: Uint8Array, maxTensorBytes: number): TorchStat
   const specs = tensorSpecs(root, maxTensorBytes);
   const used = new Set([...specs.values()].map((spec) => spec.storage));
   const record = (storage: StorageRef) => `${folder}data/${storage.key}`;
-  const files = extract(bytes, entries, [...used].map(record), maxTensorBytes);
+  // The pickle says how many bytes each storage holds: hold the zip to that before inflating.
+  for (const storage of used) {
+    const entry = entries.get(record(storage));
+    if (entry)
+      inContext(`zip entry "${record(storage)}"`, () => checkStorageLength(storage, entry.size));
+  }
+  const files = zip.extract([...used].map(record));
   return materialise(specs, (storage, tensor) => {
     const data = files.get(record(storage));
     if (!data) {

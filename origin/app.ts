@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import ort from "onnxruntime-node";
-import { invalid, preconditionFailed } from "../worker/errors";
+import { echo, invalid, preconditionFailed } from "../worker/errors";
 import { bearerMatches } from "../worker/http/auth";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "../worker/http/errors";
 import { serverTiming } from "../worker/http/middleware";
@@ -83,7 +83,7 @@ type OriginVariables = PlaneVariables & { requestId: string };
 const originRuntimeChoice: RuntimeChoice = (_manifest, requested) => {
   if (requested !== undefined && requested !== "origin" && requested !== "ort") {
     throw invalid(
-      `runtime '${requested}' is not served here: the origin runs every version's ONNX graph on onnxruntime-node ('origin')`,
+      `runtime '${echo(requested)}' is not served here: the origin runs every version's ONNX graph on onnxruntime-node ('origin')`,
     );
   }
   return "origin";
@@ -135,7 +135,17 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
         log({ level: "info", event: "model_loaded", ...fields, bytesHeld: event.model.bytesHeld });
       } else {
         const message = event.error instanceof Error ? event.error.message : String(event.error);
-        log({ level: "error", event: "model_load_failed", ...fields, error: message });
+        // The cause keeps what clients are not told (file paths on this host).
+        const cause = event.error instanceof Error ? event.error.cause : undefined;
+        log({
+          level: "error",
+          event: "model_load_failed",
+          ...fields,
+          error: message,
+          ...(cause !== undefined
+            ? { cause: cause instanceof Error ? cause.message : String(cause) }
+            : {}),
+        });
       }
     },
   });

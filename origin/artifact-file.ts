@@ -9,13 +9,22 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { PinionError, unavailable } from "../worker/errors";
 import type { ArtifactRole, Manifest } from "../worker/registry/manifest";
 import type { ModelRegistry } from "../worker/registry/registry";
+
+/**
+ * An error message fit for clients: the temporary file's path (which says
+ * where this host keeps its files) replaced by what it is. The full message
+ * stays in the error's cause, for the server's log.
+ */
+export function withoutPath(message: string, path: string): string {
+  return message.replaceAll(path, "the model file").replaceAll(dirname(path), "the temp directory");
+}
 
 export interface ArtifactFile {
   path: string;
@@ -58,7 +67,10 @@ export async function downloadArtifact(
   } catch (error) {
     await rm(path, { force: true });
     if (error instanceof PinionError) throw error;
-    throw unavailable(`could not fetch the ${label}: ${(error as Error).message}`, error);
+    throw unavailable(
+      `could not fetch the ${label}: ${withoutPath((error as Error).message, path)}`,
+      error,
+    );
   }
   return { path, bytes: received };
 }

@@ -13,7 +13,7 @@ import type { Manifest } from "../worker/registry/manifest";
 import type { ModelRegistry } from "../worker/registry/registry";
 import { OrtModel, checkSignature, messageOf } from "../worker/runtimes/ort/ort-runtime";
 import type { LoadedModel, Runtime } from "../worker/runtimes/runtime";
-import { downloadArtifact } from "./artifact-file";
+import { downloadArtifact, withoutPath } from "./artifact-file";
 
 /**
  * Memory a loaded session keeps per byte of its ONNX file: the weights, plus
@@ -77,7 +77,7 @@ export class OrtNodeRuntime implements Runtime {
       });
     } catch (cause) {
       throw unavailable(
-        `onnxruntime-node could not load ${manifest.name}@${manifest.version}: ${messageOf(cause)}`,
+        `onnxruntime-node could not load ${manifest.name}@${manifest.version}: ${withoutPath(messageOf(cause), file.path)}`,
         cause,
       );
     } finally {

@@ -116,6 +116,13 @@ function printQuantization(manifest: Manifest): void {
   }
 }
 
+const positiveBytes = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError("a positive number of bytes");
+  return n;
+};
+
 const parseActivation = (value: string): Activation => {
   if (!(ACTIVATIONS as readonly string[]).includes(value)) {
     throw new InvalidArgumentError(`choose one of ${ACTIVATIONS.join(", ")}`);
@@ -151,13 +158,17 @@ program
   .addOption(
     new Option("--edge-budget <bytes>", "largest model served at the edge with --placement auto")
       .env("PINION_EDGE_BUDGET_BYTES")
-      .argParser((v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n <= 0)
-          throw new InvalidArgumentError("a positive number of bytes");
-        return n;
-      }),
+      .argParser(positiveBytes),
   )
+  .addOption(
+    new Option(
+      "--max-inflated <bytes>",
+      "most bytes a .pth's compressed zip entries may inflate to (default 268435456)",
+    )
+      .env("PINION_MAX_INFLATED_BYTES")
+      .argParser(positiveBytes),
+  )
+  .option("--allow-non-finite", "publish weights that hold NaN or ±Infinity (refused otherwise)")
   .addOption(targetOption())
   .addOption(persistOption())
   .option("--json", "print the manifest as JSON")
@@ -168,6 +179,8 @@ program
       quantize: options.quantize,
       placement: options.placement,
       ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),
+      ...(options.maxInflated !== undefined ? { maxInflatedBytes: options.maxInflated } : {}),
+      allowNonFinite: options.allowNonFinite === true,
     });
     if (prepared.int8NotCompiled) {
       console.error(

@@ -37,3 +37,23 @@ export const preconditionFailed = (message: string) =>
   new PinionError("precondition_failed", message);
 export const unavailable = (message: string, cause?: unknown) =>
   new PinionError("unavailable", message, { cause });
+
+/** How much of a caller's text an error message repeats. */
+export const ECHO_CHARS = 64;
+
+/**
+ * Caller-supplied text as an error message may repeat it: whole when short,
+ * else its first `ECHO_CHARS` characters and its length, so a 100 KB name
+ * cannot make a 100 KB error.
+ */
+export function echo(text: string): string {
+  return text.length <= ECHO_CHARS ? text : `${text.slice(0, ECHO_CHARS)}… (${text.length} chars)`;
+}
+
+/** A caller-supplied JSON value for an error message, as JSON, cut like `echo`. */
+export function echoJson(value: unknown): string {
+  if (typeof value === "string" && value.length > ECHO_CHARS) {
+    return `${JSON.stringify(value.slice(0, ECHO_CHARS))}… (a string of ${value.length} chars)`;
+  }
+  return echo(String(JSON.stringify(value)));
+}

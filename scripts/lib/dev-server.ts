@@ -2,7 +2,9 @@
  * @module
  * Starts `npm start`'s script (seed demo models + `wrangler dev`) on a free
  * port in its own process group, and ends that whole group (wrangler spawns
- * workerd children) — only the processes we started.
+ * workerd children) — only the processes we started. Tokens given as
+ * `--var PINION_ADMIN_TOKEN:…` travel in the child's environment instead, so
+ * no command line (`ps`) shows them.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
@@ -42,6 +44,17 @@ export async function startDevServer(
 ): Promise<DevServer> {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
+  const secrets: Record<string, string> = {};
+  const passed: string[] = [];
+  for (let i = 0; i < extraArgs.length; i++) {
+    const match = /^(PINION_ADMIN_TOKENS?|PINION_ORIGIN_TOKEN):(.*)$/s.exec(extraArgs[i + 1] ?? "");
+    if (extraArgs[i] === "--var" && match) {
+      secrets[match[1]!] = match[2]!;
+      i++;
+    } else {
+      passed.push(extraArgs[i]!);
+    }
+  }
   const tsx = new URL("node_modules/tsx/dist/cli.mjs", root).pathname;
   const args = [
     tsx,
@@ -55,14 +68,14 @@ export async function startDevServer(
     "--inspector-port",
     String(await freePort()),
     "--show-interactive-dev-session=false",
-    ...extraArgs,
+    ...passed,
   ];
   const child = spawn(process.execPath, args, {
     cwd: root,
     detached: true, // its own process group, so the whole tree can be ended
     stdio: ["ignore", "pipe", "pipe"],
     // The GPU origin beside it gets a free port too, so servers can run side by side.
-    env: { ...process.env, CI: "true", PINION_ORIGIN_PORT: String(await freePort()) },
+    env: { ...process.env, CI: "true", PINION_ORIGIN_PORT: String(await freePort()), ...secrets },
   });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));

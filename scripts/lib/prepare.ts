@@ -7,6 +7,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import * as ort from "onnxruntime-web";
+import { assertFiniteWeights } from "../../convert/finite";
 import { parseGolden, type Golden } from "../../convert/golden";
 import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
@@ -46,6 +47,10 @@ export interface PrepareOptions {
   /** `auto` (default): the origin when the model exceeds `edgeBudgetBytes`, else the edge. */
   placement?: Placement | "auto";
   edgeBudgetBytes?: number;
+  /** Most bytes a `.pth`'s compressed zip entries may inflate to (default 256 MiB). */
+  maxInflatedBytes?: number;
+  /** Publish weights holding NaN or ±Infinity (refused otherwise). */
+  allowNonFinite?: boolean;
 }
 
 export interface PreparedVersion {
@@ -153,7 +158,14 @@ export async function prepareVersion(
   let origin: PreparedVersion["origin"];
   if (looksLikePyTorch(file, bytes)) {
     const activation = options.activation ?? "relu";
-    const layers = linearLayers(readStateDict(bytes));
+    const layers = linearLayers(
+      readStateDict(
+        bytes,
+        options.maxInflatedBytes !== undefined
+          ? { maxInflatedBytes: options.maxInflatedBytes }
+          : {},
+      ),
+    );
     // A .pth has no tensor names: take them from the golden file when it names them.
     const names = goldenText ? tensorNames(goldenText) : {};
     onnx = linearStackToOnnx(layers, { activation, ...names });
@@ -174,6 +186,9 @@ export async function prepareVersion(
 
   // Structure first (clear messages for broken files), then onnxruntime itself must load it.
   const summary = inspectOnnx(onnx);
+  if (!options.allowNonFinite) {
+    assertFiniteWeights(onnx, "--allow-non-finite publishes it anyway");
+  }
   const signature: { inputs: TensorSpec[]; outputs: TensorSpec[] } = await readOnnxSignature(
     ort,
     onnx,

@@ -56,6 +56,18 @@ describe("int8 compiler", () => {
     });
   });
 
+  it("refuses to quantise non-finite weights, naming the tensor", () => {
+    const layers = linearLayers(readStateDict(fixture("seed-simple/simple_model.pth")));
+    layers[1]!.weight[7] = Infinity;
+    layers[1]!.weight[9] = NaN;
+    expect(compileInt8(linearStackToOnnx(layers), kernels)).toEqual({
+      ok: false,
+      reason:
+        'int8 cannot quantise non-finite weights: tensor "layer2.weight" holds 2 non-finite ' +
+        "values (the first, Infinity, at index 7)",
+    });
+  });
+
   it("equals onnxruntime running the equivalent quantised graph, bit for bit", async () => {
     // Per layer: DynamicQuantizeLinear → MatMulInteger → Cast → Mul(x_scale · w_scale) → Add(bias) → Relu.
     const outcome = compileInt8(fixture("digits-mlp/digits_mlp.onnx"), kernels);

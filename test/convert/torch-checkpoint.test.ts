@@ -1,4 +1,7 @@
-import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { unzipSync, zipSync } from "fflate";
 import pkg from "onnx-proto";
 import { describe, expect, it } from "vitest";
@@ -8,6 +11,7 @@ import {
   type TorchTensor,
 } from "../../convert/torch-checkpoint";
 import { PinionError } from "../../worker/errors";
+import { crc32OfZeros, deflatedZeros, rawZip, storedEntry } from "./zip-bomb";
 
 const { onnx } = pkg;
 
@@ -929,5 +933,119 @@ describe("readStateDict refuses hostile files", () => {
       }
     }
     expect(refused).toBeGreaterThan(100);
+  });
+});
+
+describe("readStateDict refuses zip bombs before inflating them", () => {
+  const GiB = 1024 ** 3;
+  /** A state_dict of one float32 tensor over storage "0" of `numel` elements. */
+  const pklOf = (numel: number, shape: number[]) =>
+    pickle(
+      stateDict([
+        {
+          name: "weight",
+          shape,
+          storage: { key: "0", type: "FloatStorage", numel, bytes: new Uint8Array(0) },
+        },
+      ]),
+    );
+  /** model/data.pkl, then model/data/0 as a deflated entry of zeros declaring `size`. */
+  const bomb = (pkl: Uint8Array, zeros: Uint8Array, size: number) =>
+    rawZip([
+      storedEntry("model/data.pkl", pkl),
+      { name: "model/data/0", data: zeros, method: 8, size, crc32: crc32OfZeros(size) },
+      storedEntry("model/version", new TextEncoder().encode("3\n")),
+    ]);
+  const oneGiB = deflatedZeros(1024);
+
+  it("refuses a 1 MB file whose honest headers inflate to a legal 1 GiB tensor, fast", () => {
+    const file = bomb(pklOf(GiB / 4, [16384, 16384]), oneGiB, GiB);
+    expect(file.length).toBeLessThan(1.1e6);
+    const started = performance.now();
+    refuses(
+      file,
+      new RegExp(
+        `^zip bomb\\? the checkpoint's compressed entries declare ${GiB} bytes inflated in all ` +
+          `\\(largest: "model/data/0", ${oneGiB.length} bytes inflating to ${GiB}\\), over the ` +
+          `limit of 268435456 bytes \\(maxInflatedBytes\\)`,
+      ),
+    );
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
+  it("the pinion CLI refuses the 1 GiB bomb with that message, in bounded memory", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pinion-bomb-"));
+    try {
+      const file = join(dir, "bomb.pth");
+      writeFileSync(file, bomb(pklOf(GiB / 4, [16384, 16384]), oneGiB, GiB));
+      // Prints the child's peak resident set (KiB) as it exits.
+      const peak = `data:text/javascript,process.on("exit",()=>process.stderr.write("maxRSS="+process.resourceUsage().maxRSS+"\\n"))`;
+      const bin = new URL("../../bin/pinion.js", import.meta.url).pathname;
+      const started = performance.now();
+      const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>(
+        (resolve) =>
+          execFile(
+            process.execPath,
+            ["--import", peak, bin, "publish", "bomb", file, "--persist-to", dir],
+            { env: { ...process.env, PINION_ADMIN_TOKEN: "" }, timeout: 60_000 },
+            (error, _stdout, stderr) =>
+              resolve({ code: error ? (error.code as number) : 0, stderr }),
+          ),
+      );
+      expect(code).toBe(2); // EXIT.usage: the file is refused
+      expect(stderr).toMatch(/^pinion: zip bomb\? .* over the limit of 268435456 bytes/m);
+      expect(stderr).not.toMatch(/bad_alloc/);
+      expect(Number(/maxRSS=(\d+)/.exec(stderr)![1]) * 1024).toBeLessThan(600 * 1024 ** 2);
+      expect(performance.now() - started).toBeLessThan(30_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("stops inflating an entry at the size its header declares", () => {
+    // The pickle and the headers agree on 16 bytes; the data inflates to 1 GiB.
+    const lying = rawZip([
+      storedEntry("model/data.pkl", pklOf(4, [4])),
+      { name: "model/data/0", data: oneGiB, method: 8, size: 16, crc32: crc32OfZeros(16) },
+    ]);
+    const started = performance.now();
+    refuses(
+      lying,
+      /^zip bomb\? entry "model\/data\/0" inflates to more than the 16 bytes its header declares/,
+    );
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
+  it("holds each storage entry to the size the pickle declares, before inflating", () => {
+    refuses(
+      bomb(pklOf(4, [4]), oneGiB, GiB),
+      /^zip entry "model\/data\/0": storage "0" holds 268435456 float32 elements but the checkpoint says 4$/,
+    );
+  });
+
+  it("counts data.pkl against the limit too", () => {
+    const pkl = rawZip([
+      { name: "model/data.pkl", data: oneGiB, method: 8, size: GiB, crc32: crc32OfZeros(GiB) },
+    ]);
+    refuses(
+      pkl,
+      /^zip bomb\? .*\(largest: "model\/data\.pkl", \d+ bytes inflating to 1073741824\)/,
+    );
+  });
+
+  it("reads deflated entries under the limit, which is configurable", () => {
+    const eight = bomb(pklOf(2 * 1024 ** 2, [2048, 1024]), deflatedZeros(8), 8 * 1024 ** 2);
+    const tensor = tensorOf(readStateDict(eight), "weight");
+    expect(tensor.shape).toEqual([2048, 1024]);
+    expect((tensor.data as Float32Array).every((v) => v === 0)).toBe(true);
+    refuses(
+      eight,
+      /declare 8388608 bytes inflated in all .* over the limit of 4194304 bytes \(maxInflatedBytes\)/,
+      { maxInflatedBytes: 4 * 1024 ** 2 },
+    );
+    // Entries torch writes uncompressed do not inflate, so the limit does not apply to them.
+    expect(readStateDict(fixture("digits-mlp/digits_mlp.pth"), { maxInflatedBytes: 0 })).toEqual(
+      readStateDict(fixture("digits-mlp/digits_mlp.pth")),
+    );
   });
 });

@@ -10,9 +10,12 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { unzipSync, zipSync } from "fflate";
+import pkg from "onnx-proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
 
+const { onnx } = pkg;
 const run = promisify(execFile);
 const TOKEN = "e2e-admin-token";
 const pth = new URL("fixtures/seed-simple/simple_model.pth", root).pathname;
@@ -210,5 +213,67 @@ describe("pinion CLI", () => {
     expect(other.stderr).toBe("");
     expect(other.stdout).toMatch(/published stale@1/);
     expect(await readdir(join(stateDir, "uploads"))).toEqual([]);
+  });
+});
+
+describe("pinion publish refuses non-finite weights", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pinion-nonfinite-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("names the tensor of a .pth and of an .onnx, and publishes with --allow-non-finite", async () => {
+    // layer2.weight of the seed checkpoint (storage 2), with a NaN and an Infinity.
+    const entries = unzipSync(await readFile(pth));
+    const weights = new Float32Array(entries["simple_model/data/2"]!.slice().buffer);
+    weights[3] = NaN;
+    weights[9] = Infinity;
+    entries["simple_model/data/2"] = new Uint8Array(weights.buffer);
+    const badPth = join(dir, "nan.pth");
+    await writeFile(badPth, zipSync(entries, { level: 0 }));
+    // layer1.bias of the seed's ONNX export, with -Infinity.
+    const model = onnx.ModelProto.decode(
+      await readFile(new URL("fixtures/seed-simple/simple_model.onnx", root)),
+    );
+    const bias = model.graph!.initializer!.find((t) => t.name === "layer1.bias")!;
+    const values = new Float32Array(new Uint8Array(bias.rawData!).buffer);
+    values[5] = -Infinity;
+    bias.rawData = new Uint8Array(values.buffer);
+    const badOnnx = join(dir, "inf.onnx");
+    await writeFile(badOnnx, onnx.ModelProto.encode(model).finish());
+
+    const persist = ["--persist-to", dir];
+    const fromPth = await pinion(["publish", "nan", badPth, ...persist]);
+    expect(fromPth.code).toBe(2);
+    expect(fromPth.stderr.trim()).toBe(
+      `pinion: the model's weights are not all finite: tensor "layer2.weight" holds 2 ` +
+        `non-finite values (the first, NaN, at index 3); the version would answer nulls ` +
+        `(--allow-non-finite publishes it anyway)`,
+    );
+    const fromOnnx = await pinion(["publish", "inf", badOnnx, ...persist]);
+    expect(fromOnnx.code).toBe(2);
+    expect(fromOnnx.stderr).toMatch(
+      /^pinion: the model's weights are not all finite: tensor "layer1\.bias" holds 1 non-finite value \(the first, -Infinity, at index 5\)/,
+    );
+    const listed = await pinion(["models", "--json", ...persist]);
+    expect(JSON.parse(listed.stdout)).toEqual([]);
+
+    const allowed = await pinion([
+      "publish",
+      "nan",
+      badPth,
+      "--allow-non-finite",
+      "--quantize",
+      "int8",
+      ...persist,
+    ]);
+    expect(allowed.code).toBe(0);
+    expect(allowed.stdout).toMatch(/published nan@1/);
+    expect(allowed.stderr).toMatch(
+      /no int8 plan: int8 cannot quantise non-finite weights: tensor "layer2\.weight"/,
+    );
   });
 });

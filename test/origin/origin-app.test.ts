@@ -15,6 +15,7 @@ import { MEMORY_PER_MODEL_BYTE } from "../../origin/ort-node-runtime";
 import { chooseProviders } from "../../origin/providers";
 import { DirectoryStore } from "../../origin/stores/directory-store";
 import type { Manifest } from "../../worker/registry/manifest";
+import { ModelRegistry } from "../../worker/registry/registry";
 import {
   DIGITS_ONNX,
   digitsTestset,
@@ -102,6 +103,52 @@ describe("origin app", () => {
       ready: false,
       error: `onnx artifact of digits-mlp@1 is ${limit + 1} bytes; this server's limit is ${limit}`,
     });
+  });
+
+  it("says what failed without the host's paths: a model onnxruntime cannot load, an unwritable temp dir", async () => {
+    const broken = await new ModelRegistry(store).publish({
+      name: "broken",
+      platform: "onnx_onnxv1",
+      inputs: [{ name: "input", datatype: "FP32", shape: [-1, 10] }],
+      outputs: [{ name: "output", datatype: "FP32", shape: [-1, 10] }],
+      runtime: "ort",
+      placement: "origin",
+      artifacts: {
+        onnx: { bytes: new TextEncoder().encode("hello"), mediaType: "application/x-onnx" },
+      },
+    });
+    const request = (origin: OriginApp, model: string, version: number) =>
+      origin.app.request(`/v2/models/${model}/versions/${version}/infer`, {
+        method: "POST",
+        body: fp32Request([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]),
+      });
+
+    const logs: LogEntry[] = [];
+    const origin = await app({ cacheBytes: 1024 ** 3 }, logs);
+    const loadFailed = await request(origin, "broken", broken.version);
+    expect(loadFailed.status).toBe(503);
+    const loadError = ((await loadFailed.json()) as { error: string }).error;
+    expect(loadError).toMatch(/^onnxruntime-node could not load broken@1: .*the model file/);
+    expect(loadError).not.toContain(dir);
+    expect(loadError).not.toContain(tmpdir());
+    // The detail, path and all, goes to the server's log.
+    expect(JSON.stringify(logs)).toContain(dir);
+
+    // The origin's own temp directory vanishes after startup: writing the download fails.
+    const parent = await mkdtemp(join(dir, "tmp-"));
+    const unwritable = await createOriginApp({
+      store,
+      tmpDir: parent,
+      cacheBytes: 1024 ** 3,
+      log: () => {},
+    });
+    apps.push(unwritable);
+    await rm(parent, { recursive: true });
+    const writeFailed = await request(unwritable, "seed", 1);
+    expect(writeFailed.status).toBe(503);
+    const writeError = ((await writeFailed.json()) as { error: string }).error;
+    expect(writeError).toMatch(/^could not fetch the onnx artifact of seed@1: .*ENOENT/);
+    expect(writeError).not.toContain(dir);
   });
 
   it("loads a version once for concurrent first requests", async () => {

@@ -16,7 +16,7 @@
  */
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { conflict, invalid, notFound, unavailable } from "../errors";
+import { conflict, echo, invalid, notFound, unavailable } from "../errors";
 import { ALIAS_NAME_PATTERN, DEFAULT_ALIAS } from "../registry/aliases";
 import { blobKey, stagingKey } from "../registry/layout";
 import {
@@ -176,7 +176,7 @@ async function body<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw invalid(`${issue.path.join(".") || "body"}: ${issue.message}`);
+    throw invalid(`${echo(issue.path.join(".")) || "body"}: ${issue.message}`);
   }
   return parsed.data;
 }

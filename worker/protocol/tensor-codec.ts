@@ -5,7 +5,7 @@
  * the outside world is checked here, and nothing is allocated from a size the
  * caller claims until that size is bounded.
  */
-import { invalid } from "../errors";
+import { echo, echoJson, invalid } from "../errors";
 import {
   DATATYPES,
   INTEGER_RANGE,
@@ -25,9 +25,11 @@ export const MAX_RANK = 16;
 export function parseDatatype(value: string, what: string): Datatype {
   if (isDatatype(value)) return value;
   if (isKnownButUnsupported(value)) {
-    throw invalid(`${what} has datatype ${value}, which Pinion does not accept as JSON data`);
+    throw invalid(`${what} has datatype ${echo(value)}, which Pinion does not accept as JSON data`);
   }
-  throw invalid(`${what} has unknown datatype '${value}'; expected one of ${DATATYPES.join(", ")}`);
+  throw invalid(
+    `${what} has unknown datatype '${echo(value)}'; expected one of ${DATATYPES.join(", ")}`,
+  );
 }
 
 /**
@@ -41,9 +43,7 @@ export function checkShape(shape: readonly unknown[], what: string, maxElements:
   let count = 1;
   for (const [axis, dim] of shape.entries()) {
     if (typeof dim !== "number" || !Number.isSafeInteger(dim) || dim < 0) {
-      throw invalid(
-        `${what} shape[${axis}] is ${JSON.stringify(dim)}; dimensions must be integers >= 0`,
-      );
+      throw invalid(`${what} shape[${axis}] is ${echoJson(dim)}; dimensions must be integers >= 0`);
     }
     count *= dim;
   }
@@ -57,7 +57,7 @@ export function checkShape(shape: readonly unknown[], what: string, maxElements:
 
 /** Decodes one request input into a dense tensor of its declared datatype. */
 export function decodeInput(input: RequestInput, maxElements: number): Tensor {
-  const what = `input '${input.name}'`;
+  const what = `input '${echo(input.name)}'`;
   const datatype = parseDatatype(input.datatype, what);
   const count = checkShape(input.shape, what, maxElements);
   const data = input.data;
@@ -104,7 +104,7 @@ type Writer = (index: number, value: unknown) => void;
 
 function elementWriter(datatype: Datatype, out: TensorData, what: string): Writer {
   const bad = (index: number, value: unknown, expected: string): never => {
-    const shown = Array.isArray(value) ? "an array" : JSON.stringify(value);
+    const shown = Array.isArray(value) ? "an array" : echoJson(value);
     throw invalid(`${what} element ${index} is ${shown}; expected ${expected}`);
   };
   switch (datatype) {

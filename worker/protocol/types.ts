@@ -5,7 +5,7 @@
  * here; the tensor codec checks it element by element with precise messages.
  */
 import { z } from "zod";
-import { invalid } from "../errors";
+import { echo, invalid } from "../errors";
 import type { TensorSpec } from "./datatypes";
 
 const parameterValue = z.union([z.string(), z.number(), z.boolean()]);
@@ -43,7 +43,7 @@ export function parseInferenceRequest(body: unknown): InferenceRequest {
   const result = inferenceRequestSchema.safeParse(body);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    const path = issue.path.length ? issue.path.join(".") : "request body";
+    const path = issue.path.length ? echo(issue.path.join(".")) : "request body";
     throw invalid(`invalid inference request: ${path}: ${issue.message}`);
   }
   // Dimensions are checked (and bounded) by the tensor codec, with better messages than a schema.

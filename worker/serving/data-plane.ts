@@ -4,7 +4,7 @@
  * through the model cache, run it. Knows nothing of HTTP; errors are domain
  * errors whose kind the HTTP layer maps to a status.
  */
-import { invalid, notFound, PinionError, unavailable } from "../errors";
+import { echo, invalid, notFound, PinionError, unavailable } from "../errors";
 import type { Tensor } from "../protocol/datatypes";
 import { checkAgainstSpec, decodeInput, encodeOutput } from "../protocol/tensor-codec";
 import type {
@@ -76,7 +76,7 @@ export const edgeRuntimeChoice: RuntimeChoice = (manifest, requested) => {
     return manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
   }
   if (requested !== "ort" && requested !== "int8") {
-    throw invalid(`unknown runtime '${requested}'; use 'ort' or 'int8'`);
+    throw invalid(`unknown runtime '${echo(requested)}'; use 'ort' or 'int8'`);
   }
   if (requested === "int8" && !manifest.artifacts.int8) {
     throw invalid(
@@ -309,10 +309,11 @@ export class DataPlane {
       const spec = manifest.inputs.find((s) => s.name === input.name);
       if (!spec) {
         throw invalid(
-          `unknown input '${input.name}'; ${manifest.name}@${manifest.version} takes ${listNames(manifest.inputs)}`,
+          `unknown input '${echo(input.name)}'; ${manifest.name}@${manifest.version} takes ${listNames(manifest.inputs)}`,
         );
       }
-      if (byName.has(input.name)) throw invalid(`input '${input.name}' is given more than once`);
+      if (byName.has(input.name))
+        throw invalid(`input '${echo(input.name)}' is given more than once`);
       const tensor = decodeInput(input, maxElements);
       checkAgainstSpec(tensor, spec);
       byName.set(input.name, tensor);
@@ -333,11 +334,11 @@ export class DataPlane {
     for (const output of request.outputs) {
       if (!manifest.outputs.some((o) => o.name === output.name)) {
         throw invalid(
-          `unknown output '${output.name}'; ${manifest.name}@${manifest.version} produces ${listNames(manifest.outputs)}`,
+          `unknown output '${echo(output.name)}'; ${manifest.name}@${manifest.version} produces ${listNames(manifest.outputs)}`,
         );
       }
       if (seen.has(output.name))
-        throw invalid(`output '${output.name}' is requested more than once`);
+        throw invalid(`output '${echo(output.name)}' is requested more than once`);
       seen.add(output.name);
     }
     return request.outputs;

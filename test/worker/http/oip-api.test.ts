@@ -380,3 +380,60 @@ describe("errors", () => {
     expect(((await response.json()) as InferBody).outputs[0]!.data).toHaveLength(10);
   });
 });
+
+describe("errors echo at most a little of the request", () => {
+  const long = (length: number) => "X".repeat(length);
+  const request = (over: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    inputs: [
+      { name: "input", shape: [1, 10], datatype: "FP32", data: new Array(10).fill(0), ...over },
+    ],
+    ...extra,
+  });
+  const cases: [string, string, unknown, RegExp][] = [
+    [
+      "a 100 KB datatype",
+      "/v2/models/simple/infer",
+      request({ datatype: long(100_000) }),
+      /^input 'input' has unknown datatype 'X{64}… \(100000 chars\)'; expected one of/,
+    ],
+    [
+      "a 900 KB string element",
+      "/v2/models/simple/infer",
+      request({ data: [long(900_000), ...new Array(9).fill(0)] }),
+      /^input 'input' element 0 is "X{64}"… \(a string of 900000 chars\); expected a number/,
+    ],
+    [
+      "a 100 KB input name",
+      "/v2/models/simple/infer",
+      request({ name: long(100_000) }),
+      /^unknown input 'X{64}… \(100000 chars\)'; simple@1 takes 'input'/,
+    ],
+    [
+      "a 100 KB output name",
+      "/v2/models/simple/infer",
+      request({}, { outputs: [{ name: long(100_000) }] }),
+      /^unknown output 'X{64}… \(100000 chars\)'/,
+    ],
+    [
+      "a 100 KB parameter name",
+      "/v2/models/simple/infer",
+      request({}, { parameters: { [long(100_000)]: { nested: true } } }),
+      /^invalid inference request: parameters\.X{53}… \(100011 chars\): /,
+    ],
+    [
+      "a 100 KB runtime",
+      `/v2/models/simple/infer?runtime=${long(100_000)}`,
+      request({}),
+      /^unknown runtime 'X{64}… \(100000 chars\)'; use 'ort' or 'int8'/,
+    ],
+  ];
+  for (const [label, path, body, message] of cases) {
+    it(`400 with a short error for ${label}`, async () => {
+      const response = await postJson(path, body);
+      expect(response.status).toBe(400);
+      const text = await response.text();
+      expect(text.length).toBeLessThan(1024);
+      expect((JSON.parse(text) as { error: string }).error).toMatch(message);
+    });
+  }
+});

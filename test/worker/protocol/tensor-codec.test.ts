@@ -151,3 +151,26 @@ describe("encodeOutput", () => {
     });
   });
 });
+
+describe("decodeInput errors echo at most a little of the input", () => {
+  it("a 6 MB element makes an error of a few dozen bytes, not 8 MB", () => {
+    const input: RequestInput = {
+      name: "x",
+      shape: [2],
+      datatype: "FP32",
+      data: [1, `"${"\\".repeat(6_000_000)}`],
+    };
+    let error: unknown;
+    try {
+      decodeInput(input, 100);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(PinionError);
+    const message = (error as PinionError).message;
+    expect(message.length).toBeLessThan(300);
+    expect(message).toMatch(
+      /^input 'x' element 1 is ".{64,140}"… \(a string of 6000001 chars\); expected a number/,
+    );
+  });
+});
