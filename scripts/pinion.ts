@@ -187,6 +187,14 @@ program
         `pinion: no int8 plan: ${prepared.int8NotCompiled}; this version runs on onnxruntime`,
       );
     }
+    for (const { output, cause } of prepared.valueShaped) {
+      // A warning, not a refusal: detectors, top-k and the like have such outputs legitimately.
+      console.error(
+        `pinion: warning: the shape of output '${output}' follows the input's values (${cause}): ` +
+          "a small request can ask for an answer of any size; the server refuses answers over " +
+          "MAX_RESPONSE_ELEMENTS / MAX_RESPONSE_BYTES (422)",
+      );
+    }
     const manifest = await withTarget(options, (target) =>
       target.publish(model, prepared, progressBar()),
     );

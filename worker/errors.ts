@@ -11,6 +11,7 @@ export type ErrorKind =
   | "not_found" // the model or version does not exist
   | "conflict" // a write would break immutability
   | "payload_too_large" // a size from the outside world is over its bound
+  | "result_too_large" // a valid request whose answer would be larger than this server sends
   | "unauthenticated" // no or wrong credentials (admin API clients)
   | "precondition_failed" // the caller pinned something (a digest) the registry does not hold
   | "unavailable" // the model exists but cannot be served right now
@@ -33,6 +34,7 @@ export const invalid = (message: string) => new PinionError("invalid_argument", 
 export const notFound = (message: string) => new PinionError("not_found", message);
 export const conflict = (message: string) => new PinionError("conflict", message);
 export const tooLarge = (message: string) => new PinionError("payload_too_large", message);
+export const resultTooLarge = (message: string) => new PinionError("result_too_large", message);
 export const preconditionFailed = (message: string) =>
   new PinionError("precondition_failed", message);
 export const unavailable = (message: string, cause?: unknown) =>

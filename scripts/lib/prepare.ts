@@ -13,6 +13,7 @@ import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { inspectOnnx } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
+import { valueShapedOutputs, type ValueShapedOutput } from "../../convert/value-shapes";
 import { invalid } from "../../worker/errors";
 import type { TensorSpec } from "../../worker/protocol/datatypes";
 import type { ArtifactRole, Placement, Quantization } from "../../worker/registry/manifest";
@@ -62,6 +63,8 @@ export interface PreparedVersion {
   origin: { kind: "onnx" } | { kind: "pth"; layers: string[]; activation: Activation };
   /** Why no int8 plan was made although one was asked for. */
   int8NotCompiled?: string;
+  /** Outputs whose shape follows input values: a request can ask for an answer of any size. */
+  valueShaped: ValueShapedOutput[];
 }
 
 function tensorNames(goldenText: string): { inputName?: string; outputName?: string } {
@@ -246,5 +249,11 @@ export async function prepareVersion(
     ...(artifacts.int8 ? { int8: artifacts.int8.bytes } : {}),
     ...(artifacts.golden ? { golden: artifacts.golden.bytes } : {}),
   });
-  return { fields, artifacts, origin, ...(int8NotCompiled ? { int8NotCompiled } : {}) };
+  return {
+    fields,
+    artifacts,
+    origin,
+    ...(int8NotCompiled ? { int8NotCompiled } : {}),
+    valueShaped: valueShapedOutputs(onnx),
+  };
 }

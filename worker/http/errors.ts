@@ -15,6 +15,9 @@ export const STATUS_OF: Record<ErrorKind, ContentfulStatusCode> = {
   not_found: 404,
   conflict: 409,
   payload_too_large: 413,
+  // The request is well-formed and valid, and not too large itself (so neither 400 nor 413);
+  // its answer is, and the caller can fix that (fewer rows, fewer outputs): a 4xx, not a 5xx.
+  result_too_large: 422,
   unauthenticated: 401,
   precondition_failed: 412,
   unavailable: 503,

@@ -5,7 +5,7 @@
  * the outside world is checked here, and nothing is allocated from a size the
  * caller claims until that size is bounded.
  */
-import { echo, echoJson, invalid } from "../errors";
+import { echo, echoJson, invalid, resultTooLarge } from "../errors";
 import {
   DATATYPES,
   INTEGER_RANGE,
@@ -174,6 +174,77 @@ export function checkAgainstSpec(tensor: Tensor, spec: TensorSpec): void {
     throw invalid(
       `${what} has shape [${tensor.shape.join(", ")}]; the model expects [${spec.shape.join(", ")}] (-1 = any size)`,
     );
+  }
+}
+
+/** Bounds on one response's outputs (MAX_RESPONSE_ELEMENTS, MAX_RESPONSE_BYTES). */
+export interface ResponseLimits {
+  maxElements: number;
+  maxBytes: number;
+}
+
+/**
+ * Longest JSON text of one element, comma included: a float such as
+ * "-0.0000012345678901234567," (JS writes 1e-6 ≤ |x| < 1e21 in full), a 64-bit
+ * integer as a double ("-9223372036854776000,"), "false,".
+ */
+const MAX_JSON_CHARS: Record<Datatype, number> = {
+  BOOL: 6,
+  FP32: 26,
+  FP64: 26,
+  INT8: 5,
+  UINT8: 4,
+  INT16: 7,
+  UINT16: 6,
+  INT32: 12,
+  UINT32: 11,
+  INT64: 21,
+  UINT64: 21,
+};
+
+/** Refuses `elements` output elements over the bound: checked before they are computed, where known. */
+export function checkOutputElements(elements: number, limits: ResponseLimits): void {
+  if (elements > limits.maxElements) {
+    throw resultTooLarge(
+      `the answer would have ${elements} output elements; this server sends at most ${limits.maxElements} (MAX_RESPONSE_ELEMENTS): send fewer rows or ask for fewer outputs`,
+    );
+  }
+}
+
+/**
+ * Refuses outputs whose JSON data would exceed the bounds, before anything is
+ * encoded: the element count first, then the text's length — from the
+ * longest an element can be when that fits, else counted element by element
+ * (keeping nothing, and stopping at the bound).
+ */
+export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimits): void {
+  let elements = 0;
+  let longest = 0;
+  for (const tensor of tensors) {
+    elements += tensor.data.length;
+    longest += tensor.data.length * MAX_JSON_CHARS[tensor.datatype];
+  }
+  checkOutputElements(elements, limits);
+  if (longest <= limits.maxBytes) return;
+  let bytes = 0;
+  for (const tensor of tensors) {
+    const data = tensor.data;
+    for (let i = 0; i < data.length; i++) {
+      const value = data[i]!;
+      bytes +=
+        tensor.datatype === "BOOL"
+          ? value
+            ? 5
+            : 6
+          : Number.isFinite(Number(value))
+            ? String(Number(value)).length + 1
+            : 5; // null,
+      if (bytes > limits.maxBytes) {
+        throw resultTooLarge(
+          `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,
+        );
+      }
+    }
   }
 }
 

@@ -30,6 +30,12 @@ export interface LoadedModel {
    * queue (a measurable share of a microsecond-scale run); callers `await` it.
    */
   run(inputs: readonly Tensor[], outputNames: readonly string[]): Tensor[] | Promise<Tensor[]>;
+  /**
+   * How many elements `run` will return, for a runtime whose output shapes
+   * follow from the input shapes alone (int8): lets the server refuse an
+   * oversized answer before computing it. Absent where only running tells.
+   */
+  outputElements?(inputs: readonly Tensor[], outputNames: readonly string[]): number;
   /** Frees what the model holds; called once, when it is evicted. */
   dispose(): Promise<void>;
 }

@@ -19,6 +19,13 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
 export const servingConfigSchema = z.object({
   /** Largest request body accepted, in bytes; larger ones get 413 before being buffered. */
   MAX_REQUEST_BYTES: positiveInt(8 * 1024 * 1024),
+  /**
+   * Largest JSON text of one response's output data, in bytes, and most output
+   * elements, checked before encoding (int8: before running). With the model
+   * cache and a request, encoding (array, text, UTF-8 copy) must fit in 128 MB.
+   */
+  MAX_RESPONSE_BYTES: positiveInt(8 * 1024 * 1024),
+  MAX_RESPONSE_ELEMENTS: positiveInt(1024 * 1024),
   /** Bytes of loaded models an isolate keeps (isolates have 128 MB in all). */
   MODEL_CACHE_BYTES: positiveInt(64 * 1024 * 1024),
   /** How long an isolate trusts its list of a model's versions, in ms (0 = always re-list). */
@@ -51,6 +58,9 @@ export const servingConfigSchema = z.object({
 
 export type ServingConfig = {
   maxRequestBytes: number;
+  /** Bounds on one answer's outputs (none when absent: the origin's servers have the memory). */
+  maxResponseBytes?: number;
+  maxResponseElements?: number;
   modelCacheBytes: number;
   versionListTtlMs: number;
   aliasTtlMs: number;
@@ -64,6 +74,8 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
   const unset = (value: unknown) => (value === "" || value === null ? undefined : value);
   const parsed = servingConfigSchema.parse({
     MAX_REQUEST_BYTES: unset(vars.MAX_REQUEST_BYTES),
+    MAX_RESPONSE_BYTES: unset(vars.MAX_RESPONSE_BYTES),
+    MAX_RESPONSE_ELEMENTS: unset(vars.MAX_RESPONSE_ELEMENTS),
     MODEL_CACHE_BYTES: unset(vars.MODEL_CACHE_BYTES),
     VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
     ALIAS_TTL_MS: unset(vars.ALIAS_TTL_MS),
@@ -77,6 +89,8 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
   });
   return {
     maxRequestBytes: parsed.MAX_REQUEST_BYTES,
+    maxResponseBytes: parsed.MAX_RESPONSE_BYTES,
+    maxResponseElements: parsed.MAX_RESPONSE_ELEMENTS,
     modelCacheBytes: parsed.MODEL_CACHE_BYTES,
     versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
     aliasTtlMs: parsed.ALIAS_TTL_MS,

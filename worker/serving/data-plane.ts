@@ -6,7 +6,14 @@
  */
 import { echo, invalid, notFound, PinionError, unavailable } from "../errors";
 import type { Tensor } from "../protocol/datatypes";
-import { checkAgainstSpec, decodeInput, encodeOutput } from "../protocol/tensor-codec";
+import {
+  checkAgainstSpec,
+  checkOutputElements,
+  checkOutputSize,
+  decodeInput,
+  encodeOutput,
+  type ResponseLimits,
+} from "../protocol/tensor-codec";
 import type {
   InferenceRequest,
   InferenceResponse,
@@ -278,8 +285,11 @@ export class DataPlane {
     );
     const model = lease.model;
     const names = outputs.map((o) => o.name);
+    const limits = this.responseLimits();
     let results: Tensor[];
     try {
+      const planned = model.outputElements?.(inputs, names);
+      if (planned !== undefined) checkOutputElements(planned, limits);
       results = await timing.measure("compute", async () => {
         // Benchmarks rerun the compute to measure it with workerd's coarse clock;
         // each rerun costs what a request's run costs (a synchronous runtime's
@@ -293,6 +303,8 @@ export class DataPlane {
     } finally {
       lease.release();
     }
+    // Before encoding: a model whose output shape follows input values can be asked for anything.
+    checkOutputSize(results, limits);
     const response: InferenceResponse = {
       model_name: manifest.name,
       model_version: String(manifest.version),
@@ -300,6 +312,13 @@ export class DataPlane {
       outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
     };
     return { response, manifest, runtime: model.runtime, repeat };
+  }
+
+  private responseLimits(): ResponseLimits {
+    return {
+      maxElements: this.config.maxResponseElements ?? Infinity,
+      maxBytes: this.config.maxResponseBytes ?? Infinity,
+    };
   }
 
   private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {

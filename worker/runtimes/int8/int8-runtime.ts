@@ -60,6 +60,11 @@ class Int8Model implements LoadedModel {
     this.bytesHeld = kernels.memoryBytes + executor.blockScratchBytes();
   }
 
+  /** Static shapes: [batch, output width] per output. */
+  outputElements(inputs: readonly Tensor[], outputNames: readonly string[]): number {
+    return inputs[0]!.shape[0]! * this.executor.outputWidth * outputNames.length;
+  }
+
   /** Synchronous: the kernels never wait on anything. */
   run(inputs: readonly Tensor[], outputNames: readonly string[]): Tensor[] {
     const x = inputs[0]!;
