@@ -40,7 +40,7 @@ export default defineConfig({
             },
           }),
         ],
-        test: { name: "workerd", include: ["test/worker/**/*.test.ts"], testTimeout: 60_000 },
+        test: { name: "workerd", include: ["test/core/**/*.test.ts", "test/http/**/*.test.ts", "test/worker/**/*.test.ts"], testTimeout: 60_000 },
       },
       {
         // Scripts, the origin server and the end-to-end test against `wrangler dev`, in Node.

@@ -7,7 +7,7 @@
  * keys naming the initializers), and the int8 compiler uses it too.
  */
 import pkg from "onnx-proto";
-import { invalid } from "../worker/errors";
+import { invalid } from "../core/errors";
 import { ElemType } from "./onnx";
 
 const { onnx } = pkg;

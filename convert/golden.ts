@@ -6,9 +6,9 @@
  * `expected` for classifiers, with optional `labels`) and stores one canonical form.
  */
 import { z } from "zod";
-import { invalid } from "../worker/errors";
-import type { TensorSpec } from "../worker/protocol/datatypes";
-import { checkGoldenRows, GOLDEN_FORMAT, type Golden } from "../worker/registry/golden";
+import { invalid } from "../core/errors";
+import type { TensorSpec } from "../core/protocol/datatypes";
+import { checkGoldenRows, GOLDEN_FORMAT, type Golden } from "../core/registry/golden";
 
 export { GOLDEN_FORMAT, type Golden };
 

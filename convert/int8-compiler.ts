@@ -7,13 +7,13 @@
  * int8 weights, pre-packed for the kernels. Anything else is not compiled, and
  * the outcome names the node that stopped it.
  */
-import type { Int8Kernels } from "../worker/runtimes/int8/kernels";
+import type { Int8Kernels } from "../core/runtimes/int8/kernels";
 import {
   encodePlan,
   type PlanActivation,
   type PlanBlobs,
   type PlanLayer,
-} from "../worker/runtimes/int8/plan";
+} from "../core/runtimes/int8/plan";
 import { describeNonFinite, scanValues } from "./finite";
 import { readGraph, type Graph, type GraphNode } from "./onnx";
 
@@ -378,7 +378,7 @@ const argmax = (values: ArrayLike<number>) => {
 export function measureAccuracy(
   run: (x: Float32Array) => Float32Array,
   data: AccuracyInput,
-): NonNullable<import("../worker/registry/manifest").Quantization["accuracy"]> {
+): NonNullable<import("../core/registry/manifest").Quantization["accuracy"]> {
   let dot = 0;
   let a2 = 0;
   let b2 = 0;

@@ -5,7 +5,7 @@
  * chosen activation between layers — the graph `torch.onnx.export` writes for
  * such a module. Whatever cannot be inferred from the weights alone is refused.
  */
-import { invalid } from "../worker/errors";
+import { invalid } from "../core/errors";
 import { ElemType, buildModel, type Initializer, type NodeSpec } from "./onnx";
 
 export const ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "none"] as const;

@@ -3,13 +3,13 @@
  * ONNX models as protobuf, through onnx-proto: building small graphs (the
  * converter's output, test graphs) and reading graphs for the int8 compiler.
  * The structure check run at publish (`inspectOnnx`) lives with the worker's
- * commit checks (`worker/registry/onnx-structure.ts`), re-exported here.
+ * commit checks (`core/registry/onnx-structure.ts`), re-exported here.
  */
 import pkg from "onnx-proto";
-import type { TensorSpec } from "../worker/protocol/datatypes";
-import { decodeOnnxModel, ElemType, summariseOnnx } from "../worker/registry/onnx-structure";
+import type { TensorSpec } from "../core/protocol/datatypes";
+import { decodeOnnxModel, ElemType, summariseOnnx } from "../core/registry/onnx-structure";
 
-export { ElemType, inspectOnnx, type OnnxSummary } from "../worker/registry/onnx-structure";
+export { ElemType, inspectOnnx, type OnnxSummary } from "../core/registry/onnx-structure";
 
 const { onnx } = pkg;
 

@@ -11,7 +11,7 @@
  * against the bytes that remain before anything is allocated.
  */
 
-import { invalid } from "../worker/errors";
+import { invalid } from "../core/errors";
 
 /** A Python `tuple`; plain arrays are Python `list`s. */
 export class PickleTuple {

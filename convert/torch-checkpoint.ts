@@ -11,7 +11,7 @@
  */
 
 import { Inflate } from "fflate";
-import { invalid, PinionError } from "../worker/errors";
+import { invalid, PinionError } from "../core/errors";
 import {
   describe,
   PickleCall,

@@ -13,9 +13,9 @@ import { dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
-import { PinionError, unavailable } from "../worker/errors";
-import type { ArtifactRole, Manifest } from "../worker/registry/manifest";
-import type { ModelRegistry } from "../worker/registry/registry";
+import { PinionError, unavailable } from "../core/errors";
+import type { ArtifactRole, Manifest } from "../core/registry/manifest";
+import type { ModelRegistry } from "../core/registry/registry";
 
 /**
  * An error message fit for clients: the temporary file's path (which says

@@ -10,7 +10,7 @@
  * `npm start` leaves it.
  */
 import { z } from "zod";
-import { invalid } from "../worker/errors";
+import { invalid } from "../core/errors";
 
 export const ORIGIN_DEFAULTS = {
   port: 8081,

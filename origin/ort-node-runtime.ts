@@ -8,11 +8,11 @@
  */
 import { rm } from "node:fs/promises";
 import ort, { type InferenceSession } from "onnxruntime-node";
-import { unavailable } from "../worker/errors";
-import type { Manifest } from "../worker/registry/manifest";
-import type { ModelRegistry } from "../worker/registry/registry";
-import { OrtModel, checkSignature, messageOf } from "../worker/runtimes/ort/ort-runtime";
-import type { LoadedModel, Runtime } from "../worker/runtimes/runtime";
+import { unavailable } from "../core/errors";
+import type { Manifest } from "../core/registry/manifest";
+import type { ModelRegistry } from "../core/registry/registry";
+import { OrtModel, checkSignature, messageOf } from "../core/runtimes/ort/ort-runtime";
+import type { LoadedModel, Runtime } from "../core/runtimes/runtime";
 import { downloadArtifact, withoutPath } from "./artifact-file";
 
 /**

@@ -8,8 +8,8 @@
  */
 import ort from "onnxruntime-node";
 import { linearStackToOnnx } from "../convert/linear-stack";
-import { invalid, unavailable } from "../worker/errors";
-import { messageOf } from "../worker/runtimes/ort/ort-runtime";
+import { invalid, unavailable } from "../core/errors";
+import { messageOf } from "../core/runtimes/ort/ort-runtime";
 
 export interface ProviderChoice {
   /** As configured. */

@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { openLocalR2 } from "./lib/local-r2";
+import { openLocalR2 } from "../origin/stores/local-r2";
 import { seedDemoModels } from "./lib/demo-models";
 
 const args = process.argv.slice(2);

@@ -3,16 +3,16 @@
  * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
-import { parseAdminTokens, type AdminContext } from "./http/admin-routes";
-import { createApp } from "./http/app";
-import { ModelRegistry } from "./registry/registry";
+import { parseAdminTokens, type AdminContext } from "../http/admin-routes";
+import { createApp } from "../http/app";
+import { ModelRegistry } from "../core/registry/registry";
 import kernelsWasm from "../build/kernels.wasm";
-import { Int8Runtime } from "./runtimes/int8/int8-runtime";
-import { OrtRuntime } from "./runtimes/ort/ort-runtime";
-import { parseServingConfig } from "./serving/config";
-import { DataPlane } from "./serving/data-plane";
-import { Promoter } from "./serving/promoter";
-import { VersionChecker } from "./serving/version-checker";
+import { Int8Runtime } from "../core/runtimes/int8/int8-runtime";
+import { OrtRuntime } from "../core/runtimes/ort/ort-runtime";
+import { parseServingConfig } from "../core/serving/config";
+import { DataPlane } from "../core/serving/data-plane";
+import { Promoter } from "../core/serving/promoter";
+import { VersionChecker } from "../core/serving/version-checker";
 
 /** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
 declare const PINION_WITH_ORT: boolean | undefined;
@@ -41,7 +41,7 @@ function wiringFor(env: WorkerEnv): Wiring {
         // `--define PINION_WITH_ORT:false` leaves ORT out of the bundle entirely.
         // (Written inline so the bundler can fold the condition and drop the import.)
         ...(typeof PINION_WITH_ORT === "undefined" || PINION_WITH_ORT
-          ? [new OrtRuntime(async () => (await import("./runtimes/ort/ort-workerd")).loadOrt())]
+          ? [new OrtRuntime(async () => (await import("./ort-workerd")).loadOrt())]
           : []),
       ],
       parseServingConfig(env as unknown as Record<string, unknown>),

@@ -11,7 +11,7 @@ import { createReadStream } from "node:fs";
 import { link, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
-import { invalid } from "../../worker/errors";
+import { invalid } from "../../core/errors";
 import type {
   ListOptions,
   ListResult,
@@ -19,7 +19,7 @@ import type {
   PutOptions,
   StoredObject,
   StoredObjectInfo,
-} from "../../worker/registry/store";
+} from "../../core/registry/store";
 
 const DEFAULT_LIST_LIMIT = 1000;
 

@@ -3,7 +3,7 @@
  * Opens the store the configuration names. Local R2 is imported only when
  * chosen: it starts a Miniflare (workerd) instance over wrangler's state.
  */
-import type { ObjectStore } from "../../worker/registry/store";
+import type { ObjectStore } from "../../core/registry/store";
 import type { StoreConfig } from "../config";
 import { DirectoryStore } from "./directory-store";
 import { S3Store } from "./s3-store";
@@ -27,7 +27,7 @@ export async function openStore(config: StoreConfig): Promise<OpenStore> {
       return { store, description: store.description, close: async () => {} };
     }
     case "local-r2": {
-      const { openLocalR2, DEFAULT_PERSIST_TO } = await import("../../scripts/lib/local-r2");
+      const { openLocalR2, DEFAULT_PERSIST_TO } = await import("./local-r2");
       const r2 = await openLocalR2(config.persistTo);
       return {
         store: r2.store,

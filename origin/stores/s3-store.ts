@@ -7,7 +7,7 @@
  * checked by the store against `x-amz-content-sha256`) and ListObjectsV2.
  */
 import { AwsClient } from "aws4fetch";
-import { unavailable } from "../../worker/errors";
+import { unavailable } from "../../core/errors";
 import type {
   ListOptions,
   ListResult,
@@ -15,7 +15,7 @@ import type {
   PutOptions,
   StoredObject,
   StoredObjectInfo,
-} from "../../worker/registry/store";
+} from "../../core/registry/store";
 
 export interface S3StoreOptions {
   /** The S3 endpoint, e.g. `https://<account>.r2.cloudflarestorage.com`. */

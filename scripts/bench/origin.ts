@@ -33,7 +33,7 @@ import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Manifest } from "../../worker/registry/manifest";
+import type { Manifest } from "../../core/registry/manifest";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 import { prepareVersion } from "../lib/prepare";
 import { openTarget } from "../lib/targets";

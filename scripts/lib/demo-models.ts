@@ -5,8 +5,8 @@
  * version after it (the int8 runtime), which is then the default.
  */
 import { fileURLToPath } from "node:url";
-import { ModelRegistry } from "../../worker/registry/registry";
-import type { ObjectStore } from "../../worker/registry/store";
+import { ModelRegistry } from "../../core/registry/registry";
+import type { ObjectStore } from "../../core/registry/store";
 import { prepareVersion } from "./prepare";
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../fixtures/${path}`, import.meta.url));

@@ -4,7 +4,7 @@
  * first; `npm test` and `npm start` do). workerd imports the same file as a module.
  */
 import { readFile } from "node:fs/promises";
-import { Int8Kernels } from "../../worker/runtimes/int8/kernels";
+import { Int8Kernels } from "../../core/runtimes/int8/kernels";
 
 export type KernelBuild = "release" | "debug";
 

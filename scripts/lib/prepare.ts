@@ -14,13 +14,13 @@ import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/
 import { inspectOnnx } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { valueShapedOutputs, type ValueShapedOutput } from "../../convert/value-shapes";
-import { invalid } from "../../worker/errors";
-import type { TensorSpec } from "../../worker/protocol/datatypes";
-import type { ArtifactRole, Placement, Quantization } from "../../worker/registry/manifest";
-import { PlanExecutor } from "../../worker/runtimes/int8/executor";
-import type { VersionFields } from "../../worker/registry/registry";
-import { checkVersionArtifacts } from "../../worker/registry/version-check";
-import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
+import { invalid } from "../../core/errors";
+import type { TensorSpec } from "../../core/protocol/datatypes";
+import type { ArtifactRole, Placement, Quantization } from "../../core/registry/manifest";
+import { PlanExecutor } from "../../core/runtimes/int8/executor";
+import type { VersionFields } from "../../core/registry/registry";
+import { checkVersionArtifacts } from "../../core/registry/version-check";
+import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
 import { loadKernels } from "./kernels-node";
 
 ort.env.wasm.numThreads = 1;

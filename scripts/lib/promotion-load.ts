@@ -14,9 +14,9 @@
  */
 import autocannon from "autocannon";
 import type { IncomingHttpHeaders } from "node:http";
-import type { AliasEntry } from "../../worker/registry/aliases";
-import type { InferenceResponse } from "../../worker/protocol/types";
-import type { PromotionOutcome } from "../../worker/serving/promoter";
+import type { AliasEntry } from "../../core/registry/aliases";
+import type { InferenceResponse } from "../../core/protocol/types";
+import type { PromotionOutcome } from "../../core/serving/promoter";
 import { RemoteTarget } from "./targets";
 
 export interface PromotionLoadOptions {

@@ -6,24 +6,24 @@
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { invalid, PinionError, type ErrorKind } from "../../worker/errors";
-import type { AliasDocument } from "../../worker/registry/aliases";
-import type { Manifest, VersionSummary } from "../../worker/registry/manifest";
-import type { AuditRecord } from "../../worker/registry/promotion";
-import { ModelRegistry } from "../../worker/registry/registry";
-import type { ShadowReport } from "../../worker/registry/shadow-stats";
-import { Int8Runtime } from "../../worker/runtimes/int8/int8-runtime";
-import { OrtRuntime } from "../../worker/runtimes/ort/ort-runtime";
-import { parseServingConfig } from "../../worker/serving/config";
-import { DataPlane } from "../../worker/serving/data-plane";
+import { invalid, PinionError, type ErrorKind } from "../../core/errors";
+import type { AliasDocument } from "../../core/registry/aliases";
+import type { Manifest, VersionSummary } from "../../core/registry/manifest";
+import type { AuditRecord } from "../../core/registry/promotion";
+import { ModelRegistry } from "../../core/registry/registry";
+import type { ShadowReport } from "../../core/registry/shadow-stats";
+import { Int8Runtime } from "../../core/runtimes/int8/int8-runtime";
+import { OrtRuntime } from "../../core/runtimes/ort/ort-runtime";
+import { parseServingConfig } from "../../core/serving/config";
+import { DataPlane } from "../../core/serving/data-plane";
 import {
   Promoter,
   type PromoteOptions,
   type PromotionOutcome,
   type RollbackOptions,
-} from "../../worker/serving/promoter";
+} from "../../core/serving/promoter";
 import { kernelsPath } from "./kernels-node";
-import { openLocalR2, DEFAULT_PERSIST_TO } from "./local-r2";
+import { openLocalR2, DEFAULT_PERSIST_TO } from "../../origin/stores/local-r2";
 import type { PreparedVersion } from "./prepare";
 import { uploadArtifact, type UploadProgress } from "./upload";
 

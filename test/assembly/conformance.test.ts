@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Bytes, Int8Kernels } from "../../worker/runtimes/int8/kernels";
+import type { Bytes, Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadKernels } from "../../scripts/lib/kernels-node";
 
 interface JsonTensor {

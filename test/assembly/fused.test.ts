@@ -6,7 +6,7 @@
  * graph optimisations off). Both comparisons are bit-exact.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Int8Kernels } from "../../worker/runtimes/int8/kernels";
+import type { Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadKernels } from "../../scripts/lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "./random";

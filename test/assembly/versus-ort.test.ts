@@ -5,8 +5,8 @@
  * value distributions, including the extremes. Every case must match exactly.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { PinionError } from "../../worker/errors";
-import type { Bytes, Int8Kernels } from "../../worker/runtimes/int8/kernels";
+import { PinionError } from "../../core/errors";
+import type { Bytes, Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadKernels } from "../../scripts/lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "./random";

@@ -2,7 +2,7 @@ import pkg from "onnx-proto";
 import { describe, expect, it } from "vitest";
 import { assertFiniteWeights, nonFiniteWeights } from "../../convert/finite";
 import { ElemType, buildModel } from "../../convert/onnx";
-import { PinionError } from "../../worker/errors";
+import { PinionError } from "../../core/errors";
 
 const { onnx } = pkg;
 

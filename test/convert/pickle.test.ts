@@ -14,7 +14,7 @@ import {
   unpickle,
   type PickleValue,
 } from "../../convert/pickle";
-import { PinionError } from "../../worker/errors";
+import { PinionError } from "../../core/errors";
 
 /** Opcode bytes used by the writer below. */
 const OP = {

@@ -10,7 +10,7 @@ import {
   type TorchStateDict,
   type TorchTensor,
 } from "../../convert/torch-checkpoint";
-import { PinionError } from "../../worker/errors";
+import { PinionError } from "../../core/errors";
 import { crc32OfZeros, deflatedZeros, rawZip, storedEntry } from "./zip-bomb";
 
 const { onnx } = pkg;

@@ -12,10 +12,10 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
-import type { AliasDocument } from "../../worker/registry/aliases";
-import type { AuditRecord } from "../../worker/registry/promotion";
-import type { ShadowReport } from "../../worker/registry/shadow-stats";
-import type { PromotionOutcome } from "../../worker/serving/promoter";
+import type { AliasDocument } from "../../core/registry/aliases";
+import type { AuditRecord } from "../../core/registry/promotion";
+import type { ShadowReport } from "../../core/registry/shadow-stats";
+import type { PromotionOutcome } from "../../core/serving/promoter";
 
 const run = promisify(execFile);
 const TOKEN = "e2e-promote-token";

@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { freePort, root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
-import type { Manifest } from "../../worker/registry/manifest";
+import type { Manifest } from "../../core/registry/manifest";
 
 const run = promisify(execFile);
 const ADMIN_TOKEN = "e2e-origin-faults-admin";

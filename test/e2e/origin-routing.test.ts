@@ -20,7 +20,7 @@ import {
   type BigModelFile,
 } from "../../scripts/lib/big-model";
 import { root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
-import type { VersionSummary } from "../../worker/registry/manifest";
+import type { VersionSummary } from "../../core/registry/manifest";
 
 const run = promisify(execFile);
 const TOKEN = "e2e-origin-routing-token";

@@ -14,9 +14,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { root, startDevServer, type DevServer } from "../../scripts/lib/dev-server";
-import type { AliasDocument, AliasEntry } from "../../worker/registry/aliases";
-import type { AuditRecord } from "../../worker/registry/promotion";
-import type { PromotionOutcome } from "../../worker/serving/promoter";
+import type { AliasDocument, AliasEntry } from "../../core/registry/aliases";
+import type { AuditRecord } from "../../core/registry/promotion";
+import type { PromotionOutcome } from "../../core/serving/promoter";
 
 const run = promisify(execFile);
 const TOKENS = { "ci-a": "token-for-ci-a", "ci-b": "token-for-ci-b" } as const;

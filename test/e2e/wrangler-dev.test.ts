@@ -88,7 +88,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
   });
 
   it("re-seeding is idempotent: an unchanged model gets no new version", async () => {
-    const { openLocalR2 } = await import("../../scripts/lib/local-r2");
+    const { openLocalR2 } = await import("../../origin/stores/local-r2");
     const { seedDemoModels } = await import("../../scripts/lib/demo-models");
     // The running server holds the persistence files; a second Miniflare may read them too.
     const r2 = await openLocalR2(persistTo);

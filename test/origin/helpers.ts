@@ -10,9 +10,9 @@ import { createOriginApp, type OriginApp, type OriginOptions } from "../../origi
 import type { LogEntry } from "../../origin/log";
 import { startOriginServer, type ListenOptions, type OriginServer } from "../../origin/server";
 import { prepareVersion, type PrepareOptions } from "../../scripts/lib/prepare";
-import type { Manifest } from "../../worker/registry/manifest";
-import { ModelRegistry } from "../../worker/registry/registry";
-import type { ObjectStore } from "../../worker/registry/store";
+import type { Manifest } from "../../core/registry/manifest";
+import { ModelRegistry } from "../../core/registry/registry";
+import type { ObjectStore } from "../../core/registry/store";
 
 export const fixture = (path: string) =>
   fileURLToPath(new URL(`../../fixtures/${path}`, import.meta.url));

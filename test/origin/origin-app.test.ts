@@ -14,8 +14,8 @@ import type { LogEntry } from "../../origin/log";
 import { MEMORY_PER_MODEL_BYTE } from "../../origin/ort-node-runtime";
 import { chooseProviders } from "../../origin/providers";
 import { DirectoryStore } from "../../origin/stores/directory-store";
-import type { Manifest } from "../../worker/registry/manifest";
-import { ModelRegistry } from "../../worker/registry/registry";
+import type { Manifest } from "../../core/registry/manifest";
+import { ModelRegistry } from "../../core/registry/registry";
 import {
   DIGITS_ONNX,
   digitsTestset,

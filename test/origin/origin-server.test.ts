@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DirectoryStore } from "../../origin/stores/directory-store";
-import type { Manifest } from "../../worker/registry/manifest";
+import type { Manifest } from "../../core/registry/manifest";
 import {
   argmax,
   digitsTestset,

@@ -13,9 +13,9 @@ import S3rver from "s3rver";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DirectoryStore } from "../../origin/stores/directory-store";
 import { S3Store } from "../../origin/stores/s3-store";
-import { openLocalR2 } from "../../scripts/lib/local-r2";
-import { ModelRegistry } from "../../worker/registry/registry";
-import type { ObjectStore } from "../../worker/registry/store";
+import { openLocalR2 } from "../../origin/stores/local-r2";
+import { ModelRegistry } from "../../core/registry/registry";
+import type { ObjectStore } from "../../core/registry/store";
 import {
   fp32Request,
   maxAbsDiff,

@@ -2,8 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { openLocalR2, retryBusy } from "../../scripts/lib/local-r2";
-import { listKeys } from "../../worker/registry/store";
+import { openLocalR2, retryBusy } from "../../origin/stores/local-r2";
+import { listKeys } from "../../core/registry/store";
 
 describe("local R2", () => {
   it("retries the emulator's bare 500 until the operation goes through, and nothing else", async () => {

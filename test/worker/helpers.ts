@@ -8,13 +8,13 @@ import { env, exports } from "cloudflare:workers";
 import kernelsWasm from "../../build/kernels.wasm";
 import { parseGolden } from "../../convert/golden";
 import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
-import { ModelRegistry, type PublishInput } from "../../worker/registry/registry";
-import type { Manifest, Quantization } from "../../worker/registry/manifest";
-import { flatten } from "../../worker/registry/golden";
-import { PlanExecutor } from "../../worker/runtimes/int8/executor";
-import { Int8Kernels } from "../../worker/runtimes/int8/kernels";
-import { loadOrt } from "../../worker/runtimes/ort/ort-workerd";
-import { readOnnxSignature } from "../../worker/runtimes/ort/tensor-types";
+import { ModelRegistry, type PublishInput } from "../../core/registry/registry";
+import type { Manifest, Quantization } from "../../core/registry/manifest";
+import { flatten } from "../../core/registry/golden";
+import { PlanExecutor } from "../../core/runtimes/int8/executor";
+import { Int8Kernels } from "../../core/runtimes/int8/kernels";
+import { loadOrt } from "../../worker/ort-workerd";
+import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
 
 export async function fixtureBytes(path: string): Promise<Uint8Array> {
   const response = await env.FIXTURES.fetch(`http://fixtures/${path}`);

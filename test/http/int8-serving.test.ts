@@ -1,0 +1,136 @@
+/**
+ * Int8 at the edge: the demo models published as fp32 (v1) and int8 (v2)
+ * versions, served by the worker, with the acceptance measurements of the
+ * int8 runtime taken through the HTTP API.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { argmax, fixtureJson, postJson, publishFixture } from "../worker/helpers";
+
+interface Body {
+  model_version: string;
+  outputs: { data: number[] }[];
+  error?: string;
+}
+
+beforeAll(async () => {
+  await publishFixture("q-digits", "digits-mlp/digits_mlp.onnx", 1);
+  await publishFixture("q-digits", "digits-mlp/digits_mlp.onnx", 2, { int8: true });
+  await publishFixture("q-simple", "seed-simple/simple_model.onnx", 1);
+  await publishFixture("q-simple", "seed-simple/simple_model.onnx", 2, { int8: true });
+});
+
+const request = (name: string, data: number[], parameters?: Record<string, string>) => ({
+  inputs: [{ name: "input", shape: [1, data.length], datatype: "FP32", data }],
+  ...(parameters ? { parameters } : {}),
+});
+
+async function infer(path: string, body: unknown) {
+  const response = await postJson(path, body);
+  return { response, body: (await response.json()) as Body };
+}
+
+function cosine(a: number[], b: number[]): number {
+  let dot = 0;
+  let aa = 0;
+  let bb = 0;
+  a.forEach((v, i) => {
+    dot += v * b[i]!;
+    aa += v * v;
+    bb += b[i]! ** 2;
+  });
+  return dot / Math.sqrt(aa * bb);
+}
+
+describe("choosing the runtime", () => {
+  it("serves an int8 version on int8, an fp32 version on onnxruntime", async () => {
+    const x = new Array(64).fill(0.5);
+    const int8 = await infer("/v2/models/q-digits/infer", request("q-digits", x));
+    expect(int8.response.status).toBe(200);
+    expect(int8.body.model_version).toBe("2");
+    expect(int8.response.headers.get("x-pinion-runtime")).toBe("int8");
+    expect(int8.response.headers.get("x-pinion-model")).toBe("q-digits@2");
+    const fp32 = await infer("/v2/models/q-digits/versions/1/infer", request("q-digits", x));
+    expect(fp32.response.headers.get("x-pinion-runtime")).toBe("ort");
+  });
+
+  it("lets ?runtime= or the runtime parameter force either", async () => {
+    const x = new Array(64).fill(0.25);
+    const forced = await infer("/v2/models/q-digits/infer?runtime=ort", request("q-digits", x));
+    expect(forced.response.headers.get("x-pinion-runtime")).toBe("ort");
+    expect(forced.body.model_version).toBe("2");
+    const param = await infer(
+      "/v2/models/q-digits/infer",
+      request("q-digits", x, { runtime: "ort" }),
+    );
+    expect(param.response.headers.get("x-pinion-runtime")).toBe("ort");
+    const int8 = await infer(
+      "/v2/models/q-digits/versions/2/infer?runtime=int8",
+      request("q-digits", x),
+    );
+    expect(int8.response.headers.get("x-pinion-runtime")).toBe("int8");
+  });
+
+  it("refuses int8 for a version without a plan, and unknown runtimes", async () => {
+    const x = new Array(64).fill(0);
+    const none = await infer(
+      "/v2/models/q-digits/versions/1/infer?runtime=int8",
+      request("q-digits", x),
+    );
+    expect(none.response.status).toBe(400);
+    expect(none.body.error).toBe("q-digits@1 has no int8 plan; publish it with --quantize int8");
+    const bogus = await infer("/v2/models/q-digits/infer?runtime=tpu", request("q-digits", x));
+    expect(bogus.response.status).toBe(400);
+    expect(bogus.body.error).toMatch(/unknown runtime 'tpu'; use 'ort' or 'int8'/);
+  });
+
+  it("reports readiness per runtime", async () => {
+    const { api } = await import("../worker/helpers");
+    const ready = await api("/v2/models/q-digits/ready");
+    expect(ready.headers.get("x-pinion-runtime")).toBe("int8");
+    const ort = await api("/v2/models/q-digits/ready?runtime=ort");
+    expect(ort.headers.get("x-pinion-runtime")).toBe("ort");
+  });
+});
+
+describe("int8 acceptance, through the API", () => {
+  it("digits-mlp: accuracy within 0.5 points of fp32, classes agree on ≥ 99 %", async () => {
+    const set = await fixtureJson<{ inputs: number[][]; labels: number[] }>(
+      "digits-mlp/testset.json",
+    );
+    let int8Correct = 0;
+    let fp32Correct = 0;
+    let agree = 0;
+    // fp32 is exact whatever the batch: one request. int8 as single requests, as clients send them.
+    const fp32 = await infer("/v2/models/q-digits/versions/1/infer", {
+      inputs: [
+        { name: "input", shape: [set.inputs.length, 64], datatype: "FP32", data: set.inputs },
+      ],
+    });
+    const fp32Logits = fp32.body.outputs[0]!.data;
+    for (const [i, x] of set.inputs.entries()) {
+      const int8 = await infer("/v2/models/q-digits/versions/2/infer", request("q-digits", x));
+      const a = argmax(int8.body.outputs[0]!.data);
+      const b = argmax(fp32Logits.slice(i * 10, i * 10 + 10));
+      if (a === set.labels[i]) int8Correct++;
+      if (b === set.labels[i]) fp32Correct++;
+      if (a === b) agree++;
+    }
+    const n = set.inputs.length;
+    expect(fp32Correct).toBe(350);
+    expect(Math.abs(int8Correct / n - fp32Correct / n)).toBeLessThanOrEqual(0.005);
+    expect(agree / n).toBeGreaterThanOrEqual(0.99);
+  });
+
+  it("seed SimpleModel: cosine ≥ 0.999 against PyTorch on all 100 cases", async () => {
+    const cases = await fixtureJson<{ inputs: number[][]; expected: number[][] }>(
+      "seed-simple/cases.json",
+    );
+    let worst = 1;
+    for (const [i, x] of cases.inputs.entries()) {
+      const { response, body } = await infer("/v2/models/q-simple/infer", request("q-simple", x));
+      expect(response.headers.get("x-pinion-runtime")).toBe("int8");
+      worst = Math.min(worst, cosine(body.outputs[0]!.data, cases.expected[i]!));
+    }
+    expect(worst).toBeGreaterThanOrEqual(0.999);
+  });
+});
