@@ -40,13 +40,18 @@ export default defineConfig({
             },
           }),
         ],
-        test: { name: "workerd", include: ["test/core/**/*.test.ts", "test/http/**/*.test.ts", "test/worker/**/*.test.ts"], testTimeout: 60_000 },
+        test: {
+          name: "workerd",
+          include: ["test/core/**/*.test.ts", "test/http/**/*.test.ts", "test/worker/**/*.test.ts"],
+          testTimeout: 60_000,
+        },
       },
       {
         // Scripts, the origin server and the end-to-end test against `wrangler dev`, in Node.
         test: {
           name: "node",
           include: [
+            "test/architecture/**/*.test.ts",
             "test/assembly/**/*.test.ts",
             "test/convert/**/*.test.ts",
             "test/scripts/**/*.test.ts",

@@ -16,7 +16,17 @@
  */
 import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
-import { conflict, echo, invalid, notFound, unavailable } from "../core/errors";
+import {
+  conflict,
+  disabled,
+  echo,
+  invalid,
+  lengthRequired,
+  notFound,
+  refused,
+  tooLarge,
+  unavailable,
+} from "../core/errors";
 import { ALIAS_NAME_PATTERN, DEFAULT_ALIAS } from "../core/registry/aliases";
 import { blobKey, stagingKey } from "../core/registry/layout";
 import {
@@ -30,7 +40,7 @@ import { checkModelName, versionSchema } from "../core/registry/names";
 import type { ModelRegistry } from "../core/registry/registry";
 import type { Promoter } from "../core/serving/promoter";
 import type { VersionChecker } from "../core/serving/version-checker";
-import { secretsEqual } from "./auth";
+import { secretsEqual, tokenAuth } from "./auth";
 import { errorResponse } from "./errors";
 import { limitBody } from "./middleware";
 
@@ -84,31 +94,28 @@ export const MAX_ARTIFACT_BYTES = 5 * 1024 ** 3 - 5 * 1024 ** 2;
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
+/**
+ * The admin token check: every configured token is compared (in constant
+ * time), so timing tells nothing about which, if any, matched; the match's
+ * name becomes the actor. No configured token disables the API.
+ */
 function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
-  return async (c, next) => {
-    const tokens = c.var.admin.tokens;
-    if (tokens.length === 0) {
-      return c.json(
-        { error: "the admin API is disabled: set the PINION_ADMIN_TOKEN secret to enable it" },
-        404,
-      );
-    }
-    const header = c.req.header("authorization") ?? "";
-    const match = /^Bearer\s+(.+)$/i.exec(header);
-    let actor: string | undefined;
-    if (match) {
-      // Every token is compared, so timing tells nothing about which (if any) matched.
-      const given = match[1]!.trim();
+  const check = tokenAuth(
+    "pinion-admin",
+    "missing or wrong admin token (Authorization: Bearer …)",
+    async (given, c) => {
+      const tokens = (c as Ctx).var.admin.tokens;
       const equal = await Promise.all(tokens.map((t) => secretsEqual(given, t.token)));
-      actor = tokens.find((_, i) => equal[i])?.name;
+      const actor = tokens.find((_, i) => equal[i])?.name;
+      if (actor !== undefined) c.set("actor", actor);
+      return actor !== undefined;
+    },
+  );
+  return async (c, next) => {
+    if (c.var.admin.tokens.length === 0) {
+      throw disabled("the admin API is disabled: set the PINION_ADMIN_TOKEN secret to enable it");
     }
-    if (actor === undefined) {
-      return c.json({ error: "missing or wrong admin token (Authorization: Bearer …)" }, 401, {
-        "WWW-Authenticate": 'Bearer realm="pinion-admin"',
-      });
-    }
-    c.set("actor", actor);
-    await next();
+    return check(c, next);
   };
 }
 
@@ -250,8 +257,8 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
 
   app.get("/models/:name/versions", async (c) => {
     const name = checkModelName(c.req.param("name"));
+    await c.var.admin.registry.requireModel(name);
     const versions = await c.var.admin.registry.describeVersions(name);
-    if (versions.length === 0) throw notFound(`model '${name}' not found`);
     return c.json({ name, versions });
   });
 
@@ -283,10 +290,10 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     }
     const length = Number(c.req.header("content-length"));
     if (!Number.isInteger(length) || length <= 0) {
-      return c.json({ error: "a part needs a Content-Length header" }, 411);
+      throw lengthRequired("a part needs a Content-Length header");
     }
     if (length > PART_BYTES) {
-      return c.json({ error: `a part is at most ${PART_BYTES} bytes` }, 413);
+      throw tooLarge(`a part is at most ${PART_BYTES} bytes`);
     }
     const { upload } = openUpload(c, name);
     try {
@@ -360,9 +367,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
 
   app.get("/models/:name/aliases", async (c) => {
     const name = checkModelName(c.req.param("name"));
-    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
-      throw notFound(`model '${name}' not found`);
-    }
+    await c.var.admin.registry.requireModel(name);
     const { document } = await c.var.admin.registry.aliases.read(name);
     return c.json(document);
   });
@@ -384,10 +389,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     });
     if (outcome.status === "gates-failed") {
       const failed = outcome.gates.filter((g) => !g.passed).map((g) => `${g.gate}: ${g.detail}`);
-      return c.json(
-        { error: `gates failed; alias untouched: ${failed.join("; ")}`, ...outcome },
-        422,
-      );
+      throw refused(`gates failed; alias untouched: ${failed.join("; ")}`, { ...outcome });
     }
     return c.json(outcome);
   });
@@ -412,9 +414,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
       throw invalid("limit must be a positive integer");
     }
-    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
-      throw notFound(`model '${name}' not found`);
-    }
+    await c.var.admin.registry.requireModel(name);
     return c.json({
       model: name,
       records: await c.var.admin.registry.aliases.history(name, limit),
@@ -423,9 +423,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
 
   app.get("/models/:name/shadow", async (c) => {
     const name = checkModelName(c.req.param("name"));
-    if ((await c.var.admin.registry.listVersions(name)).length === 0) {
-      throw notFound(`model '${name}' not found`);
-    }
+    await c.var.admin.registry.requireModel(name);
     return c.json({ model: name, reports: await c.var.admin.registry.shadowStats.report(name) });
   });
 

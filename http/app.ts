@@ -9,7 +9,7 @@ import { requestId } from "hono/request-id";
 import type { DataPlane } from "../core/serving/data-plane";
 import { adminRoutes, type AdminContext } from "./admin-routes";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "./errors";
-import { serverTiming } from "./middleware";
+import { traceHeaders } from "./middleware";
 import { oipRoutes, type PlaneVariables } from "./oip-routes";
 
 export interface AppWiring<Bindings> {
@@ -27,11 +27,11 @@ export function createApp<Bindings extends object>({
 }: AppWiring<Bindings>): Hono<{ Bindings: Bindings; Variables: Variables }> {
   const app = new Hono<{ Bindings: Bindings; Variables: Variables }>();
   const routes = new Hono<{ Variables: Variables }>();
-  routes.route("/", oipRoutes({ forwardToOrigin: true }));
+  routes.route("/", oipRoutes());
   routes.route("/admin", adminRoutes());
 
   app.use(requestId());
-  app.use(serverTiming());
+  app.use(traceHeaders());
   app.use(jsonMethodNotAllowed(routes));
   app.use(async (c, next) => {
     c.set("plane", planeFor(c.env));

@@ -18,19 +18,38 @@ export const STATUS_OF: Record<ErrorKind, ContentfulStatusCode> = {
   // The request is well-formed and valid, and not too large itself (so neither 400 nor 413);
   // its answer is, and the caller can fix that (fewer rows, fewer outputs): a 4xx, not a 5xx.
   result_too_large: 422,
+  length_required: 411,
   unauthenticated: 401,
+  // A switched-off API answers as if it were not there.
+  disabled: 404,
   precondition_failed: 412,
+  refused: 422,
   unavailable: 503,
   upstream_failed: 502,
   upstream_timeout: 504,
   internal: 500,
 };
 
+/**
+ * The kind a status stands for: the CLI reads the admin API's answers with the
+ * same table the server wrote them with (first kind listed wins: 404 is
+ * `not_found`; 403 counts as `unauthenticated`).
+ */
+export function kindOfStatus(status: number): ErrorKind {
+  if (status === 403) return "unauthenticated";
+  const kind = (Object.keys(STATUS_OF) as ErrorKind[]).find((k) => STATUS_OF[k] === status);
+  return kind ?? (status >= 500 ? "unavailable" : "invalid_argument");
+}
+
 export function errorResponse(c: Context, error: unknown): Response {
   if (error instanceof PinionError) {
     const status = STATUS_OF[error.kind];
     if (status >= 500) logError(c, error);
-    return c.json({ error: error.message }, status);
+    const challenge =
+      error.kind === "unauthenticated"
+        ? { "WWW-Authenticate": `Bearer realm="${error.realm ?? "pinion"}"` }
+        : undefined;
+    return c.json({ error: error.message, ...error.details }, status, challenge);
   }
   if (error instanceof HTTPException) {
     return c.json(

@@ -1,24 +1,34 @@
 /**
  * @module
- * Cross-cutting response headers: `Server-Timing` on every response, and the
- * bounded JSON body reader used by the inference route.
+ * Cross-cutting: every request's trace, reported on the way out as
+ * `Server-Timing` and the `x-pinion-*` headers that say what served it; and
+ * the request body limit.
  */
 import type { Context, MiddlewareHandler } from "hono";
 import { invalid, tooLarge } from "../core/errors";
-import { Timing } from "../core/serving/timing";
+import { Trace } from "../core/serving/trace";
 
-export type AppVariables = { requestId: string; timing: Timing };
+export type AppVariables = { requestId: string; trace: Trace };
 
-/** Records phase timings for the request and reports them, plus the total, on the way out. */
-export function serverTiming(): MiddlewareHandler<{ Variables: AppVariables }> {
+/**
+ * Gives the request a trace, and reports it on the way out (errors included):
+ * phase timings plus the total in `Server-Timing`, and the version, alias and
+ * runtime that served it.
+ */
+export function traceHeaders(): MiddlewareHandler<{ Variables: AppVariables }> {
   return async (c, next) => {
     const started = performance.now();
-    const timing = new Timing();
-    c.set("timing", timing);
+    const trace = new Trace();
+    c.set("trace", trace);
     await next();
-    const metrics = timing.entries().map(([phase, ms]) => `${phase};dur=${ms.toFixed(2)}`);
+    const headers = c.res.headers;
+    if (trace.model !== undefined) headers.set("x-pinion-model", trace.model);
+    if (trace.alias !== undefined) headers.set("x-pinion-alias", trace.alias);
+    if (trace.runtime !== undefined) headers.set("x-pinion-runtime", trace.runtime);
+    if (trace.repeat !== undefined) headers.set("x-pinion-compute-repeat", String(trace.repeat));
+    const metrics = trace.timing.entries().map(([phase, ms]) => `${phase};dur=${ms.toFixed(2)}`);
     metrics.push(`total;dur=${(performance.now() - started).toFixed(2)}`);
-    c.res.headers.set("Server-Timing", metrics.join(", "));
+    headers.set("Server-Timing", metrics.join(", "));
   };
 }
 
@@ -90,19 +100,8 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: 
 }
 
 /** A body that breaks off (the client disconnected) is the request's fault, not a server error. */
-function unreadable(cause: unknown): never {
+export function unreadable(cause: unknown): never {
   throw invalid(
     `the request body could not be read to its end: ${cause instanceof Error ? cause.message : String(cause)}`,
   );
-}
-
-/** Parses the (already size-limited) body as JSON, with a message that says what is wrong. */
-export async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text().catch(unreadable);
-  if (text.trim() === "") throw invalid("request body is empty; send an inference request as JSON");
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw invalid(`request body is not valid JSON: ${(error as Error).message}`);
-  }
 }

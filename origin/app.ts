@@ -24,14 +24,17 @@ import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import ort from "onnxruntime-node";
 import { echo, invalid, preconditionFailed } from "../core/errors";
-import { bearerMatches } from "../http/auth";
+import { secretsEqual, tokenAuth } from "../http/auth";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "../http/errors";
-import { serverTiming } from "../http/middleware";
+import { traceHeaders } from "../http/middleware";
 import { oipRoutes, SERVER_METADATA, type PlaneVariables } from "../http/oip-routes";
 import type { ServerMetadata } from "../core/protocol/types";
 import { ModelRegistry } from "../core/registry/registry";
 import type { ObjectStore } from "../core/registry/store";
-import { DataPlane, type RuntimeChoice } from "../core/serving/data-plane";
+import { DataPlane } from "../core/serving/data-plane";
+import { Executor, type RuntimeChoice } from "../core/serving/executor";
+import { ModelCache } from "../core/serving/model-cache";
+import { ModelResolver } from "../core/serving/resolver";
 import { ORIGIN_DEFAULTS } from "./config";
 import { jsonLogger, parseTraceparent, type Logger } from "./log";
 import { OriginMetrics } from "./metrics";
@@ -66,6 +69,8 @@ export interface OriginServerMetadata extends ServerMetadata {
 export interface OriginApp {
   readonly app: Hono<{ Variables: OriginVariables }>;
   readonly plane: DataPlane;
+  /** The loaded sessions. */
+  readonly cache: ModelCache;
   readonly metrics: OriginMetrics;
   readonly providers: ProviderChoice;
   /** Where artifacts are streamed to while their sessions are created; empty in between. */
@@ -116,8 +121,10 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
 
   const tmp = await mkdtemp(join(options.tmpDir ?? tmpdir(), "pinion-origin-"));
   const cacheBytes = options.cacheBytes ?? ORIGIN_DEFAULTS.cacheBytes;
+  const maxRequestBytes = options.maxRequestBytes ?? ORIGIN_DEFAULTS.maxRequestBytes;
+  const cache = new ModelCache(cacheBytes);
   const metrics = new OriginMetrics({
-    cache: () => ({ models: plane.cache.keys().length, bytes: plane.cache.bytesHeld }),
+    cache: () => ({ models: cache.keys().length, bytes: cache.bytesHeld }),
   });
   const runtime = new OrtNodeRuntime({
     registry,
@@ -149,20 +156,26 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
       }
     },
   });
-  const plane = new DataPlane(
+  const versionListTtlMs = options.versionListTtlMs ?? ORIGIN_DEFAULTS.versionListTtlMs;
+  // The origin is where origin-placed versions run: no forwarder, and no shadow
+  // runs (the edge mirrors requests; it sends the origin pinned versions).
+  const executor = new Executor(
     registry,
     [runtime],
-    {
-      maxRequestBytes: options.maxRequestBytes ?? ORIGIN_DEFAULTS.maxRequestBytes,
-      modelCacheBytes: cacheBytes,
-      versionListTtlMs: options.versionListTtlMs ?? ORIGIN_DEFAULTS.versionListTtlMs,
-      // Direct callers may use aliases too; the edge always sends pinned versions.
-      aliasTtlMs: options.versionListTtlMs ?? ORIGIN_DEFAULTS.versionListTtlMs,
-      shadowFlushMs: 5000,
-    },
-    Date.now,
+    cache,
+    { maxRequestBytes },
     originRuntimeChoice,
   );
+  const plane = new DataPlane({
+    resolver: new ModelResolver(registry, {
+      versionListTtlMs,
+      // Direct callers may use aliases too; the edge always sends pinned versions.
+      aliasTtlMs: versionListTtlMs,
+      maxArtifactBytes: cacheBytes,
+    }),
+    executor,
+    maxRequestBytes,
+  });
 
   let draining = false;
   const serverMetadata = (): OriginServerMetadata => ({
@@ -190,7 +203,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   app.use(metrics.middleware());
   app.use(requestId());
   app.use(requestLog(log));
-  app.use(serverTiming());
+  app.use(traceHeaders());
   app.use(async (c, next) => {
     await next();
     c.res.headers.set("x-pinion-runtime", "origin");
@@ -213,6 +226,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   return {
     app,
     plane,
+    cache,
     metrics,
     providers,
     tmpDir: tmp,
@@ -223,21 +237,20 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
       draining = true;
     },
     async close() {
-      plane.cache.evictAll();
+      cache.evictAll();
       await rm(tmp, { recursive: true, force: true });
     },
   };
 }
 
+/** With a token configured, `/v2/models/…` needs it; without one, auth is off. */
 function requireToken(token: string | undefined): MiddlewareHandler {
-  return async (c, next) => {
-    if (token && !(await bearerMatches(c.req.header("authorization"), token))) {
-      return c.json({ error: "missing or wrong origin token (Authorization: Bearer …)" }, 401, {
-        "WWW-Authenticate": 'Bearer realm="pinion-origin"',
-      });
-    }
-    await next();
-  };
+  if (!token) return (_c, next) => next();
+  return tokenAuth(
+    "pinion-origin",
+    "missing or wrong origin token (Authorization: Bearer …)",
+    (given) => secretsEqual(given, token),
+  );
 }
 
 /**
@@ -246,8 +259,8 @@ function requireToken(token: string | undefined): MiddlewareHandler {
  */
 function pinVersion(): MiddlewareHandler<{ Variables: OriginVariables }> {
   return async (c, next) => {
-    const manifest = await c.var.timing.measure("resolve", () =>
-      c.var.plane.resolve(c.req.param("name")!, c.req.param("version")),
+    const manifest = await c.var.trace.timing.measure("resolve", () =>
+      c.var.plane.manifest(c.req.param("name")!, c.req.param("version")),
     );
     const label = `${manifest.name}@${manifest.version}`;
     c.header("x-pinion-model", label);

@@ -11,7 +11,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { userInfo } from "node:os";
 import { SingleBar, Presets } from "cli-progress";
 import { ACTIVATIONS, type Activation } from "../convert/linear-stack";
-import { PinionError } from "../core/errors";
+import { notFound, PinionError } from "../core/errors";
 import { DEFAULT_ALIAS, describeEntry } from "../core/registry/aliases";
 import type { Manifest, VersionSummary } from "../core/registry/manifest";
 import { MAX_VERSION, VERSION_PATTERN } from "../core/registry/names";
@@ -247,8 +247,7 @@ program
       target.describeVersions(model),
     );
     if (options.json) return console.log(JSON.stringify(versions, null, 2));
-    if (versions.length === 0)
-      throw new PinionError("not_found", `model '${model}' has no versions`);
+    if (versions.length === 0) throw notFound(`model '${model}' has no versions`);
     const rows = versions.map((v) => [
       String(v.version),
       String(v.bytes),

@@ -10,7 +10,7 @@ import kernelsWasm from "../build/kernels.wasm";
 import { Int8Runtime } from "../core/runtimes/int8/int8-runtime";
 import { OrtRuntime } from "../core/runtimes/ort/ort-runtime";
 import { parseServingConfig } from "../core/serving/config";
-import { DataPlane } from "../core/serving/data-plane";
+import { edgeDataPlane, type DataPlane } from "../core/serving/data-plane";
 import { Promoter } from "../core/serving/promoter";
 import { VersionChecker } from "../core/serving/version-checker";
 
@@ -32,20 +32,18 @@ function wiringFor(env: WorkerEnv): Wiring {
   let wiring = wirings.get(env.MODELS);
   if (!wiring) {
     const registry = new ModelRegistry(env.MODELS);
-    const plane = new DataPlane(
-      registry,
-      [
-        new Int8Runtime(kernelsWasm),
-        // Imported on first use: an isolate serving only int8 versions never
-        // evaluates onnxruntime-web or pays its initialisation. A build with
-        // `--define PINION_WITH_ORT:false` leaves ORT out of the bundle entirely.
-        // (Written inline so the bundler can fold the condition and drop the import.)
-        ...(typeof PINION_WITH_ORT === "undefined" || PINION_WITH_ORT
-          ? [new OrtRuntime(async () => (await import("./ort-workerd")).loadOrt())]
-          : []),
-      ],
-      parseServingConfig(env as unknown as Record<string, unknown>),
-    );
+    const config = parseServingConfig(env as unknown as Record<string, unknown>);
+    const runtimes = [
+      new Int8Runtime(kernelsWasm),
+      // Imported on first use: an isolate serving only int8 versions never
+      // evaluates onnxruntime-web or pays its initialisation. A build with
+      // `--define PINION_WITH_ORT:false` leaves ORT out of the bundle entirely.
+      // (Written inline so the bundler can fold the condition and drop the import.)
+      ...(typeof PINION_WITH_ORT === "undefined" || PINION_WITH_ORT
+        ? [new OrtRuntime(async () => (await import("./ort-workerd")).loadOrt())]
+        : []),
+    ];
+    const plane = edgeDataPlane(registry, runtimes, config);
     wiring = {
       plane,
       admin: {
@@ -53,7 +51,7 @@ function wiringFor(env: WorkerEnv): Wiring {
         bucket: env.MODELS,
         registry,
         promoter: new Promoter(registry, plane),
-        checker: new VersionChecker(registry, plane),
+        checker: new VersionChecker(registry, runtimes, config.modelCacheBytes),
       },
     };
     wirings.set(env.MODELS, wiring);

@@ -12,7 +12,7 @@
  * (its author is between the two writes, or died there) publishes it first —
  * rolls forward — so the view can lag the log but never diverge from it.
  */
-import { conflict, PinionError } from "../errors";
+import { conflict, internal } from "../errors";
 import { aliasDocumentSchema, ALIASES_FORMAT, emptyAliases, type AliasDocument } from "./aliases";
 import { aliasesKey, auditKey, auditPrefix } from "./layout";
 import { checkModelName } from "./names";
@@ -47,9 +47,7 @@ function parseJson<T>(text: string, schema: { parse(v: unknown): T }, what: stri
   try {
     return schema.parse(JSON.parse(text));
   } catch (error) {
-    throw new PinionError("internal", `${what} is corrupt: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw internal(`${what} is corrupt: ${(error as Error).message}`, error);
   }
 }
 

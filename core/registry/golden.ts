@@ -5,7 +5,7 @@
  * by `convert/golden.ts` at publish, read back here by the worker and the CLI.
  */
 import { z } from "zod";
-import { invalid, PinionError } from "../errors";
+import { internal, invalid, PinionError } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
 
 export const GOLDEN_FORMAT = "pinion.golden/1";
@@ -29,9 +29,7 @@ export function decodeGolden(bytes: Uint8Array): Golden {
   try {
     return goldenSchema.parse(JSON.parse(new TextDecoder().decode(bytes)));
   } catch (error) {
-    throw new PinionError("internal", `the golden set is corrupt: ${(error as Error).message}`, {
-      cause: error,
-    });
+    throw internal(`the golden set is corrupt: ${(error as Error).message}`, error);
   }
 }
 

@@ -6,7 +6,7 @@
  * conditional writes. The audit record format lives here too.
  */
 import { z } from "zod";
-import { invalid, notFound } from "../errors";
+import { invalid, modelNotFound, notFound } from "../errors";
 import {
   aliasEntrySchema,
   checkAliasName,
@@ -101,7 +101,7 @@ function weightOf(percent: number, flag: string): number {
 export function planPromotion(state: PromotionState, request: PromotionRequest): AliasChange {
   const { document } = state;
   const alias = checkAliasName(request.alias);
-  if (state.versions.length === 0) throw notFound(`model '${document.model}' not found`);
+  if (state.versions.length === 0) throw modelNotFound(document.model);
   if (!state.versions.includes(request.version)) {
     throw notFound(
       `model '${document.model}' has no version ${request.version} (published: ${state.versions.join(", ")})`,

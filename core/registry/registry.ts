@@ -3,7 +3,7 @@
  * The model registry over an object store: list versions, read manifests, read
  * artifacts with their digests verified, and publish new immutable versions.
  */
-import { conflict, invalid, notFound, unavailable } from "../errors";
+import { conflict, invalid, modelNotFound, notFound, unavailable } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
 import { sha256Hex } from "./digest";
 import { blobKey, manifestKey, versionFromPrefix, versionsPrefix } from "./layout";
@@ -71,6 +71,13 @@ export class ModelRegistry {
   }
 
   /** Published versions of a model, ascending. Empty when the model does not exist. */
+  /** A model's versions, ascending; a model without any does not exist (not_found). */
+  async requireModel(name: string): Promise<number[]> {
+    const versions = await this.listVersions(name);
+    if (versions.length === 0) throw modelNotFound(name);
+    return versions;
+  }
+
   async listVersions(name: string): Promise<number[]> {
     checkModelName(name);
     const versions: number[] = [];

@@ -1,372 +1,356 @@
 /**
  * @module
- * The data plane: resolve a model reference to a pinned version, load it
- * through the model cache, run it. Knows nothing of HTTP; errors are domain
- * errors whose kind the HTTP layer maps to a status.
+ * The data plane: one call per request. `infer` resolves the reference (path
+ * version or alias, or the request's `alias` parameter), decides where the
+ * version is answered (here, or by the GPU origin), decodes, runs, encodes, and
+ * hands back the answer with any shadow run as background work. Gates and
+ * shadow runs answer through `answer`, so "where is this version served" is
+ * decided in one place: `placedOnOrigin`.
+ *
+ * Composed per program from parts: the edge uses all four; the origin server
+ * has no forwarder (it is the origin) and no shadow recorder. Knows nothing of
+ * HTTP; errors are domain errors whose kind the HTTP layer maps to a status.
  */
-import { echo, invalid, notFound, PinionError, unavailable } from "../errors";
-import type { Tensor } from "../protocol/datatypes";
+import { invalid, PinionError, unavailable, type ErrorKind } from "../errors";
+import { decodeRequestJson } from "../protocol/request-json";
 import {
-  checkAgainstSpec,
-  checkOutputElements,
-  checkOutputSize,
-  decodeInput,
-  encodeOutput,
-  type ResponseLimits,
-} from "../protocol/tensor-codec";
-import type {
-  InferenceRequest,
-  InferenceResponse,
-  ModelMetadata,
-  Parameters,
+  parseInferenceRequest,
+  type InferenceRequest,
+  type InferenceResponse,
+  type ModelMetadata,
+  type ModelReady,
 } from "../protocol/types";
-import {
-  checkAliasName,
-  DEFAULT_ALIAS,
-  isShadowed,
-  pickVersion,
-  type AliasDocument,
-} from "../registry/aliases";
-import { manifestKey } from "../registry/layout";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
-import { checkModelName, parseVersion } from "../registry/names";
+import { placementOf } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
-import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
+import type { Runtime } from "../runtimes/runtime";
 import { ORIGIN_DEFAULTS, type ServingConfig } from "./config";
-import { ModelCache } from "./model-cache";
-import { ShadowRecorder } from "./shadow";
+import { edgeRuntimeChoice, Executor, type RuntimeChoice } from "./executor";
 import { OriginForwarder } from "./origin-forwarder";
-import { Timing } from "./timing";
+import { ModelCache } from "./model-cache";
+import { ModelResolver, type ModelReference, type Resolution } from "./resolver";
+import { ShadowRecorder } from "./shadow";
+import { Trace } from "./trace";
 
-/** Smallest JSON encoding of one element is two bytes ("0,"), so no request holds more. */
-const MIN_BYTES_PER_ELEMENT = 2;
-
-export interface InferenceResult {
-  response: InferenceResponse;
-  manifest: Manifest;
-  runtime: LoadedModel["runtime"];
-  /** How many times the compute ran (benchmarks only; else 1). */
-  repeat: number;
-}
-
-/** How a request named its model: pinned, through an alias, or neither (the default alias, else the latest version). */
-export interface ModelReference {
-  name: string;
-  version?: string;
-  alias?: string;
-  /** Sticky canary key: the same key lands on the same version while a split is unchanged. */
-  key?: string;
-}
-
-/** What a reference resolved to. */
-export interface Route {
-  manifest: Manifest;
-  /** The alias that chose the version, if one did. */
-  alias?: string;
-  /** The alias state revision the choice was made on. */
-  revision?: number;
-  /** Set when this request is to be mirrored to the alias's shadow version. */
-  shadowVersion?: number;
-}
-/**
- * Picks the runtime for a version from its manifest and what the request asked
- * for (`?runtime=` or the `runtime` request parameter, when given).
- */
-export type RuntimeChoice = (manifest: Manifest, requested: string | undefined) => RuntimeName;
+export type { ModelReference, Resolution } from "./resolver";
 
 /**
- * The edge's choice: the runtime asked for, else int8 when the version carries
- * a plan and its publisher chose int8, else onnxruntime.
+ * Bodies up to this size are held, so a request to the origin can be retried;
+ * larger ones stream. (Under wrangler dev, a streamed body whose forward fails
+ * also upsets the next request — a Miniflare quirk — so most requests are held.)
  */
-export const edgeRuntimeChoice: RuntimeChoice = (manifest, requested) => {
-  if (requested === undefined) {
-    return manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
-  }
-  if (requested !== "ort" && requested !== "int8") {
-    throw invalid(`unknown runtime '${echo(requested)}'; use 'ort' or 'int8'`);
-  }
-  if (requested === "int8" && !manifest.artifacts.int8) {
-    throw invalid(
-      `${manifest.name}@${manifest.version} has no int8 plan; publish it with --quantize int8`,
-    );
-  }
-  return requested;
-};
+const HELD_BODY_BYTES = 1024 * 1024;
+
+/** Kinds of failure that mean "not ready" rather than a bad request. */
+const NOT_READY = new Set<ErrorKind>(["unavailable", "upstream_failed", "upstream_timeout"]);
+
+/** A request body, read at most once, in whichever form the data plane needs. */
+export interface RequestBody {
+  /** The declared length in bytes, when the client sent one. */
+  readonly length?: number;
+  text(): Promise<string>;
+  bytes(): Promise<Uint8Array>;
+  /** The unread body, to pass on as it arrives. */
+  stream(): ReadableStream<Uint8Array> | null;
+}
+
+/** One inference request as it arrived. */
+export interface InferCall {
+  /** The model the path names (version or alias), with the caller's sticky key. */
+  reference: ModelReference;
+  body: RequestBody;
+  contentType?: string;
+  /** `?runtime=`: the runtime asked for. */
+  runtime?: string;
+  /** `?repeat=`: benchmarks only, honoured where `benchRepeatMax` allows. */
+  repeat?: string;
+  requestId: string;
+  traceparent?: string;
+}
+
+/** The answer to an inference request. */
+export type Answer =
+  | {
+      kind: "response";
+      response: InferenceResponse;
+      /** Work that runs after the response (the shadow run), for `waitUntil`. */
+      background?: Promise<void>;
+    }
+  | {
+      /** The GPU origin's answer, passed on as it arrives. */
+      kind: "relayed";
+      status: number;
+      headers: Headers;
+      body: ReadableStream<Uint8Array> | null;
+    };
+
+export interface DataPlaneParts {
+  resolver: ModelResolver;
+  executor: Executor;
+  /** Answers origin-placed versions; without one, every version runs here (the origin server). */
+  forwarder?: OriginForwarder;
+  /** Mirrors shadowed requests; without one, shadow versions are not run. */
+  shadow?: ShadowRecorder;
+  /** Largest request body accepted, in bytes. */
+  maxRequestBytes: number;
+  /** The most times `?repeat=N` may rerun a compute (0: not at all). */
+  benchRepeatMax?: number;
+}
 
 export class DataPlane {
-  readonly cache: ModelCache;
-  /** Mirrors shadowed requests and keeps their divergence totals. */
-  readonly shadow: ShadowRecorder;
-  /** Passes requests for origin-placed versions to the GPU origin (one circuit breaker per isolate). */
-  readonly origin: OriginForwarder;
-  /** Manifests are immutable once published, so they are cached without expiry. */
-  private readonly manifests = new Map<string, Manifest>();
-  private readonly versionLists = new Map<string, { versions: number[]; fetchedAt: number }>();
-  private readonly aliasDocuments = new Map<
-    string,
-    { document: AliasDocument; fetchedAt: number }
-  >();
+  private readonly resolver: ModelResolver;
+  private readonly executor: Executor;
+  private readonly forwarder: OriginForwarder | undefined;
+  private readonly shadow: ShadowRecorder | undefined;
+  /** Largest request body accepted, in bytes; the HTTP layer enforces it while reading. */
+  readonly maxRequestBytes: number;
+  private readonly benchRepeatMax: number;
 
-  private readonly runtimes = new Map<RuntimeName, Runtime>();
-
-  constructor(
-    private readonly registry: ModelRegistry,
-    runtimes: readonly Runtime[],
-    readonly config: ServingConfig,
-    private readonly now: () => number = Date.now,
-    private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
-  ) {
-    for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
-    this.cache = new ModelCache(config.modelCacheBytes);
-    this.shadow = new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now);
-    this.origin = new OriginForwarder(config.origin ?? ORIGIN_DEFAULTS, undefined, now);
+  constructor(parts: DataPlaneParts) {
+    this.resolver = parts.resolver;
+    this.executor = parts.executor;
+    this.forwarder = parts.forwarder;
+    this.shadow = parts.shadow;
+    this.maxRequestBytes = parts.maxRequestBytes;
+    this.benchRepeatMax = parts.benchRepeatMax ?? 0;
   }
 
-  /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
-  runtimeFor(manifest: Manifest, requested?: string): Runtime {
-    const name = this.chooseRuntime(manifest, requested);
-    const runtime = this.runtimes.get(name);
-    if (!runtime) throw unavailable(`this server has no ${name} runtime`);
-    return runtime;
-  }
-
-  /** This isolate's runtime of that name, if it has one (an int8-only build has no ORT). */
-  runtimeNamed(name: RuntimeName): Runtime | undefined {
-    return this.runtimes.get(name);
-  }
-
-  /** Published versions, from a per-isolate list refreshed every `versionListTtlMs`. */
-  async versions(name: string): Promise<number[]> {
-    checkModelName(name);
-    const cached = this.versionLists.get(name);
-    if (cached && this.now() - cached.fetchedAt < this.config.versionListTtlMs) {
-      return cached.versions;
-    }
-    const versions = await this.registry.listVersions(name);
-    this.versionLists.set(name, { versions, fetchedAt: this.now() });
-    return versions;
-  }
-
-  /** Resolves `name` plus an optional version string to a manifest. */
-  async resolve(name: string, version?: string): Promise<Manifest> {
-    checkModelName(name);
-    let pinned: number;
-    if (version === undefined) {
-      const latest = (await this.versions(name)).at(-1);
-      if (latest === undefined) throw notFound(`model '${name}' not found`);
-      pinned = latest;
-    } else {
-      pinned = parseVersion(version);
-    }
-    const key = manifestKey(name, pinned);
-    let manifest = this.manifests.get(key);
-    if (!manifest) {
-      manifest = await this.registry.getManifest(name, pinned).catch(async (error: unknown) => {
-        // Tell "no such model" apart from "no such version of this model".
-        const missing = error instanceof PinionError && error.kind === "not_found";
-        if (missing && (await this.registry.listVersions(name)).length === 0) {
-          throw notFound(`model '${name}' not found`);
-        }
-        throw error;
-      });
-      this.manifests.set(key, manifest);
-    }
-    return manifest;
-  }
-
-  /**
-   * A model's aliases, from a per-isolate copy refreshed every `aliasTtlMs`:
-   * the bound on how long a promotion takes to reach every isolate.
-   */
-  async aliases(name: string): Promise<AliasDocument> {
-    checkModelName(name);
-    const cached = this.aliasDocuments.get(name);
-    if (cached && this.now() - cached.fetchedAt < this.config.aliasTtlMs) return cached.document;
-    // Each request reads for itself: in workerd, a request awaiting a promise that another
-    // request's I/O resolves can be cancelled as hung, so reads are not shared.
-    const { document } = await this.registry.aliases.read(name);
-    // Never step back: a read that started before a promotion may finish after one that saw it.
-    const latest = this.aliasDocuments.get(name);
-    const keep =
-      latest && latest.document.revision > document.revision ? latest.document : document;
-    this.aliasDocuments.set(name, { document: keep, fetchedAt: this.now() });
-    return keep;
-  }
-
-  /**
-   * Resolves a reference to the version that serves it: a pinned version
-   * always means that version; an alias (or, with neither, the `production`
-   * alias when it exists) picks from its split by the request key; with no
-   * alias at all, the latest version answers.
-   */
-  async route(reference: ModelReference): Promise<Route> {
-    const { name, version, alias } = reference;
-    checkModelName(name);
-    if (version !== undefined) {
-      if (alias !== undefined) {
-        throw invalid("a request names either a version or an alias, not both");
+  /** Answers an inference request: resolve → place → decode → run → encode. */
+  async infer(call: InferCall, trace: Trace): Promise<Answer> {
+    const { reference, body } = call;
+    const timing = trace.timing;
+    const repeat = this.repeatOf(call.repeat);
+    let resolution: Resolution | undefined;
+    if (this.forwarder && (reference.version !== undefined || reference.alias !== undefined)) {
+      // The path names the version: an origin-placed one gets the body as a stream, unread.
+      resolution = await timing.measure("resolve", () => this.resolver.resolve(reference));
+      if (this.placedOnOrigin(resolution.manifest)) {
+        served(trace, resolution);
+        const held = body.length !== undefined && body.length <= HELD_BODY_BYTES;
+        return this.relay(
+          resolution.manifest,
+          held ? await body.bytes() : body.stream(),
+          call,
+          trace,
+        );
       }
-      return { manifest: await this.resolve(name, version) };
     }
-    const chosenAlias = alias === undefined ? undefined : checkAliasName(alias);
-    const document = await this.aliases(name);
-    const aliasName = chosenAlias ?? DEFAULT_ALIAS;
-    const entry = document.aliases[aliasName];
-    if (!entry) {
-      if (chosenAlias === undefined) return { manifest: await this.resolve(name) };
-      if ((await this.versions(name)).length === 0) throw notFound(`model '${name}' not found`);
-      throw notFound(`model '${name}' has no alias '${chosenAlias}'`);
+    // The JSON first, since an OIP request may name its alias in its parameters;
+    // a body that does not parse is reported after resolving, like any bad request.
+    let json: unknown;
+    let bodyError: unknown;
+    try {
+      json = decodeRequestJson(await body.text());
+    } catch (error) {
+      bodyError = error;
     }
-    const key = reference.key ?? "";
-    const salt = `${name}/${aliasName}`;
-    const manifest = await this.resolve(name, String(pickVersion(entry, key, salt)));
-    const route: Route = { manifest, alias: aliasName, revision: document.revision };
-    if (entry.shadow && entry.shadow.version !== manifest.version && isShadowed(entry, key, salt)) {
-      route.shadowVersion = entry.shadow.version;
+    const parameterAlias = (json as { parameters?: { alias?: unknown } } | null)?.parameters?.alias;
+    const chosen =
+      typeof parameterAlias === "string" && reference.alias === undefined
+        ? { ...reference, alias: parameterAlias }
+        : reference;
+    if (!resolution || chosen !== reference) {
+      resolution = await timing.measure("resolve", () => this.resolver.resolve(chosen));
     }
-    return route;
+    const manifest = resolution.manifest;
+    // Name what is being served even when the request then fails.
+    served(trace, resolution);
+    if (bodyError !== undefined) throw bodyError;
+    if (parameterAlias !== undefined && typeof parameterAlias !== "string") {
+      throw invalid("the 'alias' request parameter must be a string");
+    }
+    if (this.placedOnOrigin(manifest)) {
+      return this.relay(manifest, new TextEncoder().encode(JSON.stringify(json)), call, trace);
+    }
+    const request = parseInferenceRequest(json);
+    const { response, runtime } = await this.executor.run(manifest, request, timing, {
+      ...(call.runtime !== undefined ? { runtime: call.runtime } : {}),
+      repeat,
+      onRuntime: (name) => (trace.runtime = name),
+    });
+    trace.runtime = runtime;
+    if (repeat > 1) trace.repeat = repeat;
+    const background =
+      this.shadow && resolution.shadowVersion !== undefined
+        ? this.shadow.mirror(resolution, request, response, (version, shadowed) =>
+            this.answerVersion(manifest.name, version, shadowed),
+          )
+        : undefined;
+    return { kind: "response", response, ...(background ? { background } : {}) };
+  }
+
+  /**
+   * One request against a resolved version, answered where it is served: here,
+   * or by the GPU origin. Gates and shadow runs go through this.
+   */
+  async answer(
+    manifest: Manifest,
+    request: InferenceRequest,
+  ): Promise<{ response: InferenceResponse; runtime: string }> {
+    if (!this.placedOnOrigin(manifest)) {
+      return this.executor.run(manifest, request, new Trace().timing);
+    }
+    const reply = await this.forwarder!.forward({
+      endpoint: "infer",
+      manifest,
+      body: new TextEncoder().encode(JSON.stringify(request)),
+      contentType: "application/json",
+      requestId: crypto.randomUUID(),
+    });
+    if (!reply.ok) {
+      const text = (await reply.text()).slice(0, 300);
+      throw unavailable(`the origin answered ${reply.status}: ${text}`);
+    }
+    return { response: (await reply.json()) as InferenceResponse, runtime: "origin" };
+  }
+
+  /** Whether a version can answer now: loads it here, or asks the origin. */
+  async ready(
+    reference: ModelReference,
+    trace: Trace,
+    options: { runtime?: string; requestId: string; traceparent?: string },
+  ): Promise<ModelReady & { version: string; error?: string }> {
+    const resolution = await trace.timing.measure("resolve", () =>
+      this.resolver.resolve(reference),
+    );
+    const manifest = resolution.manifest;
+    served(trace, resolution);
+    const state = { name: manifest.name, version: String(manifest.version), ready: true };
+    try {
+      if (this.placedOnOrigin(manifest)) {
+        trace.runtime = "origin";
+        const reply = await trace.timing.measure("load", () =>
+          this.forwarder!.forward({
+            endpoint: "ready",
+            manifest,
+            requestId: options.requestId,
+            ...(options.traceparent ? { traceparent: options.traceparent } : {}),
+          }),
+        );
+        await reply.body?.cancel();
+        if (reply.status !== 200) {
+          return { ...state, ready: false, error: `the origin answered ${reply.status}` };
+        }
+        return state;
+      }
+      const model = await trace.timing.measure("load", () =>
+        this.executor.load(manifest, options.runtime),
+      );
+      trace.runtime = model.runtime;
+    } catch (error) {
+      if (!(error instanceof PinionError) || !NOT_READY.has(error.kind)) throw error;
+      return { ...state, ready: false, error: error.message };
+    }
+    return state;
+  }
+
+  /** OIP model metadata of the version a reference resolves to. */
+  async metadata(reference: ModelReference, trace: Trace): Promise<ModelMetadata> {
+    const resolution = await trace.timing.measure("resolve", () =>
+      this.resolver.resolve(reference),
+    );
+    served(trace, resolution);
+    return this.resolver.metadata(resolution.manifest);
+  }
+
+  /** The manifest of `name` at a version string, or at its latest version. */
+  manifest(name: string, version?: string): Promise<Manifest> {
+    return this.resolver.manifest(name, version);
   }
 
   /** One of a version's artifacts, digest verified (gates read golden sets this way). */
   readArtifact(manifest: Manifest, role: ArtifactRole): Promise<Uint8Array> {
-    return this.registry.readArtifact(manifest, role, this.config.modelCacheBytes);
-  }
-
-  async metadata(name: string, version?: string): Promise<ModelMetadata> {
-    const manifest = await this.resolve(name, version);
-    const versions = await this.versions(name);
-    return {
-      name: manifest.name,
-      versions: (versions.includes(manifest.version)
-        ? versions
-        : [...versions, manifest.version]
-      ).map(String),
-      platform: manifest.platform,
-      inputs: manifest.inputs,
-      outputs: manifest.outputs,
-    };
-  }
-
-  /** Loads the version (if not loaded yet), so readiness means "can answer now". */
-  async load(manifest: Manifest, requested?: string): Promise<LoadedModel> {
-    const runtime = this.runtimeFor(manifest, requested);
-    return this.cache.get(cacheKey(manifest, runtime), this.loader(manifest, runtime));
-  }
-
-  private loader(manifest: Manifest, runtime: Runtime): () => Promise<LoadedModel> {
-    return () =>
-      runtime.load(manifest, (role) =>
-        this.registry.readArtifact(manifest, role, this.config.modelCacheBytes),
-      );
+    return this.resolver.readArtifact(manifest, role);
   }
 
   /** Registry reachability, for the server readiness probe. */
-  async registryReachable(): Promise<boolean> {
-    return this.registry.ping();
+  registryReachable(): Promise<boolean> {
+    return this.resolver.registryReachable();
   }
 
-  /** Runs a request against an already resolved version. */
-  async inferResolved(
-    manifest: Manifest,
+  /** The one placement rule: origin-placed versions go to the origin when this plane has one. */
+  private placedOnOrigin(manifest: Manifest): boolean {
+    return this.forwarder !== undefined && placementOf(manifest) === "origin";
+  }
+
+  private async answerVersion(
+    name: string,
+    version: number,
     request: InferenceRequest,
-    timing: Timing = new Timing(),
-    requestedRuntime?: string,
-    repeat = 1,
-  ): Promise<InferenceResult> {
-    const parameter = request.parameters?.runtime;
-    const runtime = this.runtimeFor(
-      manifest,
-      requestedRuntime ?? (parameter === undefined ? undefined : String(parameter)),
-    );
-    const inputs = this.decodeInputs(manifest, request);
-    const outputs = this.selectOutputs(manifest, request);
-    const lease = await timing.measure("load", () =>
-      this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
-    );
-    const model = lease.model;
-    const names = outputs.map((o) => o.name);
-    const limits = this.responseLimits();
-    let results: Tensor[];
-    try {
-      const planned = model.outputElements?.(inputs, names);
-      if (planned !== undefined) checkOutputElements(planned, limits);
-      results = await timing.measure("compute", async () => {
-        // Benchmarks rerun the compute to measure it with workerd's coarse clock;
-        // each rerun costs what a request's run costs (a synchronous runtime's
-        // result is not awaited there either: `measure` awaits once).
-        for (let i = 1; i < repeat; i++) {
-          const pending = model.run(inputs, names);
-          if (pending instanceof Promise) await pending;
-        }
-        return model.run(inputs, names);
-      });
-    } finally {
-      lease.release();
-    }
-    // Before encoding: a model whose output shape follows input values can be asked for anything.
-    checkOutputSize(results, limits);
-    const response: InferenceResponse = {
-      model_name: manifest.name,
-      model_version: String(manifest.version),
-      ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
-    };
-    return { response, manifest, runtime: model.runtime, repeat };
+  ): Promise<InferenceResponse> {
+    const manifest = await this.resolver.manifest(name, String(version));
+    return (await this.answer(manifest, request)).response;
   }
 
-  private responseLimits(): ResponseLimits {
-    return {
-      maxElements: this.config.maxResponseElements ?? Infinity,
-      maxBytes: this.config.maxResponseBytes ?? Infinity,
-    };
-  }
-
-  private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {
-    const maxElements = Math.floor(this.config.maxRequestBytes / MIN_BYTES_PER_ELEMENT);
-    const byName = new Map<string, Tensor>();
-    for (const input of request.inputs) {
-      const spec = manifest.inputs.find((s) => s.name === input.name);
-      if (!spec) {
-        throw invalid(
-          `unknown input '${echo(input.name)}'; ${manifest.name}@${manifest.version} takes ${listNames(manifest.inputs)}`,
-        );
-      }
-      if (byName.has(input.name))
-        throw invalid(`input '${echo(input.name)}' is given more than once`);
-      const tensor = decodeInput(input, maxElements);
-      checkAgainstSpec(tensor, spec);
-      byName.set(input.name, tensor);
-    }
-    const missing = manifest.inputs.filter((s) => !byName.has(s.name));
-    if (missing.length > 0) throw invalid(`missing input ${listNames(missing)}`);
-    return manifest.inputs.map((s) => byName.get(s.name)!);
-  }
-
-  private selectOutputs(
+  /** Passes an inference request to the origin; its answer streams back as it arrives. */
+  private async relay(
     manifest: Manifest,
-    request: InferenceRequest,
-  ): { name: string; parameters?: Parameters }[] {
-    if (!request.outputs || request.outputs.length === 0) {
-      return manifest.outputs.map((o) => ({ name: o.name }));
+    body: Uint8Array | ReadableStream<Uint8Array> | null,
+    call: InferCall,
+    trace: Trace,
+  ): Promise<Answer> {
+    trace.runtime = "origin";
+    const reply = await trace.timing.measure("compute", () =>
+      this.forwarder!.forward({
+        endpoint: "infer",
+        manifest,
+        body,
+        contentType: call.contentType ?? "application/json",
+        requestId: call.requestId,
+        ...(call.traceparent ? { traceparent: call.traceparent } : {}),
+      }),
+    );
+    return { kind: "relayed", status: reply.status, headers: reply.headers, body: reply.body };
+  }
+
+  private repeatOf(value: string | undefined): number {
+    const max = this.benchRepeatMax;
+    if (value === undefined || max === 0) return 1;
+    const repeat = Number(value);
+    if (!Number.isInteger(repeat) || repeat < 1 || repeat > max) {
+      throw invalid(`repeat must be an integer from 1 to ${max}`);
     }
-    const seen = new Set<string>();
-    for (const output of request.outputs) {
-      if (!manifest.outputs.some((o) => o.name === output.name)) {
-        throw invalid(
-          `unknown output '${echo(output.name)}'; ${manifest.name}@${manifest.version} produces ${listNames(manifest.outputs)}`,
-        );
-      }
-      if (seen.has(output.name))
-        throw invalid(`output '${echo(output.name)}' is requested more than once`);
-      seen.add(output.name);
-    }
-    return request.outputs;
+    return repeat;
   }
 }
 
-const cacheKey = (manifest: Manifest, runtime: Runtime) =>
-  `${manifest.name}@${manifest.version}/${runtime.name}`;
+function served(trace: Trace, resolution: Resolution): void {
+  trace.model = `${resolution.manifest.name}@${resolution.manifest.version}`;
+  if (resolution.alias !== undefined) trace.alias = resolution.alias;
+}
 
-function listNames(specs: readonly { name: string }[]): string {
-  return specs.map((s) => `'${s.name}'`).join(", ");
+/**
+ * The edge's plane: resolution and execution here, origin-placed versions
+ * forwarded to the GPU origin (none configured: they answer 503), shadow runs
+ * recorded. The CLI composes the same for local gates.
+ */
+export function edgeDataPlane(
+  registry: ModelRegistry,
+  runtimes: readonly Runtime[],
+  config: ServingConfig,
+  now: () => number = Date.now,
+  chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
+): DataPlane {
+  return new DataPlane({
+    resolver: new ModelResolver(
+      registry,
+      {
+        versionListTtlMs: config.versionListTtlMs,
+        aliasTtlMs: config.aliasTtlMs,
+        maxArtifactBytes: config.modelCacheBytes,
+      },
+      now,
+    ),
+    executor: new Executor(
+      registry,
+      runtimes,
+      new ModelCache(config.modelCacheBytes),
+      config,
+      chooseRuntime,
+    ),
+    forwarder: new OriginForwarder(config.origin ?? ORIGIN_DEFAULTS, undefined, now),
+    shadow: new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now),
+    maxRequestBytes: config.maxRequestBytes,
+    ...(config.benchRepeatMax !== undefined ? { benchRepeatMax: config.benchRepeatMax } : {}),
+  });
 }

@@ -14,13 +14,12 @@
  * A gate that cannot run (no golden set, an artifact failing its sha256, a
  * model that does not load) fails with the reason; it never throws.
  */
-import { PinionError } from "../errors";
-import type { InferenceRequest, InferenceResponse } from "../protocol/types";
+import { invalid, PinionError } from "../errors";
+import type { InferenceRequest } from "../protocol/types";
 import { decodeGolden, flatten, shapeOf, type Golden } from "../registry/golden";
-import { placementOf, type Manifest } from "../registry/manifest";
+import type { Manifest } from "../registry/manifest";
 import type { GateResult } from "../registry/promotion";
 import type { DataPlane } from "./data-plane";
-import { Timing } from "./timing";
 
 export interface GateOptions {
   /** Top-1 agreement with the current target required, 0–1; no agreement gate when undefined. */
@@ -31,30 +30,6 @@ const label = (m: Manifest) => `${m.name}@${m.version}`;
 const message = (error: unknown) =>
   error instanceof PinionError ? error.message : `unexpected error: ${String(error)}`;
 
-/** One request, answered where the version is served: here, or by the GPU origin. */
-async function answer(
-  plane: DataPlane,
-  manifest: Manifest,
-  request: InferenceRequest,
-): Promise<{ response: InferenceResponse; runtime: string }> {
-  if (placementOf(manifest) !== "origin") {
-    const result = await plane.inferResolved(manifest, request, new Timing());
-    return { response: result.response, runtime: result.runtime };
-  }
-  const reply = await plane.origin.forward({
-    endpoint: "infer",
-    manifest,
-    body: new TextEncoder().encode(JSON.stringify(request)),
-    contentType: "application/json",
-    requestId: crypto.randomUUID(),
-  });
-  if (!reply.ok) {
-    const text = (await reply.text()).slice(0, 300);
-    throw new PinionError("unavailable", `the origin answered ${reply.status}: ${text}`);
-  }
-  return { response: (await reply.json()) as InferenceResponse, runtime: "origin" };
-}
-
 /**
  * Runs every golden case as its own batch-1 request, as callers send them:
  * int8 quantises activations per batch, so this is what the accuracy report
@@ -63,10 +38,7 @@ async function answer(
 async function outputsFor(plane: DataPlane, manifest: Manifest, golden: Golden) {
   const spec = manifest.inputs.find((s) => s.name === golden.inputName);
   if (!spec) {
-    throw new PinionError(
-      "invalid_argument",
-      `${label(manifest)} has no input '${golden.inputName}'`,
-    );
+    throw invalid(`${label(manifest)} has no input '${golden.inputName}'`);
   }
   const values: number[] = [];
   let shape: number[] = [];
@@ -83,7 +55,7 @@ async function outputsFor(plane: DataPlane, manifest: Manifest, golden: Golden) 
       ],
       outputs: [{ name: golden.outputName }],
     };
-    const { response, runtime: ran } = await answer(plane, manifest, request);
+    const { response, runtime: ran } = await plane.answer(manifest, request);
     const output = response.outputs[0]!;
     for (const v of output.data as number[]) values.push(v);
     shape = [golden.inputs.length, ...output.shape.slice(1)];
@@ -114,8 +86,7 @@ export async function runGates(
   let golden: Golden;
   try {
     if (!candidate.artifacts.golden) {
-      throw new PinionError(
-        "invalid_argument",
+      throw invalid(
         `${label(candidate)} has no golden set; publish it with --golden, or promote with --force`,
       );
     }
@@ -175,8 +146,7 @@ export async function runGates(
         const rows = golden.inputs.length;
         const shape = candidateOutputs.shape;
         if (shape.length !== 2 || shape[1]! < 2) {
-          throw new PinionError(
-            "invalid_argument",
+          throw invalid(
             `--min-agreement needs a classifier output [batch, classes]; '${golden.outputName}' is [${shape.join(", ")}]`,
           );
         }

@@ -12,7 +12,7 @@
  * body we hold, not a stream), and a circuit breaker so a dead origin fails fast. Failures are domain errors
  * (503 unavailable, 502 bad answer, 504 timeout); callers never see a hang.
  */
-import { PinionError, unavailable } from "../errors";
+import { PinionError, unavailable, upstreamFailed, upstreamTimedOut } from "../errors";
 import type { Manifest } from "../registry/manifest";
 
 export interface OriginConfig {
@@ -29,9 +29,6 @@ export interface OriginConfig {
   /** How long an open circuit fails fast before letting one trial request through. */
   breakerCooldownMs: number;
 }
-
-export const originFailed = (message: string) => new PinionError("upstream_failed", message);
-export const originTimedOut = (message: string) => new PinionError("upstream_timeout", message);
 
 /**
  * Closed → (threshold consecutive failures) → open: fail fast for the
@@ -154,7 +151,7 @@ export class OriginForwarder {
         const name = (error as Error).name;
         if (name === "TimeoutError" || name === "AbortError") {
           this.breaker.failure();
-          throw originTimedOut(
+          throw upstreamTimedOut(
             `the origin did not answer ${label} within ${this.config.timeoutMs} ms`,
           );
         }
@@ -184,17 +181,17 @@ export class OriginForwarder {
         ? await errorText(response)
         : `a ${contentType || "body without content type"}`;
       if (status >= 500 || status < 400) this.breaker.failure();
-      throw originFailed(`the origin answered ${label} with ${status}: ${detail}`);
+      throw upstreamFailed(`the origin answered ${label} with ${status}: ${detail}`);
     }
     if (status === 412) {
       this.breaker.success();
-      throw originFailed(
+      throw upstreamFailed(
         `the origin holds different bytes for ${label}: ${await errorText(response)}`,
       );
     }
     if (status === 401 || status === 403) {
       this.breaker.success();
-      throw originFailed(
+      throw upstreamFailed(
         `the origin refused this worker's token (${status}); check PINION_ORIGIN_TOKEN`,
       );
     }
@@ -202,7 +199,7 @@ export class OriginForwarder {
       // A different version (or something that is not Pinion's protocol) answered.
       await response.body?.cancel();
       this.breaker.failure();
-      throw originFailed(
+      throw upstreamFailed(
         `the origin answered for ${response.headers.get("x-pinion-model") ?? "no model"}, not ${label}`,
       );
     }
@@ -226,7 +223,9 @@ export class OriginForwarder {
         const cause = failure ?? error;
         throw cause instanceof PinionError
           ? cause
-          : originFailed(`the origin's answer for ${label} broke off: ${(cause as Error).message}`);
+          : upstreamFailed(
+              `the origin's answer for ${label} broke off: ${(cause as Error).message}`,
+            );
       }
       return new Response(bytes, { status, headers });
     }
@@ -255,7 +254,7 @@ export class OriginForwarder {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const stalled = new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(originTimedOut(`the origin stalled mid-answer for ${label}`)),
+            () => reject(upstreamTimedOut(`the origin stalled mid-answer for ${label}`)),
             timeoutMs,
           );
         });
@@ -263,7 +262,7 @@ export class OriginForwarder {
           const { done, value } = await Promise.race([reader.read(), stalled]);
           if (done) {
             if (Number.isInteger(declared) && received !== declared) {
-              throw originFailed(
+              throw upstreamFailed(
                 `the origin's answer for ${label} ended after ${received} of ${declared} bytes`,
               );
             }
@@ -277,7 +276,7 @@ export class OriginForwarder {
           const name = (caught as Error).name;
           const error =
             name === "TimeoutError" || name === "AbortError"
-              ? originTimedOut(
+              ? upstreamTimedOut(
                   `the origin did not finish answering ${label} within ${timeoutMs} ms`,
                 )
               : caught;

@@ -5,7 +5,6 @@
  * both run this, so a promotion behaves the same against a deployed worker and
  * against local R2.
  */
-import { PinionError } from "../errors";
 import type { AliasSnapshot } from "../registry/alias-store";
 import type { Manifest } from "../registry/manifest";
 import {
@@ -132,10 +131,7 @@ export class Promoter {
 
   /** Restores the alias to its state before its latest change not yet undone. No gates: rollbacks must always be possible. */
   async rollback(model: string, options: RollbackOptions): Promise<PromotionOutcome> {
-    const versions = await this.registry.listVersions(model);
-    if (versions.length === 0) {
-      throw new PinionError("not_found", `model '${model}' not found`);
-    }
+    const versions = await this.registry.requireModel(model);
     let history = await this.registry.aliases.history(model);
     const plan = async (snapshot: AliasSnapshot) => {
       // A change committed since the log was read: plan against the full log.
@@ -167,6 +163,6 @@ export class Promoter {
   }
 
   private manifest(model: string, version: number): Promise<Manifest> {
-    return this.plane.resolve(model, String(version));
+    return this.plane.manifest(model, String(version));
   }
 }

@@ -8,9 +8,14 @@
  */
 import type { InferenceRequest, InferenceResponse } from "../protocol/types";
 import { emptyTotals, type ShadowStatsStore, type ShadowTotals } from "../registry/shadow-stats";
-import type { DataPlane, Route } from "./data-plane";
 import { argmaxRows } from "./gates";
-import { Timing } from "./timing";
+import type { Resolution } from "./resolver";
+
+/** Answers a request on another version of the same model, wherever that version is served. */
+export type VersionAnswerer = (
+  version: number,
+  request: InferenceRequest,
+) => Promise<InferenceResponse>;
 
 interface Divergence {
   maxAbsDiff: number;
@@ -69,14 +74,14 @@ export class ShadowRecorder {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Runs `request` on the route's shadow version and records how its answer differs. */
+  /** Runs `request` on the resolution's shadow version and records how its answer differs. */
   async mirror(
-    plane: DataPlane,
-    route: Route,
+    resolution: Resolution,
     request: InferenceRequest,
     primary: InferenceResponse,
+    answer: VersionAnswerer,
   ): Promise<void> {
-    const { manifest, alias, revision, shadowVersion } = route;
+    const { manifest, alias, revision, shadowVersion } = resolution;
     if (shadowVersion === undefined || alias === undefined || revision === undefined) return;
     const id = `${manifest.name}/${alias}/${revision}`;
     let entry = this.totals.get(id);
@@ -86,11 +91,9 @@ export class ShadowRecorder {
     }
     const t = entry.totals;
     try {
-      const candidate = await plane.resolve(manifest.name, String(shadowVersion));
       // The candidate runs on its own default runtime: shadowing compares versions as they would serve.
       const { runtime: _ignored, ...parameters } = request.parameters ?? {};
-      const result = await plane.inferResolved(candidate, { ...request, parameters }, new Timing());
-      const d = divergence(primary, result.response);
+      const d = divergence(primary, await answer(shadowVersion, { ...request, parameters }));
       t.samples += 1;
       t.maxAbsDiff = Math.max(
         t.maxAbsDiff,

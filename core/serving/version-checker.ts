@@ -26,7 +26,6 @@ import { placementOf } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
 import { PLAN_HEADER_BYTES } from "../runtimes/int8/plan";
 import type { Runtime, RuntimeName } from "../runtimes/runtime";
-import type { DataPlane } from "./data-plane";
 
 /** The most an int8 plan's metadata may take; real plans need a few hundred bytes per layer. */
 const MAX_PLAN_METADATA_BYTES = 1024 * 1024;
@@ -39,15 +38,16 @@ const RUNTIME_LABEL: Record<string, string> = {
 const checks = () => import("../registry/version-check");
 
 export class VersionChecker {
+  /**
+   * `runtimes` are the isolate's serving runtimes (loads are tried in them);
+   * `maxBytes` is the most of one artifact it reads: what serving may load
+   * (`MODEL_CACHE_BYTES`).
+   */
   constructor(
     private readonly registry: ModelRegistry,
-    private readonly plane: DataPlane,
+    private readonly runtimes: readonly Runtime[],
+    readonly maxBytes: number,
   ) {}
-
-  /** The most bytes of one artifact this isolate reads: what serving may load. */
-  get maxBytes(): number {
-    return this.plane.config.modelCacheBytes;
-  }
 
   /** Refuses (invalid_argument) a candidate manifest whose artifacts would not serve. */
   async check(manifest: Manifest): Promise<void> {
@@ -88,7 +88,7 @@ export class VersionChecker {
       ["ort", "onnx"],
     ];
     for (const [name, role] of attempts) {
-      const runtime: Runtime | undefined = this.plane.runtimeNamed(name);
+      const runtime: Runtime | undefined = this.runtimes.find((r) => r.name === name);
       if (!runtime || !bytes[role]) continue;
       let model;
       try {

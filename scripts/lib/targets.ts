@@ -6,7 +6,9 @@
  */
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { invalid, PinionError, type ErrorKind } from "../../core/errors";
+import { invalid, PinionError } from "../../core/errors";
+// The admin API's statuses read back with the table that wrote them, so exit codes mean the same either way.
+import { kindOfStatus } from "../../http/errors";
 import type { AliasDocument } from "../../core/registry/aliases";
 import type { Manifest, VersionSummary } from "../../core/registry/manifest";
 import type { AuditRecord } from "../../core/registry/promotion";
@@ -15,7 +17,7 @@ import type { ShadowReport } from "../../core/registry/shadow-stats";
 import { Int8Runtime } from "../../core/runtimes/int8/int8-runtime";
 import { OrtRuntime } from "../../core/runtimes/ort/ort-runtime";
 import { parseServingConfig } from "../../core/serving/config";
-import { DataPlane } from "../../core/serving/data-plane";
+import { edgeDataPlane } from "../../core/serving/data-plane";
 import {
   Promoter,
   type PromoteOptions,
@@ -82,7 +84,7 @@ async function openLocalTarget(persistTo: string, actor: string): Promise<Target
   const getPromoter = () =>
     (promoter ??= (async () => {
       const kernels = await WebAssembly.compile(new Uint8Array(await readFile(kernelsPath())));
-      const plane = new DataPlane(
+      const plane = edgeDataPlane(
         registry,
         [new Int8Runtime(kernels), new OrtRuntime(async () => (await import("./onnx-graph")).ort)],
         parseServingConfig({
@@ -96,9 +98,7 @@ async function openLocalTarget(persistTo: string, actor: string): Promise<Target
       return new Promoter(registry, plane);
     })());
   const requireModel = async (name: string) => {
-    if ((await registry.listVersions(name)).length === 0) {
-      throw new PinionError("not_found", `model '${name}' not found`);
-    }
+    await registry.requireModel(name);
   };
   return {
     description: `local R2 (${persistTo})`,
@@ -122,16 +122,6 @@ async function openLocalTarget(persistTo: string, actor: string): Promise<Target
     },
     close: () => r2.dispose(),
   };
-}
-
-/** Error kinds by the admin API's status codes, so the CLI's exit codes mean the same either way. */
-function kindOfStatus(status: number): ErrorKind {
-  if (status === 401 || status === 403) return "unauthenticated";
-  if (status === 404) return "not_found";
-  if (status === 409) return "conflict";
-  if (status === 413) return "payload_too_large";
-  if (status >= 500) return "unavailable";
-  return "invalid_argument";
 }
 
 /** A client of the worker's admin API. */

@@ -6,7 +6,7 @@ import { sha256Hex } from "../../core/registry/digest";
 import { blobKey } from "../../core/registry/layout";
 import { ModelRegistry } from "../../core/registry/registry";
 import { Promoter } from "../../core/serving/promoter";
-import { DataPlane } from "../../core/serving/data-plane";
+import { edgeDataPlane } from "../../core/serving/data-plane";
 import { OrtRuntime } from "../../core/runtimes/ort/ort-runtime";
 import { loadOrt } from "../../worker/ort-workerd";
 import kernelsWasm from "../../build/kernels.wasm";
@@ -87,7 +87,7 @@ describe("admin API authentication", () => {
 
   it("is disabled when no token is configured", async () => {
     const registry = new ModelRegistry(env.MODELS);
-    const plane = new DataPlane(registry, [new OrtRuntime(loadOrt)], {
+    const plane = edgeDataPlane(registry, [new OrtRuntime(loadOrt)], {
       maxRequestBytes: 1 << 20,
       modelCacheBytes: 1 << 20,
       versionListTtlMs: 0,

@@ -4,9 +4,7 @@ import type { AliasDocument } from "../../core/registry/aliases";
 import type { Manifest } from "../../core/registry/manifest";
 import type { AuditRecord } from "../../core/registry/promotion";
 import type { ShadowReport } from "../../core/registry/shadow-stats";
-import { OrtRuntime } from "../../core/runtimes/ort/ort-runtime";
-import { loadOrt } from "../../worker/ort-workerd";
-import { DataPlane } from "../../core/serving/data-plane";
+import { ModelResolver } from "../../core/serving/resolver";
 import type { PromotionOutcome } from "../../core/serving/promoter";
 import { api, fixtureJson, postJson, publishFixture, registry } from "../worker/helpers";
 
@@ -149,25 +147,18 @@ describe("aliases in the data plane", () => {
     await publishFixture("pr-ttl", "seed-simple/simple_model.onnx", 1);
     await publishFixture("pr-ttl", "seed-simple/simple_model.onnx", 2);
     let now = 1_000_000;
-    const plane = new DataPlane(
+    const resolver = new ModelResolver(
       registry(),
-      [new OrtRuntime(loadOrt)],
-      {
-        maxRequestBytes: 1 << 20,
-        modelCacheBytes: 1 << 24,
-        versionListTtlMs: 0,
-        aliasTtlMs: 5000,
-        shadowFlushMs: 0,
-      },
+      { versionListTtlMs: 0, aliasTtlMs: 5000, maxArtifactBytes: 1 << 24 },
       () => now,
     );
     await promote("pr-ttl", { version: 1, force: true });
-    expect((await plane.route({ name: "pr-ttl" })).manifest.version).toBe(1);
+    expect((await resolver.resolve({ name: "pr-ttl" })).manifest.version).toBe(1);
     await promote("pr-ttl", { version: 2, force: true });
     now += 4999;
-    expect((await plane.route({ name: "pr-ttl" })).manifest.version).toBe(1);
+    expect((await resolver.resolve({ name: "pr-ttl" })).manifest.version).toBe(1);
     now += 1;
-    expect((await plane.route({ name: "pr-ttl" })).manifest.version).toBe(2);
+    expect((await resolver.resolve({ name: "pr-ttl" })).manifest.version).toBe(2);
   });
 });
 

@@ -14,7 +14,11 @@ import type { InferenceRequest } from "../../core/protocol/types";
 import { Int8Runtime } from "../../core/runtimes/int8/int8-runtime";
 import { OrtRuntime } from "../../core/runtimes/ort/ort-runtime";
 import { loadOrt } from "../../worker/ort-workerd";
-import { DataPlane } from "../../core/serving/data-plane";
+import type { Runtime } from "../../core/runtimes/runtime";
+import { Executor } from "../../core/serving/executor";
+import { ModelCache } from "../../core/serving/model-cache";
+import { ModelResolver } from "../../core/serving/resolver";
+import { Timing } from "../../core/serving/timing";
 import { postJson, publishFixture, registry } from "../worker/helpers";
 
 const OFFSET = 0.12345670163631439; // the model's float32 0.1234567, as JSON writes it
@@ -67,6 +71,14 @@ describe("the response size bound in the data plane", () => {
     aliasTtlMs: 0,
     shadowFlushMs: 0,
   });
+  const executor = (runtimes: Runtime[], limits: ReturnType<typeof config>) =>
+    new Executor(registry(), runtimes, new ModelCache(limits.modelCacheBytes), limits);
+  const resolver = () =>
+    new ModelResolver(registry(), {
+      versionListTtlMs: 0,
+      aliasTtlMs: 0,
+      maxArtifactBytes: 64 << 20,
+    });
   const rows = (count: number): InferenceRequest => ({
     inputs: [
       {
@@ -79,24 +91,26 @@ describe("the response size bound in the data plane", () => {
   });
 
   it("refuses an int8 answer over the element bound before running it", async () => {
-    const plane = new DataPlane(registry(), [new Int8Runtime(kernelsWasm)], config(100));
-    const manifest = await plane.resolve("simple-int8");
+    const plane = executor([new Int8Runtime(kernelsWasm)], config(100));
+    const manifest = await resolver().manifest("simple-int8");
     expect(manifest.runtime).toBe("int8");
-    const ok = await plane.inferResolved(manifest, rows(10));
+    const ok = await plane.run(manifest, rows(10), new Timing());
     expect(ok.response.outputs[0]!.shape).toEqual([10, 10]);
-    const error = await plane.inferResolved(manifest, rows(11)).catch((e: unknown) => e);
+    const error = await plane.run(manifest, rows(11), new Timing()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PinionError);
     expect((error as PinionError).kind).toBe("result_too_large");
     expect((error as PinionError).message).toMatch(/110 output elements; .* at most 100 /);
   });
 
   it("bounds onnxruntime's answers by their JSON bytes", async () => {
-    const plane = new DataPlane(registry(), [new OrtRuntime(loadOrt)], config(1_000_000, 200));
-    const manifest = await plane.resolve("value-shaped");
+    const plane = executor([new OrtRuntime(loadOrt)], config(1_000_000, 200));
+    const manifest = await resolver().manifest("value-shaped");
     // "0.12345670163631439," is 20 bytes: 10 elements fit in 200, 11 do not.
-    const ok = await plane.inferResolved(manifest, lengthRequest(10));
+    const ok = await plane.run(manifest, lengthRequest(10), new Timing());
     expect(ok.response.outputs[0]!.data).toHaveLength(10);
-    const error = await plane.inferResolved(manifest, lengthRequest(11)).catch((e: unknown) => e);
+    const error = await plane
+      .run(manifest, lengthRequest(11), new Timing())
+      .catch((e: unknown) => e);
     expect((error as PinionError).kind).toBe("result_too_large");
     expect((error as PinionError).message).toMatch(/more than 200 bytes of JSON/);
   });

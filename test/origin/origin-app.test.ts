@@ -85,12 +85,12 @@ describe("origin app", () => {
     expect(
       (await infer("/v2/models/seed/versions/1/infer", [[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])).status,
     ).toBe(200);
-    expect(origin.plane.cache.keys()).toEqual(["digits-mlp@1/origin", "seed@1/origin"]);
+    expect(origin.cache.keys()).toEqual(["digits-mlp@1/origin", "seed@1/origin"]);
     expect((await infer("/v2/models/digits-mlp/versions/2/infer", testset.inputs)).status).toBe(
       200,
     );
-    expect(origin.plane.cache.keys()).toEqual(["seed@1/origin", "digits-mlp@2/origin"]);
-    expect(origin.plane.cache.bytesHeld).toBe(perModel + seedBytes);
+    expect(origin.cache.keys()).toEqual(["seed@1/origin", "digits-mlp@2/origin"]);
+    expect(origin.cache.bytesHeld).toBe(perModel + seedBytes);
   });
 
   it("refuses, before downloading, a version that could never fit the budget", async () => {

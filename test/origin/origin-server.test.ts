@@ -354,8 +354,8 @@ describe("origin server over HTTP (directory store)", () => {
     expect(value('pinion_origin_model_load_seconds_count{outcome="ok"}')).toBe(3);
     expect(value('pinion_origin_model_load_seconds_count{outcome="error"}')).toBe(2);
     expect(value("pinion_origin_models_loaded")).toBe(3);
-    expect(value("pinion_origin_model_cache_bytes")).toBe(running.origin.plane.cache.bytesHeld);
-    expect(running.origin.plane.cache.keys().sort()).toEqual([
+    expect(value("pinion_origin_model_cache_bytes")).toBe(running.origin.cache.bytesHeld);
+    expect(running.origin.cache.keys().sort()).toEqual([
       "digits-mlp@1/origin",
       "digits-mlp@2/origin",
       "seed@1/origin",

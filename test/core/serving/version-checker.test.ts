@@ -17,20 +17,13 @@ import { Int8Kernels } from "../../../core/runtimes/int8/kernels";
 import { Int8Runtime } from "../../../core/runtimes/int8/int8-runtime";
 import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
 import { loadOrt } from "../../../worker/ort-workerd";
-import { DataPlane } from "../../../core/serving/data-plane";
 import { VersionChecker } from "../../../core/serving/version-checker";
 import { fixtureBytes, registry } from "../../worker/helpers";
 
 /** A checker whose isolate may read `budget` bytes of one artifact. */
 function checker(budget: number): VersionChecker {
-  const plane = new DataPlane(registry(), [new Int8Runtime(kernelsWasm), new OrtRuntime(loadOrt)], {
-    maxRequestBytes: 1 << 20,
-    modelCacheBytes: budget,
-    versionListTtlMs: 0,
-    aliasTtlMs: 0,
-    shadowFlushMs: 0,
-  });
-  return new VersionChecker(registry(), plane);
+  const runtimes = [new Int8Runtime(kernelsWasm), new OrtRuntime(loadOrt)];
+  return new VersionChecker(registry(), runtimes, budget);
 }
 
 /** A candidate manifest over stored artifacts, signature from the ONNX graph. */

@@ -3,8 +3,10 @@ import { PinionError } from "../../../core/errors";
 import type { Manifest } from "../../../core/registry/manifest";
 import type { ArtifactSource, LoadedModel, Runtime } from "../../../core/runtimes/runtime";
 import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
+import { Executor } from "../../../core/serving/executor";
+import { ModelCache } from "../../../core/serving/model-cache";
+import { ModelResolver } from "../../../core/serving/resolver";
 import { loadOrt } from "../../../worker/ort-workerd";
-import { DataPlane } from "../../../core/serving/data-plane";
 import { publishFixture, registry } from "../../worker/helpers";
 
 /** The real ORT runtime, counting how often it is asked to load. */
@@ -18,16 +20,16 @@ class CountingRuntime implements Runtime {
   }
 }
 
-function plane(budget: number, ttl = 0, now?: () => number) {
+function executor(budget: number) {
   const runtime = new CountingRuntime();
-  const config = {
-    maxRequestBytes: 1 << 20,
-    modelCacheBytes: budget,
-    versionListTtlMs: ttl,
-    aliasTtlMs: ttl,
-    shadowFlushMs: 0,
-  };
-  return { runtime, plane: new DataPlane(registry(), [runtime], config, now) };
+  const cache = new ModelCache(budget);
+  const resolver = new ModelResolver(registry(), {
+    versionListTtlMs: 0,
+    aliasTtlMs: 0,
+    maxArtifactBytes: budget,
+  });
+  const p = new Executor(registry(), [runtime], cache, { maxRequestBytes: 1 << 20 });
+  return { runtime, cache, resolver, p };
 }
 
 async function failure(promise: Promise<unknown>): Promise<PinionError> {
@@ -39,38 +41,11 @@ async function failure(promise: Promise<unknown>): Promise<PinionError> {
   return error as PinionError;
 }
 
-describe("DataPlane", () => {
-  it("resolves the highest version by default and pins explicit ones", async () => {
-    await publishFixture("dp-versions", "seed-simple/simple_model.onnx", 1);
-    await publishFixture("dp-versions", "seed-simple/simple_model.onnx", 3);
-    const { plane: p } = plane(1 << 20);
-    expect((await p.resolve("dp-versions")).version).toBe(3);
-    expect((await p.resolve("dp-versions", "1")).version).toBe(1);
-    expect((await failure(p.resolve("dp-versions", "2"))).message).toBe(
-      "model 'dp-versions' has no version 2",
-    );
-    expect((await failure(p.resolve("dp-nothing", "2"))).message).toBe(
-      "model 'dp-nothing' not found",
-    );
-    expect((await failure(p.resolve("dp-nothing"))).kind).toBe("not_found");
-  });
-
-  it("re-lists versions only after the TTL, so a new version shows within it", async () => {
-    let clock = 0;
-    const { plane: p } = plane(1 << 20, 5000, () => clock);
-    await publishFixture("dp-ttl", "seed-simple/simple_model.onnx", 1);
-    expect((await p.resolve("dp-ttl")).version).toBe(1);
-    await publishFixture("dp-ttl", "seed-simple/simple_model.onnx", 2);
-    clock = 4999;
-    expect((await p.resolve("dp-ttl")).version).toBe(1);
-    clock = 5000;
-    expect((await p.resolve("dp-ttl")).version).toBe(2);
-  });
-
+describe("Executor", () => {
   it("shares one load between concurrent first requests", async () => {
     await publishFixture("dp-flight", "seed-simple/simple_model.onnx");
-    const { plane: p, runtime } = plane(1 << 20);
-    const manifest = await p.resolve("dp-flight");
+    const { p, runtime, cache, resolver } = executor(1 << 20);
+    const manifest = await resolver.manifest("dp-flight");
     const models = await Promise.all(Array.from({ length: 10 }, () => p.load(manifest)));
     expect(new Set(models).size).toBe(1);
     expect(runtime.loads).toEqual(["dp-flight@1"]);
@@ -81,14 +56,14 @@ describe("DataPlane", () => {
     const simple = await publishFixture("dp-lru-a", "seed-simple/simple_model.onnx");
     const cnn = await publishFixture("dp-lru-b", "digits-cnn/digits_cnn.onnx");
     const other = await publishFixture("dp-lru-c", "seed-simple/simple_model.onnx");
-    const { plane: p, runtime } = plane(2 * (2218 + 16317) + 100);
+    const { p, runtime, cache, resolver } = executor(2 * (2218 + 16317) + 100);
     await p.load(simple);
     await p.load(cnn);
     await p.load(simple); // now most recently used
-    expect(p.cache.keys()).toEqual(["dp-lru-b@1/ort", "dp-lru-a@1/ort"]);
+    expect(cache.keys()).toEqual(["dp-lru-b@1/ort", "dp-lru-a@1/ort"]);
     await p.load(other);
-    expect(p.cache.keys()).toEqual(["dp-lru-a@1/ort", "dp-lru-c@1/ort"]);
-    expect(p.cache.bytesHeld).toBeLessThanOrEqual(p.cache.budgetBytes);
+    expect(cache.keys()).toEqual(["dp-lru-a@1/ort", "dp-lru-c@1/ort"]);
+    expect(cache.bytesHeld).toBeLessThanOrEqual(cache.budgetBytes);
     await p.load(cnn);
     expect(runtime.loads).toEqual(["dp-lru-a@1", "dp-lru-b@1", "dp-lru-c@1", "dp-lru-b@1"]);
   });
@@ -96,12 +71,12 @@ describe("DataPlane", () => {
   it("never disposes a model under a request that holds it", async () => {
     const a = await publishFixture("dp-lease-a", "seed-simple/simple_model.onnx");
     const b = await publishFixture("dp-lease-b", "seed-simple/simple_model.onnx");
-    const { plane: p } = plane(2 * 2218 + 100); // room for one model
+    const { p, cache } = executor(2 * 2218 + 100); // room for one model
     const loadA = () =>
       new OrtRuntime(loadOrt).load(a, (role) => registry().readArtifact(a, role, 1 << 20));
-    const lease = await p.cache.acquire("dp-lease-a@1/ort", loadA);
+    const lease = await cache.acquire("dp-lease-a@1/ort", loadA);
     await p.load(b); // evicts A from the cache while the lease holds it
-    expect(p.cache.keys()).toEqual(["dp-lease-b@1/ort"]);
+    expect(cache.keys()).toEqual(["dp-lease-b@1/ort"]);
     const input = {
       name: "input",
       datatype: "FP32" as const,
@@ -114,24 +89,19 @@ describe("DataPlane", () => {
     // Released and evicted: now it is disposed, and its session refuses to run.
     await expect(lease.model.run([input], ["output"])).rejects.toThrow(/was unloaded/);
     // A new request simply loads it again.
-    const again = await p.cache.acquire("dp-lease-a@1/ort", loadA);
+    const again = await cache.acquire("dp-lease-a@1/ort", loadA);
     expect(again.model).not.toBe(lease.model);
     again.release();
   });
 
   it("refuses a model larger than the budget with a clear message, and does not cache failures", async () => {
     const mlp = await publishFixture("dp-big", "digits-mlp/digits_mlp.onnx");
-    const { plane: p, runtime } = plane(50_000);
+    const { p, runtime, cache, resolver } = executor(50_000);
     const error = await failure(p.load(mlp));
     expect(error.kind).toBe("unavailable");
     expect(error.message).toMatch(/is 69602 bytes; this server's limit is 50000/);
     await failure(p.load(mlp));
     expect(runtime.loads).toEqual(["dp-big@1", "dp-big@1"]);
-    expect(p.cache.keys()).toEqual([]);
-  });
-
-  it("reports the registry as reachable", async () => {
-    const { plane: p } = plane(1 << 20);
-    expect(await p.registryReachable()).toBe(true);
+    expect(cache.keys()).toEqual([]);
   });
 });

@@ -1,0 +1,214 @@
+/**
+ * @module
+ * Execution: a resolved version's request, run here. Picks the runtime, loads
+ * the version through the model cache, decodes the inputs, runs, encodes the
+ * outputs. Knows nothing of aliases or of the GPU origin.
+ */
+import { echo, invalid, unavailable } from "../errors";
+import type { Tensor } from "../protocol/datatypes";
+import {
+  checkAgainstSpec,
+  checkOutputElements,
+  checkOutputSize,
+  decodeInput,
+  encodeOutput,
+  type ResponseLimits,
+} from "../protocol/tensor-codec";
+import type { InferenceRequest, InferenceResponse, Parameters } from "../protocol/types";
+import type { Manifest } from "../registry/manifest";
+import type { ModelRegistry } from "../registry/registry";
+import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
+import { ModelCache } from "./model-cache";
+import type { Timing } from "./timing";
+
+/** Smallest JSON encoding of one element is two bytes ("0,"), so no request holds more. */
+const MIN_BYTES_PER_ELEMENT = 2;
+
+/**
+ * Picks the runtime for a version from its manifest and what the request asked
+ * for (`?runtime=` or the `runtime` request parameter, when given).
+ */
+export type RuntimeChoice = (manifest: Manifest, requested: string | undefined) => RuntimeName;
+
+/**
+ * The edge's choice: the runtime asked for, else int8 when the version carries
+ * a plan and its publisher chose int8, else onnxruntime.
+ */
+export const edgeRuntimeChoice: RuntimeChoice = (manifest, requested) => {
+  if (requested === undefined) {
+    return manifest.runtime === "int8" && manifest.artifacts.int8 ? "int8" : "ort";
+  }
+  if (requested !== "ort" && requested !== "int8") {
+    throw invalid(`unknown runtime '${echo(requested)}'; use 'ort' or 'int8'`);
+  }
+  if (requested === "int8" && !manifest.artifacts.int8) {
+    throw invalid(
+      `${manifest.name}@${manifest.version} has no int8 plan; publish it with --quantize int8`,
+    );
+  }
+  return requested;
+};
+
+export interface ExecutorConfig {
+  /** Largest request body accepted, in bytes: bounds the elements a request may hold. */
+  maxRequestBytes: number;
+  /** Most output elements in one answer (unbounded when absent). */
+  maxResponseElements?: number;
+  /** Most bytes of JSON output data in one answer (unbounded when absent). */
+  maxResponseBytes?: number;
+}
+
+/** What one run produced. */
+export interface Execution {
+  response: InferenceResponse;
+  runtime: RuntimeName;
+}
+
+export class Executor {
+  private readonly runtimes = new Map<RuntimeName, Runtime>();
+
+  /**
+   * `cache` keeps loaded versions within its byte budget, which also bounds
+   * any one artifact read.
+   */
+  constructor(
+    private readonly registry: ModelRegistry,
+    runtimes: readonly Runtime[],
+    private readonly cache: ModelCache,
+    private readonly config: ExecutorConfig,
+    private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
+  ) {
+    for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
+  }
+
+  /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
+  runtimeFor(manifest: Manifest, requested?: string): Runtime {
+    const name = this.chooseRuntime(manifest, requested);
+    const runtime = this.runtimes.get(name);
+    if (!runtime) throw unavailable(`this server has no ${name} runtime`);
+    return runtime;
+  }
+
+  /** Loads the version (if not loaded yet), so readiness means "can answer now". */
+  async load(manifest: Manifest, requested?: string): Promise<LoadedModel> {
+    const runtime = this.runtimeFor(manifest, requested);
+    return this.cache.get(cacheKey(manifest, runtime), this.loader(manifest, runtime));
+  }
+
+  /**
+   * Runs a request against a resolved version. `runtime` is what the caller
+   * asked for (`?runtime=`), else the request's `runtime` parameter decides;
+   * `repeat` reruns the compute (benchmarks only).
+   */
+  async run(
+    manifest: Manifest,
+    request: InferenceRequest,
+    timing: Timing,
+    options: { runtime?: string; repeat?: number; onRuntime?: (name: RuntimeName) => void } = {},
+  ): Promise<Execution> {
+    const parameter = request.parameters?.runtime;
+    const runtime = this.runtimeFor(
+      manifest,
+      options.runtime ?? (parameter === undefined ? undefined : String(parameter)),
+    );
+    options.onRuntime?.(runtime.name);
+    const inputs = this.decodeInputs(manifest, request);
+    const outputs = this.selectOutputs(manifest, request);
+    const lease = await timing.measure("load", () =>
+      this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
+    );
+    const model = lease.model;
+    const names = outputs.map((o) => o.name);
+    const repeat = options.repeat ?? 1;
+    const limits = this.responseLimits();
+    let results: Tensor[];
+    try {
+      const planned = model.outputElements?.(inputs, names);
+      if (planned !== undefined) checkOutputElements(planned, limits);
+      results = await timing.measure("compute", async () => {
+        // Benchmarks rerun the compute to measure it with workerd's coarse clock;
+        // each rerun costs what a request's run costs (a synchronous runtime's
+        // result is not awaited there either: `measure` awaits once).
+        for (let i = 1; i < repeat; i++) {
+          const pending = model.run(inputs, names);
+          if (pending instanceof Promise) await pending;
+        }
+        return model.run(inputs, names);
+      });
+    } finally {
+      lease.release();
+    }
+    // Before encoding: a model whose output shape follows input values can be asked for anything.
+    checkOutputSize(results, limits);
+    const response: InferenceResponse = {
+      model_name: manifest.name,
+      model_version: String(manifest.version),
+      ...(request.id !== undefined ? { id: request.id } : {}),
+      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
+    };
+    return { response, runtime: model.runtime };
+  }
+
+  private responseLimits(): ResponseLimits {
+    return {
+      maxElements: this.config.maxResponseElements ?? Infinity,
+      maxBytes: this.config.maxResponseBytes ?? Infinity,
+    };
+  }
+
+  private loader(manifest: Manifest, runtime: Runtime): () => Promise<LoadedModel> {
+    return () =>
+      runtime.load(manifest, (role) =>
+        this.registry.readArtifact(manifest, role, this.cache.budgetBytes),
+      );
+  }
+
+  private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {
+    const maxElements = Math.floor(this.config.maxRequestBytes / MIN_BYTES_PER_ELEMENT);
+    const byName = new Map<string, Tensor>();
+    for (const input of request.inputs) {
+      const spec = manifest.inputs.find((s) => s.name === input.name);
+      if (!spec) {
+        throw invalid(
+          `unknown input '${echo(input.name)}'; ${manifest.name}@${manifest.version} takes ${listNames(manifest.inputs)}`,
+        );
+      }
+      if (byName.has(input.name))
+        throw invalid(`input '${echo(input.name)}' is given more than once`);
+      const tensor = decodeInput(input, maxElements);
+      checkAgainstSpec(tensor, spec);
+      byName.set(input.name, tensor);
+    }
+    const missing = manifest.inputs.filter((s) => !byName.has(s.name));
+    if (missing.length > 0) throw invalid(`missing input ${listNames(missing)}`);
+    return manifest.inputs.map((s) => byName.get(s.name)!);
+  }
+
+  private selectOutputs(
+    manifest: Manifest,
+    request: InferenceRequest,
+  ): { name: string; parameters?: Parameters }[] {
+    if (!request.outputs || request.outputs.length === 0) {
+      return manifest.outputs.map((o) => ({ name: o.name }));
+    }
+    const seen = new Set<string>();
+    for (const output of request.outputs) {
+      if (!manifest.outputs.some((o) => o.name === output.name)) {
+        throw invalid(
+          `unknown output '${echo(output.name)}'; ${manifest.name}@${manifest.version} produces ${listNames(manifest.outputs)}`,
+        );
+      }
+      if (seen.has(output.name))
+        throw invalid(`output '${echo(output.name)}' is requested more than once`);
+      seen.add(output.name);
+    }
+    return request.outputs;
+  }
+}
+
+const cacheKey = (manifest: Manifest, runtime: Runtime) =>
+  `${manifest.name}@${manifest.version}/${runtime.name}`;
+
+function listNames(specs: readonly { name: string }[]): string {
+  return specs.map((s) => `'${s.name}'`).join(", ");
+}
