@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import type { DataPlane } from "../core/serving/data-plane";
-import { adminRoutes, type AdminContext } from "./admin-routes";
+import { adminRoutes, type AdminContext } from "./admin";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "./errors";
 import { traceHeaders } from "./middleware";
 import { oipRoutes, type PlaneVariables } from "./oip-routes";

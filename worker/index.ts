@@ -3,7 +3,7 @@
  * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
-import { parseAdminTokens, type AdminContext } from "../http/admin-routes";
+import { parseAdminTokens, type AdminContext } from "../http/admin";
 import { createApp } from "../http/app";
 import { ModelRegistry } from "../core/registry/registry";
 import kernelsWasm from "../build/kernels.wasm";
@@ -13,6 +13,8 @@ import { parseServingConfig } from "../core/serving/config";
 import { edgeDataPlane, type DataPlane } from "../core/serving/data-plane";
 import { Promoter } from "../core/serving/promoter";
 import { VersionChecker } from "../core/serving/version-checker";
+import { ArtifactUploads } from "../core/registry/uploads";
+import { r2Uploads } from "./r2-uploads";
 
 /** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
 declare const PINION_WITH_ORT: boolean | undefined;
@@ -48,7 +50,7 @@ function wiringFor(env: WorkerEnv): Wiring {
       plane,
       admin: {
         tokens: parseAdminTokens(env.PINION_ADMIN_TOKEN, env.PINION_ADMIN_TOKENS),
-        bucket: env.MODELS,
+        uploads: new ArtifactUploads(r2Uploads(env.MODELS)),
         registry,
         promoter: new Promoter(registry, plane),
         checker: new VersionChecker(registry, runtimes, config.modelCacheBytes),

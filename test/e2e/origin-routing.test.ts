@@ -85,6 +85,10 @@ beforeAll(async () => {
     `PINION_ADMIN_TOKEN:${TOKEN}`,
     "--var",
     "VERSION_LIST_TTL_MS:0",
+    "--var",
+    "ALIAS_TTL_MS:0",
+    "--var",
+    "SHADOW_FLUSH_MS:0",
   ]);
 }, 180_000);
 
@@ -232,4 +236,42 @@ describe("an oversized model is served through the GPU origin, a small one at th
     const ort = await infer("/v2/models/simple/versions/1/infer", [row], 10);
     expect(ort.headers.get("x-pinion-runtime")).toBe("ort");
   }, 60_000);
+
+  it("a shadow version placed on the origin is run on the origin, not at the edge", async () => {
+    const pth = new URL("fixtures/seed-simple/simple_model.pth", root).pathname;
+    const target = ["--target", server!.base];
+    for (const args of [
+      ["publish", "shadowed", pth],
+      ["publish", "shadowed", pth, "--placement", "origin"],
+      ["promote", "shadowed", "1", "--force"],
+      ["promote", "shadowed", "2", "--shadow", "100", "--force"],
+    ]) {
+      const result = await pinion([...args, ...target]);
+      expect(result.code, result.stderr).toBe(0);
+    }
+    for (let i = 0; i < 5; i++) {
+      const response = await infer("/v2/models/shadowed/infer", [oneHot(i, { k: 10, n: 10 })], 10);
+      expect(response.status).toBe(200);
+      expect(response.headers.get("x-pinion-model")).toBe("shadowed@1");
+      expect(response.headers.get("x-pinion-runtime")).toBe("ort");
+    }
+    // Shadow runs happen after the answers; their totals reach R2 at once (SHADOW_FLUSH_MS 0).
+    let report: { samples: number; errors: number; maxAbsDiff: number } | undefined;
+    for (let i = 0; i < 100 && (report?.samples ?? 0) < 5; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      const shown = await pinion(["shadow-report", "shadowed", "--json", ...target]);
+      report = (JSON.parse(shown.stdout) as (typeof report)[])[0];
+    }
+    expect(report).toMatchObject({ samples: 5, errors: 0 });
+    // The same fp32 graph on onnxruntime-node and onnxruntime-web.
+    expect(report!.maxAbsDiff).toBeLessThan(1e-5);
+    // The origin logged each shadow run: the edge sent version 2 there rather than running it.
+    const runs = server!
+      .output()
+      .split("\n")
+      .filter((line) =>
+        line.includes('"path":"/v2/models/shadowed/versions/2/infer","status":200'),
+      );
+    expect(runs).toHaveLength(5);
+  }, 120_000);
 });

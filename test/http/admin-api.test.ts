@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../http/app";
-import { MAX_ARTIFACT_BYTES, PART_BYTES } from "../../http/admin-routes";
+import { MAX_ARTIFACT_BYTES, PART_BYTES } from "../../core/registry/uploads";
 import { sha256Hex } from "../../core/registry/digest";
 import { blobKey } from "../../core/registry/layout";
 import { ModelRegistry } from "../../core/registry/registry";
@@ -15,6 +15,8 @@ import { buildModel, ElemType } from "../../convert/onnx";
 import { Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { decodePlanHeader } from "../../core/runtimes/int8/plan";
 import { api, fixtureBytes, fixtureJson, postJson } from "../worker/helpers";
+import { ArtifactUploads } from "../../core/registry/uploads";
+import { r2Uploads } from "../../worker/r2-uploads";
 
 const TOKEN = env.PINION_ADMIN_TOKEN;
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -98,7 +100,7 @@ describe("admin API authentication", () => {
       planeFor: () => plane,
       adminFor: () => ({
         tokens: [],
-        bucket: env.MODELS,
+        uploads: new ArtifactUploads(r2Uploads(env.MODELS)),
         registry,
         promoter: new Promoter(registry, plane),
       }),
