@@ -35,7 +35,7 @@ import { DataPlane } from "../core/serving/data-plane";
 import { Executor, type RuntimeChoice } from "../core/serving/executor";
 import { ModelCache } from "../core/serving/model-cache";
 import { ModelResolver } from "../core/serving/resolver";
-import { ORIGIN_DEFAULTS } from "./config";
+import { SERVER_DEFAULTS } from "./config";
 import { jsonLogger, parseTraceparent, type Logger } from "./log";
 import { OriginMetrics } from "./metrics";
 import { OrtNodeRuntime } from "./ort-node-runtime";
@@ -103,7 +103,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   const log = options.log ?? jsonLogger;
   const token = options.token || undefined;
   const registry = new ModelRegistry(options.store);
-  const providers = await chooseProviders(options.providers ?? ORIGIN_DEFAULTS.providers);
+  const providers = await chooseProviders(options.providers ?? SERVER_DEFAULTS.providers);
   log({
     level: providers.failed.length > 0 ? "warn" : "info",
     event: "execution_providers",
@@ -120,8 +120,8 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   }
 
   const tmp = await mkdtemp(join(options.tmpDir ?? tmpdir(), "pinion-origin-"));
-  const cacheBytes = options.cacheBytes ?? ORIGIN_DEFAULTS.cacheBytes;
-  const maxRequestBytes = options.maxRequestBytes ?? ORIGIN_DEFAULTS.maxRequestBytes;
+  const cacheBytes = options.cacheBytes ?? SERVER_DEFAULTS.cacheBytes;
+  const maxRequestBytes = options.maxRequestBytes ?? SERVER_DEFAULTS.maxRequestBytes;
   const cache = new ModelCache(cacheBytes);
   const metrics = new OriginMetrics({
     cache: () => ({ models: cache.keys().length, bytes: cache.bytesHeld }),
@@ -156,7 +156,7 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
       }
     },
   });
-  const versionListTtlMs = options.versionListTtlMs ?? ORIGIN_DEFAULTS.versionListTtlMs;
+  const versionListTtlMs = options.versionListTtlMs ?? SERVER_DEFAULTS.versionListTtlMs;
   // The origin is where origin-placed versions run: no forwarder, and no shadow
   // runs (the edge mirrors requests; it sends the origin pinned versions).
   const executor = new Executor(

@@ -12,7 +12,7 @@
 import { z } from "zod";
 import { invalid } from "../core/errors";
 
-export const ORIGIN_DEFAULTS = {
+export const SERVER_DEFAULTS = {
   port: 8081,
   providers: ["cpu"],
   cacheBytes: 4 * 1024 ** 3,
@@ -68,15 +68,15 @@ export interface OriginFlags {
 const int = (min: number) => z.coerce.number().int().min(min);
 
 const envSchema = z.object({
-  PORT: int(0).max(65535).default(ORIGIN_DEFAULTS.port),
+  PORT: int(0).max(65535).default(SERVER_DEFAULTS.port),
   PINION_ORIGIN_HOST: z.string().min(1).default("0.0.0.0"),
   PINION_ORIGIN_TOKEN: z.string().optional(),
-  PINION_ORIGIN_PROVIDERS: z.string().default(ORIGIN_DEFAULTS.providers.join(",")),
-  PINION_ORIGIN_CACHE_BYTES: int(1).default(ORIGIN_DEFAULTS.cacheBytes),
-  PINION_ORIGIN_MAX_REQUEST_BYTES: int(1).default(ORIGIN_DEFAULTS.maxRequestBytes),
-  PINION_ORIGIN_VERSION_LIST_TTL_MS: int(0).default(ORIGIN_DEFAULTS.versionListTtlMs),
+  PINION_ORIGIN_PROVIDERS: z.string().default(SERVER_DEFAULTS.providers.join(",")),
+  PINION_ORIGIN_CACHE_BYTES: int(1).default(SERVER_DEFAULTS.cacheBytes),
+  PINION_ORIGIN_MAX_REQUEST_BYTES: int(1).default(SERVER_DEFAULTS.maxRequestBytes),
+  PINION_ORIGIN_VERSION_LIST_TTL_MS: int(0).default(SERVER_DEFAULTS.versionListTtlMs),
   PINION_ORIGIN_DRAIN_DELAY_MS: int(0).default(0),
-  PINION_ORIGIN_SHUTDOWN_TIMEOUT_MS: int(0).default(ORIGIN_DEFAULTS.shutdownTimeoutMs),
+  PINION_ORIGIN_SHUTDOWN_TIMEOUT_MS: int(0).default(SERVER_DEFAULTS.shutdownTimeoutMs),
   PINION_ORIGIN_TMP_DIR: z.string().min(1).optional(),
   PINION_S3_ENDPOINT: z.url().optional(),
   PINION_S3_BUCKET: z.string().min(1).default("pinion-models"),

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { OriginConfig } from "./origin-forwarder";
 
 /** No origin configured, and the reliability settings an origin gets unless told otherwise. */
-export const ORIGIN_DEFAULTS: OriginConfig = {
+export const FORWARDER_DEFAULTS: OriginConfig = {
   url: "",
   timeoutMs: 30_000,
   retries: 2,
@@ -37,15 +37,15 @@ export const servingConfigSchema = z.object({
    */
   ALIAS_TTL_MS: z.coerce.number().int().min(0).default(5000),
   /** The GPU origin that answers origin-placed versions (empty: none; those versions get 503). */
-  ORIGIN_URL: z.string().default(ORIGIN_DEFAULTS.url),
+  ORIGIN_URL: z.string().default(FORWARDER_DEFAULTS.url),
   /** How long the origin may take to answer, in ms (then 504). */
-  ORIGIN_TIMEOUT_MS: positiveInt(ORIGIN_DEFAULTS.timeoutMs),
+  ORIGIN_TIMEOUT_MS: positiveInt(FORWARDER_DEFAULTS.timeoutMs),
   /** Extra attempts after a connection failure, for requests that can be resent. */
-  ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(ORIGIN_DEFAULTS.retries),
+  ORIGIN_RETRIES: z.coerce.number().int().min(0).max(5).default(FORWARDER_DEFAULTS.retries),
   /** Consecutive origin failures after which requests fail fast (503) … */
-  ORIGIN_BREAKER_THRESHOLD: positiveInt(ORIGIN_DEFAULTS.breakerThreshold),
+  ORIGIN_BREAKER_THRESHOLD: positiveInt(FORWARDER_DEFAULTS.breakerThreshold),
   /** … for this long, in ms, before one trial request is let through. */
-  ORIGIN_BREAKER_COOLDOWN_MS: positiveInt(ORIGIN_DEFAULTS.breakerCooldownMs),
+  ORIGIN_BREAKER_COOLDOWN_MS: positiveInt(FORWARDER_DEFAULTS.breakerCooldownMs),
   /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
   SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
   /**
@@ -66,7 +66,7 @@ export type ServingConfig = {
   aliasTtlMs: number;
   shadowFlushMs: number;
   benchRepeatMax?: number;
-  /** Where origin-placed versions go; ORIGIN_DEFAULTS (none) when absent. */
+  /** Where origin-placed versions go; FORWARDER_DEFAULTS (none) when absent. */
   origin?: OriginConfig;
 };
 

@@ -24,7 +24,7 @@ import type { ArtifactRole, Manifest } from "../registry/manifest";
 import { placementOf } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
 import type { Runtime } from "../runtimes/runtime";
-import { ORIGIN_DEFAULTS, type ServingConfig } from "./config";
+import { FORWARDER_DEFAULTS, type ServingConfig } from "./config";
 import { edgeRuntimeChoice, Executor, type RuntimeChoice } from "./executor";
 import { OriginForwarder } from "./origin-forwarder";
 import { ModelCache } from "./model-cache";
@@ -348,7 +348,7 @@ export function edgeDataPlane(
       config,
       chooseRuntime,
     ),
-    forwarder: new OriginForwarder(config.origin ?? ORIGIN_DEFAULTS, undefined, now),
+    forwarder: new OriginForwarder(config.origin ?? FORWARDER_DEFAULTS, undefined, now),
     shadow: new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now),
     maxRequestBytes: config.maxRequestBytes,
     ...(config.benchRepeatMax !== undefined ? { benchRepeatMax: config.benchRepeatMax } : {}),
