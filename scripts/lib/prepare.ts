@@ -60,7 +60,7 @@ export interface PreparedVersion {
     onnx: { bytes: Uint8Array; mediaType: string };
   };
   /** How the ONNX artifact came to be, for the CLI to report. */
-  origin: { kind: "onnx" } | { kind: "pth"; layers: string[]; activation: Activation };
+  conversion: { kind: "onnx" } | { kind: "pth"; layers: string[]; activation: Activation };
   /** Why no int8 plan was made although one was asked for. */
   int8NotCompiled?: string;
   /** Outputs whose shape follows input values: a request can ask for an answer of any size. */
@@ -158,7 +158,7 @@ export async function prepareVersion(
     ? new TextDecoder().decode(await readBounded(options.golden, "golden file"))
     : undefined;
   let onnx: Uint8Array;
-  let origin: PreparedVersion["origin"];
+  let conversion: PreparedVersion["conversion"];
   if (looksLikePyTorch(file, bytes)) {
     const activation = options.activation ?? "relu";
     const layers = linearLayers(
@@ -172,7 +172,7 @@ export async function prepareVersion(
     // A .pth has no tensor names: take them from the golden file when it names them.
     const names = goldenText ? tensorNames(goldenText) : {};
     onnx = linearStackToOnnx(layers, { activation, ...names });
-    origin = {
+    conversion = {
       kind: "pth",
       layers: layers.map((l) => `${l.name} ${l.inFeatures}→${l.outFeatures}`),
       activation,
@@ -184,7 +184,7 @@ export async function prepareVersion(
       );
     }
     onnx = bytes;
-    origin = { kind: "onnx" };
+    conversion = { kind: "onnx" };
   }
 
   // Structure first (clear messages for broken files), then onnxruntime itself must load it.
@@ -252,7 +252,7 @@ export async function prepareVersion(
   return {
     fields,
     artifacts,
-    origin,
+    conversion,
     ...(int8NotCompiled ? { int8NotCompiled } : {}),
     valueShaped: valueShapedOutputs(onnx),
   };

@@ -1,0 +1,244 @@
+/**
+ * @module
+ * Everything the `pinion` CLI prints: the human lines and tables of each
+ * command, their `--json` forms, the upload progress bars and the one-line
+ * errors. Commands fetch and decide; this module only formats, so output
+ * changes (which CI scripts may parse) happen in one place.
+ */
+import { SingleBar, Presets } from "cli-progress";
+import { PinionError } from "../core/errors";
+import { describeEntry, type AliasDocument } from "../core/registry/aliases";
+import type { Manifest, VersionSummary } from "../core/registry/manifest";
+import type { AuditRecord, GateResult } from "../core/registry/promotion";
+import type { ShadowReport } from "../core/registry/shadow-stats";
+import type { PromotionOutcome } from "../core/serving/promoter";
+import type { PreparedVersion } from "./lib/prepare";
+import type { UploadProgress } from "./lib/upload";
+
+const printJson = (value: unknown) => console.log(JSON.stringify(value, null, 2));
+
+/** Columns padded to their widest cell, two spaces apart, no trailing blanks. */
+function table(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows]) {
+    console.log(
+      row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join("  ")
+        .trimEnd(),
+    );
+  }
+}
+
+/** One bar per artifact on stderr; none when stderr is not a terminal (CI logs, pipes). */
+export function progressBar(): UploadProgress | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  const bars = new Map<string, SingleBar>();
+  return ({ sha256, sent, total }) => {
+    let bar = bars.get(sha256);
+    if (!bar) {
+      bar = new SingleBar(
+        {
+          format: `uploading ${sha256.slice(0, 12)} [{bar}] {percentage}% {value}/{total} bytes`,
+          stream: process.stderr,
+        },
+        Presets.shades_classic,
+      );
+      bar.start(total, 0);
+      bars.set(sha256, bar);
+    }
+    bar.update(sent);
+    if (sent >= total) bar.stop();
+  };
+}
+
+/** A failed command: one line on stderr, the stack too with `--verbose`. */
+export function printError(error: unknown, verbose: boolean): void {
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`pinion: ${message}`);
+  if (verbose && error instanceof Error && !(error instanceof PinionError && !error.stack)) {
+    console.error(error.stack);
+  }
+}
+
+// -- publish and listings ------------------------------------------------------------
+
+/** A warning on stderr, so `--json` output stays parseable. */
+export function printNoInt8Plan(reason: string): void {
+  console.error(`pinion: no int8 plan: ${reason}; this version runs on onnxruntime`);
+}
+
+export function printPublished(
+  file: string,
+  prepared: PreparedVersion,
+  manifest: Manifest,
+  json: boolean,
+): void {
+  if (json) return printJson(manifest);
+  const onnx = manifest.artifacts.onnx;
+  if (prepared.conversion.kind === "pth") {
+    console.log(
+      `converted ${file}: ${prepared.conversion.layers.join(", ")} (${prepared.conversion.activation} between layers)`,
+    );
+  }
+  console.log(
+    `published ${manifest.name}@${manifest.version} (${onnx.bytes} bytes, sha256 ${onnx.sha256.slice(0, 12)})`,
+  );
+  console.log(
+    `  inputs:  ${manifest.inputs.map((s) => `${s.name} ${s.datatype} [${s.shape.join(", ")}]`).join("; ")}`,
+  );
+  console.log(
+    `  outputs: ${manifest.outputs.map((s) => `${s.name} ${s.datatype} [${s.shape.join(", ")}]`).join("; ")}`,
+  );
+  if (manifest.artifacts.golden) console.log(`  golden:  ${manifest.artifacts.golden.bytes} bytes`);
+  if (manifest.placement === "origin") {
+    console.log("  placement: origin (the edge forwards its requests to the GPU origin)");
+  }
+  printQuantization(manifest);
+}
+
+function printQuantization(manifest: Manifest): void {
+  const q = manifest.quantization;
+  if (!q || !manifest.artifacts.int8) return;
+  console.log(`  int8:    plan ${manifest.artifacts.int8.bytes} bytes; served by the int8 runtime`);
+  for (const l of q.layers) {
+    console.log(
+      `    ${l.name} ${l.k}→${l.n} ${l.activation}: weight SQNR ${l.sqnrDb.toFixed(1)} dB (absmax ${l.absmaxSqnrDb.toFixed(1)} dB)`,
+    );
+  }
+  const a = q.accuracy;
+  if (!a) return;
+  const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+  console.log(`    accuracy on ${a.cases} golden cases vs fp32:`);
+  console.log(
+    `      cosine ${a.cosine.toFixed(6)} (worst case ${a.minCosine.toFixed(6)}), max abs error ${a.maxAbsError.toExponential(2)}, SQNR ${a.sqnrDb.toFixed(1)} dB`,
+  );
+  if (a.top1Agreement !== undefined) console.log(`      top-1 agreement ${pct(a.top1Agreement)}`);
+  if (a.int8Accuracy !== undefined) {
+    console.log(`      accuracy: int8 ${pct(a.int8Accuracy)}, fp32 ${pct(a.fp32Accuracy!)}`);
+  }
+}
+
+export function printModels(models: string[], json: boolean): void {
+  // One line, unlike the other --json outputs: scripts already read it that way.
+  if (json) return console.log(JSON.stringify(models));
+  if (models.length === 0) return console.log("no models");
+  for (const name of models) console.log(name);
+}
+
+/** The table needs at least one version: the command refuses an empty list first. */
+export function printVersions(versions: VersionSummary[], json: boolean): void {
+  if (json) return printJson(versions);
+  table(
+    ["VERSION", "BYTES", "SHA256", "RUNTIME", "PLACEMENT", "CREATED", "SOURCE"],
+    versions.map((v) => [
+      String(v.version),
+      String(v.bytes),
+      v.sha256.slice(0, 12),
+      v.runtime,
+      v.placement,
+      v.createdAt,
+      v.source ?? "",
+    ]),
+  );
+}
+
+// -- aliases and promotion ------------------------------------------------------------
+
+function printGates(gates: readonly GateResult[]): void {
+  for (const g of gates) {
+    const verdict = g.skipped ? "skipped" : g.passed ? "passed" : "FAILED";
+    console.log(`  gate ${g.gate}: ${verdict} — ${g.detail}`);
+  }
+}
+
+/** A promotion's or rollback's plan, its gates, and what became of it. */
+export function printOutcome(outcome: PromotionOutcome, json: boolean): void {
+  if (json) return printJson(outcome);
+  const { change } = outcome;
+  const what =
+    change.action === "rollback" ? `rollback (undoing revision ${change.undoes})` : "promote";
+  console.log(
+    `${change.model} alias ${change.alias}: ${describeEntry(change.from)} → ${describeEntry(change.to)}  [${what}, at revision ${change.baseRevision}]`,
+  );
+  printGates(outcome.gates);
+  switch (outcome.status) {
+    case "applied":
+      console.log(
+        `applied: revision ${outcome.record!.revision} by ${outcome.record!.actor}${outcome.forced ? " (forced)" : ""}`,
+      );
+      break;
+    case "noop":
+      console.log("nothing to do: the alias is already in that state");
+      break;
+    case "dry-run":
+      console.log("dry run: nothing written");
+      break;
+    case "gates-failed":
+      console.log("refused: a gate failed; the alias is untouched (--force to override)");
+  }
+}
+
+export function printAliases(model: string, document: AliasDocument, json: boolean): void {
+  if (json) return printJson(document);
+  const names = Object.keys(document.aliases).sort();
+  if (names.length === 0) {
+    return console.log(`${model} has no aliases; requests without a version get the latest`);
+  }
+  console.log(`${model} aliases at revision ${document.revision}:`);
+  table(
+    ["ALIAS", "SERVES"],
+    names.map((name) => [name, describeEntry(document.aliases[name])]),
+  );
+}
+
+export function printHistory(model: string, records: AuditRecord[], json: boolean): void {
+  if (json) return printJson(records);
+  if (records.length === 0) return console.log(`${model} has no alias changes yet`);
+  table(
+    ["REV", "WHEN", "WHO", "ACTION", "ALIAS", "FROM", "TO", "GATES", "REASON"],
+    records.map((r) => [
+      String(r.revision),
+      r.at,
+      r.actor,
+      r.action + (r.undoes !== undefined ? ` #${r.undoes}` : ""),
+      r.alias,
+      describeEntry(r.from),
+      describeEntry(r.to),
+      (r.forced ? "FORCED " : "") +
+        (r.gates
+          .map((g) => `${g.gate}:${g.skipped ? "skip" : g.passed ? "ok" : "fail"}`)
+          .join(",") || "-"),
+      r.reason ?? "",
+    ]),
+  );
+}
+
+export function printShadowReports(model: string, reports: ShadowReport[], json: boolean): void {
+  if (json) return printJson(reports);
+  if (reports.length === 0) return console.log(`${model} has no shadow samples yet`);
+  table(
+    [
+      "ALIAS",
+      "REV",
+      "SHADOW",
+      "VS",
+      "SAMPLES",
+      "ERRORS",
+      "MAX|DIFF|",
+      "MEAN|DIFF|",
+      "TOP-1 DISAGREE",
+    ],
+    reports.map((r) => [
+      r.alias,
+      String(r.revision),
+      String(r.candidate),
+      r.primaries.join(","),
+      String(r.samples),
+      String(r.errors),
+      r.maxAbsDiff.toExponential(2),
+      r.meanAbsDiff.toExponential(2),
+      r.top1Rows > 0 ? `${(r.top1Disagreement * 100).toFixed(2)}% of ${r.top1Rows}` : "-",
+    ]),
+  );
+}
