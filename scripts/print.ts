@@ -68,6 +68,18 @@ export function printNoInt8Plan(reason: string): void {
   console.error(`pinion: no int8 plan: ${reason}; this version runs on onnxruntime`);
 }
 
+/**
+ * An output whose shape follows the input's values: a warning, not a refusal
+ * (detectors, top-k and the like have such outputs legitimately).
+ */
+export function printValueShaped(output: string, cause: string): void {
+  console.error(
+    `pinion: warning: the shape of output '${output}' follows the input's values (${cause}): ` +
+      "a small request can ask for an answer of any size; the server refuses answers over " +
+      "MAX_RESPONSE_ELEMENTS / MAX_RESPONSE_BYTES (422)",
+  );
+}
+
 export function printPublished(
   file: string,
   prepared: PreparedVersion,

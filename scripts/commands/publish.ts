@@ -6,7 +6,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { ACTIVATIONS, type Activation } from "../../convert/linear-stack";
 import { prepareVersion } from "../lib/prepare";
-import { printNoInt8Plan, printPublished, progressBar } from "../print";
+import { printNoInt8Plan, printValueShaped, printPublished, progressBar } from "../print";
 import { jsonOption, persistOption, targetOption, withTarget } from "./options";
 
 const positiveBytes = (value: string): number => {
@@ -77,6 +77,7 @@ export function registerPublish(program: Command): void {
         allowNonFinite: options.allowNonFinite === true,
       });
       if (prepared.int8NotCompiled) printNoInt8Plan(prepared.int8NotCompiled);
+      for (const { output, cause } of prepared.valueShaped) printValueShaped(output, cause);
       const manifest = await withTarget(options, (target) =>
         target.publish(model, prepared, progressBar()),
       );
