@@ -4,7 +4,8 @@
  * the version through the model cache, decodes the inputs, runs, encodes the
  * outputs. Knows nothing of aliases or of the GPU origin.
  */
-import { echo, invalid, unavailable } from "../errors";
+import { echo, invalid, resultTooLarge, unavailable } from "../errors";
+import { encodeBinaryOutput, wantsBinary } from "../protocol/binary-request";
 import type { Tensor } from "../protocol/datatypes";
 import {
   checkAgainstSpec,
@@ -62,6 +63,8 @@ export interface ExecutorConfig {
 export interface Execution {
   response: InferenceResponse;
   runtime: RuntimeName;
+  /** The binary tensor data of the outputs sent binary, in order (absent when none is). */
+  binary?: Uint8Array[];
 }
 
 export class Executor {
@@ -139,14 +142,34 @@ export class Executor {
       lease.release();
     }
     // Before encoding: a model whose output shape follows input values can be asked for anything.
-    checkOutputSize(results, limits);
+    const binary = outputs.map((o) => wantsBinary(o.parameters, request.parameters));
+    checkOutputElements(
+      results.reduce((sum, tensor) => sum + tensor.data.length, 0),
+      limits,
+    );
+    checkOutputSize(
+      results.filter((_, i) => !binary[i]),
+      limits,
+    );
+    const binaryBytes = results.reduce((sum, t, i) => sum + (binary[i] ? t.data.byteLength : 0), 0);
+    if (binaryBytes > limits.maxBytes) {
+      throw resultTooLarge(
+        `the answer's binary output data would be ${binaryBytes} bytes; this server sends at most ${limits.maxBytes} (MAX_RESPONSE_BYTES): send fewer rows or ask for fewer outputs`,
+      );
+    }
+    const parts: Uint8Array[] = [];
     const response: InferenceResponse = {
       model_name: manifest.name,
       model_version: String(manifest.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
+      outputs: results.map((tensor, i) => {
+        if (!binary[i]) return encodeOutput(tensor, outputs[i]!.parameters);
+        const { output, bytes } = encodeBinaryOutput(tensor);
+        parts.push(bytes);
+        return output;
+      }),
     };
-    return { response, runtime: model.runtime };
+    return { response, runtime: model.runtime, ...(parts.length > 0 ? { binary: parts } : {}) };
   }
 
   private responseLimits(): ResponseLimits {
