@@ -24,7 +24,7 @@ import {
 const TOKEN = "origin-binary-token";
 
 /** A request for `rows` as binary FP32, asking for the output binary, laid out byte by byte. */
-function binaryRequest(rows: number[][]): { body: Uint8Array; headerLength: number } {
+function binaryRequest(rows: number[][]): { body: Uint8Array<ArrayBuffer>; headerLength: number } {
   const values = rows.flat();
   const header = new TextEncoder().encode(
     JSON.stringify({
