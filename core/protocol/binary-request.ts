@@ -325,14 +325,79 @@ export function wantsBinary(
   return all === true;
 }
 
+/**
+ * FP32 values narrowed to FP16 bits, rounding to nearest, ties to even (as
+ * IEEE 754 and numpy's `astype(float16)` do): beyond the FP16 range becomes
+ * ±Infinity, below its smallest subnormal ±0; NaN stays NaN.
+ */
+export function toHalfBits(values: Float32Array): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < bits.length; i++) {
+    const x = bits[i]!;
+    const sign = (x >>> 16) & 0x8000;
+    const exponent = (x >>> 23) & 0xff;
+    const mantissa = x & 0x7fffff;
+    if (exponent === 0xff) {
+      out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0);
+      continue;
+    }
+    const e = exponent - 112; // the FP16 exponent field (bias 15 instead of 127)
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
+    // Normal: drop 13 mantissa bits. Subnormal: the whole 24-bit significand shifts by 14 - e.
+    const significand = e > 0 ? mantissa : mantissa | 0x800000;
+    const shift = e > 0 ? 13 : 14 - e;
+    if (shift > 24) {
+      out[i] = sign;
+      continue;
+    }
+    let half = (e > 0 ? e << 10 : 0) | (significand >>> shift);
+    const rest = significand & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    // A carry out of the mantissa steps the exponent (up to Infinity), as rounding should.
+    if (rest > halfway || (rest === halfway && half & 1)) half++;
+    out[i] = sign | half;
+  }
+  return out;
+}
+
+/** FP16 bits as the numbers they are (exactly). */
+export function halfValues(bits: Uint16Array): Float32Array {
+  const table = halves();
+  return Float32Array.from(bits, (b) => table[b]!);
+}
+
+/**
+ * The datatype an output was asked for in (`parameters.datatype`): its own,
+ * or FP16 for an FP32 output (narrowed with `toHalfBits`). Anything else is refused.
+ */
+export function requestedDatatype(
+  name: string,
+  datatype: string,
+  parameters: Parameters | undefined,
+): "FP16" | undefined {
+  const asked = parameters?.datatype;
+  if (asked === undefined || asked === datatype) return undefined;
+  if (asked === "FP16" && datatype === "FP32") return "FP16";
+  throw invalid(
+    `output '${echo(name)}' is ${datatype}; it can be asked for as ${datatype}${datatype === "FP32" ? " or FP16" : ""}, not ${echo(String(asked))}`,
+  );
+}
+
 /** A tensor's data as binary tensor data (a view, little-endian), and its header entry. */
-export function encodeBinaryOutput(tensor: Tensor): { output: ResponseOutput; bytes: Uint8Array } {
-  const data = tensor.data;
+export function encodeBinaryOutput(
+  tensor: Tensor,
+  as?: "FP16",
+): { output: ResponseOutput; bytes: Uint8Array } {
+  const data = as === "FP16" ? toHalfBits(tensor.data as Float32Array) : tensor.data;
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return {
     output: {
       name: tensor.name,
-      datatype: tensor.datatype,
+      datatype: as ?? tensor.datatype,
       shape: tensor.shape,
       parameters: { binary_data_size: bytes.length },
     },

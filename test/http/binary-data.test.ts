@@ -223,6 +223,64 @@ describe("binary tensor data requests", () => {
   });
 });
 
+describe("FP16 outputs", () => {
+  /** FP16 bits to the number they are (written independently of the server's table). */
+  const fromHalf = (h: number) => {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const mantissa = h & 0x3ff;
+    return exponent === 0
+      ? sign * mantissa * 2 ** -24
+      : sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+  };
+
+  it("returns an FP32 output as FP16 when asked, binary or JSON, within FP16 rounding of PyTorch", async () => {
+    const rows = cases.inputs.slice(0, 10);
+    const request = (binary: boolean) =>
+      postJson(INFER, {
+        inputs: [{ name: "input", shape: [10, 10], datatype: "FP32", data: rows }],
+        outputs: [{ name: "output", parameters: { datatype: "FP16", binary_data: binary } }],
+      });
+    const response = await request(true);
+    expect(response.status).toBe(200);
+    const headerLength = Number(response.headers.get("inference-header-content-length"));
+    const body = new Uint8Array(await response.arrayBuffer());
+    const header = JSON.parse(
+      new TextDecoder().decode(body.subarray(0, headerLength)),
+    ) as ResponseHeader;
+    expect(header.outputs[0]).toEqual({
+      name: "output",
+      datatype: "FP16",
+      shape: [10, 10],
+      parameters: { binary_data_size: 200 },
+    });
+    expect(body.length).toBe(headerLength + 200);
+    const view = new DataView(body.buffer, body.byteOffset + headerLength, 200);
+    const halves = Array.from({ length: 100 }, (_, i) => fromHalf(view.getUint16(i * 2, true)));
+    const expected = cases.expected.slice(0, 10).flat();
+    halves.forEach((v, i) => {
+      // FP16 keeps 11 significant bits: half an ulp is |x| * 2^-11 (plus the model's own 1e-5).
+      expect(Math.abs(v - expected[i]!)).toBeLessThanOrEqual(
+        Math.abs(expected[i]!) * 2 ** -11 + 1e-5,
+      );
+    });
+    const json = (await (await request(false)).json()) as ResponseHeader;
+    expect(json.outputs[0]!.datatype).toBe("FP16");
+    expect(json.outputs[0]!.data).toEqual(halves);
+  });
+
+  it("refuses a datatype an output cannot be returned in", async () => {
+    const response = await postJson(INFER, {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: cases.inputs[0] }],
+      outputs: [{ name: "output", parameters: { datatype: "INT8" } }],
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: string }).error).toMatch(
+      /output 'output' is FP32; it can be asked for as FP32 or FP16, not INT8/,
+    );
+  });
+});
+
 describe("binary framing errors are 400s that say what is wrong", () => {
   const input = (size: number, extra: object = {}) => ({
     inputs: [

@@ -6,8 +6,11 @@ import {
   binaryResponseBody,
   decodeBinaryTensor,
   parseHeaderLength,
+  halfValues,
   rawBinaryRequest,
+  requestedDatatype,
   splitBinaryBody,
+  toHalfBits,
   wantsBinary,
 } from "../../../core/protocol/binary-request";
 import { decodeInput } from "../../../core/protocol/tensor-codec";
@@ -341,6 +344,60 @@ describe("the raw binary request", () => {
     refused(
       () => rawBinaryRequest("m@1", [...spec([1]), ...spec([1])], le("f32", [1])),
       /needs a model with one input; m@1 takes 2/,
+    );
+  });
+});
+
+describe("FP16 outputs", () => {
+  it("narrows FP32 to FP16 rounding to nearest, ties to even", () => {
+    const bits = toHalfBits(
+      Float32Array.from([
+        1,
+        1 / 3,
+        65504,
+        65519, // below the halfway point to 65536: the largest FP16
+        65520, // halfway to 65536, whose mantissa is even: Infinity
+        1e9,
+        -1e9,
+        2 ** -24,
+        2 ** -25, // halfway between 0 and the smallest subnormal: ties to 0
+        1.5 * 2 ** -25, // above halfway: the smallest subnormal
+        2 ** -30,
+        1 + 2 ** -11, // halfway between 1 and the next FP16: ties to even (1)
+        1 + 3 * 2 ** -11, // halfway between two FP16s: ties to even (up)
+        -0,
+        NaN,
+        -Infinity,
+      ]),
+    );
+    expect(Array.from(bits)).toEqual([
+      0x3c00, 0x3555, 0x7bff, 0x7bff, 0x7c00, 0x7c00, 0xfc00, 0x0001, 0x0000, 0x0001, 0x0000,
+      0x3c00, 0x3c02, 0x8000, 0x7e00, 0xfc00,
+    ]);
+  });
+
+  it("round-trips every FP16 value exactly (FP16 → FP32 → FP16)", () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const back = toHalfBits(halfValues(all));
+    for (let h = 0; h < 65536; h++) {
+      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      if (isNaN) expect(back[h]! & 0x7e00).toBe(0x7e00);
+      else if (back[h] !== h)
+        expect.fail(`FP16 0x${h.toString(16)} came back as 0x${back[h]!.toString(16)}`);
+    }
+  });
+
+  it("accepts FP16 for FP32 outputs only", () => {
+    expect(requestedDatatype("y", "FP32", { datatype: "FP16" })).toBe("FP16");
+    expect(requestedDatatype("y", "FP32", { datatype: "FP32" })).toBeUndefined();
+    expect(requestedDatatype("y", "FP32", undefined)).toBeUndefined();
+    refused(
+      () => requestedDatatype("y", "INT64", { datatype: "FP16" }),
+      /output 'y' is INT64; it can be asked for as INT64, not FP16/,
+    );
+    refused(
+      () => requestedDatatype("y", "FP32", { datatype: "BF16" }),
+      /as FP32 or FP16, not BF16/,
     );
   });
 });
