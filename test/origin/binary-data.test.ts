@@ -10,8 +10,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DirectoryStore } from "../../origin/stores/directory-store";
 import type { Manifest } from "../../core/registry/manifest";
+import { ModelRegistry } from "../../core/registry/registry";
 import { FORWARDER_DEFAULTS } from "../../core/serving/config";
+import { DataPlane } from "../../core/serving/data-plane";
+import { Executor } from "../../core/serving/executor";
+import { ModelCache } from "../../core/serving/model-cache";
 import { OriginForwarder } from "../../core/serving/origin-forwarder";
+import { ModelResolver } from "../../core/serving/resolver";
+import { Trace } from "../../core/serving/trace";
 import {
   maxAbsDiff,
   publish,
@@ -66,11 +72,14 @@ describe("binary tensor data on the origin", () => {
   let dir: string;
   let running: RunningOrigin;
   let seed: Manifest;
+  let registry: ModelRegistry;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "pinion-origin-binary-"));
     const store = new DirectoryStore(join(dir, "registry"));
     seed = await publish(store, "seed", SEED_ONNX);
+    await publish(store, "seed-on-origin", SEED_ONNX, { placement: "origin" });
+    registry = new ModelRegistry(store);
     running = await startOrigin({
       store,
       token: TOKEN,
@@ -130,5 +139,48 @@ describe("binary tensor data on the origin", () => {
     });
     expect(unframed.status).toBe(400);
     expect(((await unframed.json()) as { error: string }).error).toMatch(/not valid JSON/);
+  });
+
+  it("is relayed by the edge's data plane for an origin-placed version, body and header unchanged", async () => {
+    const cases = await seedCases();
+    const forwarder = new OriginForwarder({
+      ...FORWARDER_DEFAULTS,
+      url: running.url,
+      token: TOKEN,
+    });
+    // The edge's composition, with no runtime of its own: origin-placed versions never need one.
+    const plane = new DataPlane({
+      resolver: new ModelResolver(registry, {
+        versionListTtlMs: 0,
+        aliasTtlMs: 0,
+        maxArtifactBytes: 1e8,
+      }),
+      executor: new Executor(registry, [], new ModelCache(1e8), { maxRequestBytes: 1_000_000 }),
+      forwarder,
+      maxRequestBytes: 1_000_000,
+    });
+    const { body, headerLength } = binaryRequest(cases.inputs.slice(30, 33));
+    const answer = await plane.infer(
+      {
+        reference: { name: "seed-on-origin", key: "k" },
+        body: {
+          length: body.length,
+          text: async () => new TextDecoder().decode(body),
+          bytes: async () => body,
+          stream: () => new Response(body).body,
+        },
+        contentType: "application/octet-stream",
+        inferenceHeaderLength: String(headerLength),
+        requestId: "binary-relay",
+      },
+      new Trace(),
+    );
+    expect(answer.kind).toBe("relayed");
+    if (answer.kind !== "relayed") return;
+    const { header, values } = await readAnswer(
+      new Response(answer.body, { status: answer.status, headers: answer.headers }),
+    );
+    expect(header.outputs[0]!.shape).toEqual([3, 10]);
+    expect(maxAbsDiff(values, cases.expected.slice(30, 33).flat())).toBeLessThan(1e-5);
   });
 });
