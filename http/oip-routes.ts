@@ -108,6 +108,9 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
           reference: reference(c),
           body: requestBody(c),
           contentType: c.req.header("content-type") ?? "application/json",
+          ...(c.req.header("inference-header-content-length") !== undefined
+            ? { inferenceHeaderLength: c.req.header("inference-header-content-length")! }
+            : {}),
           ...(c.req.query("runtime") !== undefined ? { runtime: c.req.query("runtime")! } : {}),
           ...(c.req.query("repeat") !== undefined ? { repeat: c.req.query("repeat")! } : {}),
           requestId: c.var.requestId,
@@ -125,6 +128,12 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
         return answer.body ? c.body(answer.body, status, headers) : c.body(null, status, headers);
       }
       if (answer.background) runAfterResponse(c, answer.background);
+      if (answer.kind === "binary") {
+        return c.body(answer.body, 200, {
+          "content-type": "application/octet-stream",
+          "inference-header-content-length": String(answer.headerLength),
+        });
+      }
       return c.json(answer.response);
     });
   }

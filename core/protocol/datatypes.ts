@@ -20,6 +20,37 @@ export const DATATYPES = [
 
 export type Datatype = (typeof DATATYPES)[number];
 
+/**
+ * Every OIP datatype the binary tensor data extension carries: Pinion's
+ * in-memory datatypes plus FP16 and BF16 (converted exactly to FP32 on
+ * decoding) and BYTES (each element a 4-byte little-endian length, then the
+ * bytes).
+ */
+export const WIRE_DATATYPES = [...DATATYPES, "FP16", "BF16", "BYTES"] as const;
+
+export type WireDatatype = (typeof WIRE_DATATYPES)[number];
+
+/** Bytes per element in binary tensor data (BYTES elements vary: see WIRE_DATATYPES). */
+export const ELEMENT_BYTES: Record<Exclude<WireDatatype, "BYTES">, number> = {
+  BOOL: 1,
+  UINT8: 1,
+  UINT16: 2,
+  UINT32: 4,
+  UINT64: 8,
+  INT8: 1,
+  INT16: 2,
+  INT32: 4,
+  INT64: 8,
+  FP16: 2,
+  BF16: 2,
+  FP32: 4,
+  FP64: 8,
+};
+
+export function isWireDatatype(value: string): value is WireDatatype {
+  return (WIRE_DATATYPES as readonly string[]).includes(value);
+}
+
 /** OIP datatypes that exist in the spec but have no JSON form Pinion accepts. */
 const NOT_IN_JSON = new Set(["FP16", "BF16", "BYTES"]);
 

@@ -17,6 +17,7 @@ import {
   type TensorData,
   type TensorSpec,
 } from "./datatypes";
+import { BinaryData, decodeBinaryTensor } from "./binary-request";
 import type { Parameters, RequestInput, ResponseOutput } from "./types";
 
 /** Deeper than any real model; stops pathological shapes early. */
@@ -58,6 +59,11 @@ export function checkShape(shape: readonly unknown[], what: string, maxElements:
 /** Decodes one request input into a dense tensor of its declared datatype. */
 export function decodeInput(input: RequestInput, maxElements: number): Tensor {
   const what = `input '${echo(input.name)}'`;
+  if (input.data instanceof BinaryData) {
+    // Bounded by the body: the byte size must match the shape exactly.
+    const count = checkShape(input.shape, what, Number.MAX_SAFE_INTEGER);
+    return decodeBinaryTensor(input.name, input.datatype, input.shape, count, input.data.bytes);
+  }
   const datatype = parseDatatype(input.datatype, what);
   const count = checkShape(input.shape, what, maxElements);
   const data = input.data;

@@ -55,7 +55,8 @@ export interface ResponseOutput {
   shape: number[];
   datatype: string;
   parameters?: Parameters;
-  data: number[] | boolean[];
+  /** Absent for an output sent as binary tensor data (`parameters.binary_data_size`). */
+  data?: number[] | boolean[];
 }
 
 export interface InferenceResponse {

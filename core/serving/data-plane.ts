@@ -12,6 +12,13 @@
  * HTTP; errors are domain errors whose kind the HTTP layer maps to a status.
  */
 import { invalid, PinionError, unavailable, type ErrorKind } from "../errors";
+import {
+  bindBinaryInputs,
+  binaryResponseBody,
+  parseHeaderLength,
+  rawBinaryRequest,
+  splitBinaryBody,
+} from "../protocol/binary-request";
 import { decodeRequestJson } from "../protocol/request-json";
 import {
   parseInferenceRequest,
@@ -60,6 +67,11 @@ export interface InferCall {
   reference: ModelReference;
   body: RequestBody;
   contentType?: string;
+  /**
+   * `Inference-Header-Content-Length` (binary tensor data extension): the JSON
+   * header's length in bytes, binary tensor data after it; "0" = raw binary.
+   */
+  inferenceHeaderLength?: string;
   /** `?runtime=`: the runtime asked for. */
   runtime?: string;
   /** `?repeat=`: benchmarks only, honoured where `benchRepeatMax` allows. */
@@ -74,6 +86,13 @@ export type Answer =
       kind: "response";
       response: InferenceResponse;
       /** Work that runs after the response (the shadow run), for `waitUntil`. */
+      background?: Promise<void>;
+    }
+  | {
+      /** Binary outputs: the JSON header (`headerLength` bytes), then their tensor data. */
+      kind: "binary";
+      headerLength: number;
+      body: Uint8Array<ArrayBuffer>;
       background?: Promise<void>;
     }
   | {
@@ -139,8 +158,17 @@ export class DataPlane {
     // a body that does not parse is reported after resolving, like any bad request.
     let json: unknown;
     let bodyError: unknown;
+    // With binary tensor data: the body as it came (forwarded unchanged), and its binary section.
+    let bytes: Uint8Array | undefined;
+    let binary: Uint8Array | undefined;
     try {
-      json = decodeRequestJson(await body.text());
+      if (call.inferenceHeaderLength === undefined) {
+        json = decodeRequestJson(await body.text());
+      } else {
+        const headerLength = parseHeaderLength(call.inferenceHeaderLength);
+        bytes = await body.bytes();
+        if (headerLength > 0) ({ header: json, binary } = splitBinaryBody(bytes, headerLength));
+      }
     } catch (error) {
       bodyError = error;
     }
@@ -160,22 +188,42 @@ export class DataPlane {
       throw invalid("the 'alias' request parameter must be a string");
     }
     if (this.placedOnOrigin(manifest)) {
-      return this.relay(manifest, new TextEncoder().encode(JSON.stringify(json)), call, trace);
+      const forwarded = bytes ?? new TextEncoder().encode(JSON.stringify(json));
+      return this.relay(manifest, forwarded, call, trace);
     }
-    const request = parseInferenceRequest(json);
-    const { response, runtime } = await this.executor.run(manifest, request, timing, {
+    const label = `${manifest.name}@${manifest.version}`;
+    let request: InferenceRequest;
+    if (bytes !== undefined && binary === undefined) {
+      request = rawBinaryRequest(label, manifest.inputs, bytes);
+    } else {
+      request = parseInferenceRequest(json);
+      bindBinaryInputs(request, binary);
+    }
+    const execution = await this.executor.run(manifest, request, timing, {
       ...(call.runtime !== undefined ? { runtime: call.runtime } : {}),
       repeat,
       onRuntime: (name) => (trace.runtime = name),
     });
+    const { response, runtime } = execution;
     trace.runtime = runtime;
     if (repeat > 1) trace.repeat = repeat;
+    // Shadow runs mirror JSON requests and answers; binary ones are not mirrored.
     const background =
-      this.shadow && resolution.shadowVersion !== undefined
+      this.shadow &&
+      resolution.shadowVersion !== undefined &&
+      bytes === undefined &&
+      execution.binary === undefined
         ? this.shadow.mirror(resolution, request, response, (version, shadowed) =>
             this.answerVersion(manifest.name, version, shadowed),
           )
         : undefined;
+    if (execution.binary) {
+      return {
+        kind: "binary",
+        ...binaryResponseBody(response, execution.binary),
+        ...(background ? { background } : {}),
+      };
+    }
     return { kind: "response", response, ...(background ? { background } : {}) };
   }
 
@@ -296,6 +344,9 @@ export class DataPlane {
         manifest,
         body,
         contentType: call.contentType ?? "application/json",
+        ...(call.inferenceHeaderLength !== undefined
+          ? { inferenceHeaderLength: call.inferenceHeaderLength }
+          : {}),
         requestId: call.requestId,
         ...(call.traceparent ? { traceparent: call.traceparent } : {}),
       }),

@@ -4,7 +4,14 @@
  * the version through the model cache, decodes the inputs, runs, encodes the
  * outputs. Knows nothing of aliases or of the GPU origin.
  */
-import { echo, invalid, unavailable } from "../errors";
+import { echo, invalid, resultTooLarge, unavailable } from "../errors";
+import {
+  encodeBinaryOutput,
+  halfValues,
+  requestedDatatype,
+  toHalfBits,
+  wantsBinary,
+} from "../protocol/binary-request";
 import type { Tensor } from "../protocol/datatypes";
 import {
   checkAgainstSpec,
@@ -62,6 +69,8 @@ export interface ExecutorConfig {
 export interface Execution {
   response: InferenceResponse;
   runtime: RuntimeName;
+  /** The binary tensor data of the outputs sent binary, in order (absent when none is). */
+  binary?: Uint8Array[];
 }
 
 export class Executor {
@@ -114,6 +123,14 @@ export class Executor {
     options.onRuntime?.(runtime.name);
     const inputs = this.decodeInputs(manifest, request);
     const outputs = this.selectOutputs(manifest, request);
+    const binary = outputs.map((o) => wantsBinary(o.parameters, request.parameters));
+    const narrowed = outputs.map((o) =>
+      requestedDatatype(
+        o.name,
+        manifest.outputs.find((spec) => spec.name === o.name)!.datatype,
+        o.parameters,
+      ),
+    );
     const lease = await timing.measure("load", () =>
       this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
     );
@@ -139,14 +156,41 @@ export class Executor {
       lease.release();
     }
     // Before encoding: a model whose output shape follows input values can be asked for anything.
-    checkOutputSize(results, limits);
+    checkOutputElements(
+      results.reduce((sum, tensor) => sum + tensor.data.length, 0),
+      limits,
+    );
+    checkOutputSize(
+      results.filter((_, i) => !binary[i]),
+      limits,
+    );
+    const binaryBytes = results.reduce(
+      (sum, t, i) => sum + (binary[i] ? (narrowed[i] ? t.data.length * 2 : t.data.byteLength) : 0),
+      0,
+    );
+    if (binaryBytes > limits.maxBytes) {
+      throw resultTooLarge(
+        `the answer's binary output data would be ${binaryBytes} bytes; this server sends at most ${limits.maxBytes} (MAX_RESPONSE_BYTES): send fewer rows or ask for fewer outputs`,
+      );
+    }
+    const parts: Uint8Array[] = [];
     const response: InferenceResponse = {
       model_name: manifest.name,
       model_version: String(manifest.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
+      outputs: results.map((tensor, i) => {
+        const as = narrowed[i];
+        if (!binary[i]) {
+          if (as === undefined) return encodeOutput(tensor, outputs[i]!.parameters);
+          const half = { ...tensor, data: halfValues(toHalfBits(tensor.data as Float32Array)) };
+          return { ...encodeOutput(half, outputs[i]!.parameters), datatype: as };
+        }
+        const { output, bytes } = encodeBinaryOutput(tensor, as);
+        parts.push(bytes);
+        return output;
+      }),
     };
-    return { response, runtime: model.runtime };
+    return { response, runtime: model.runtime, ...(parts.length > 0 ? { binary: parts } : {}) };
   }
 
   private responseLimits(): ResponseLimits {

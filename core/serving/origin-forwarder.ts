@@ -87,6 +87,8 @@ export interface ForwardRequest {
   /** A held body can be resent on retry; a stream is sent once. */
   body?: Uint8Array | ReadableStream<Uint8Array> | null;
   contentType?: string;
+  /** `Inference-Header-Content-Length` of a binary tensor data body, passed on unchanged. */
+  inferenceHeaderLength?: string;
   requestId: string;
   traceparent?: string;
 }
@@ -97,7 +99,12 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const HELD_ANSWER_BYTES = 1024 * 1024;
 
 /** Headers of the origin's answer that the caller gets. */
-const PASSED_HEADERS = ["content-type", "content-length", "server-timing"];
+const PASSED_HEADERS = [
+  "content-type",
+  "content-length",
+  "server-timing",
+  "inference-header-content-length",
+];
 
 export class OriginForwarder {
   readonly breaker: CircuitBreaker;
@@ -133,6 +140,9 @@ export class OriginForwarder {
     if (this.config.token) headers.set("authorization", `Bearer ${this.config.token}`);
     if (request.traceparent) headers.set("traceparent", request.traceparent);
     if (request.contentType) headers.set("content-type", request.contentType);
+    if (request.inferenceHeaderLength !== undefined) {
+      headers.set("inference-header-content-length", request.inferenceHeaderLength);
+    }
     const resendable = !(request.body instanceof ReadableStream);
     const attempts = resendable ? 1 + this.config.retries : 1;
 
@@ -176,7 +186,12 @@ export class OriginForwarder {
     const status = response.status;
     const contentType = response.headers.get("content-type") ?? "";
     const isJson = contentType.includes("application/json");
-    if (status >= 500 || !isJson) {
+    // A successful answer with binary outputs: JSON header, then tensor data.
+    const isBinary =
+      status < 400 &&
+      contentType.includes("application/octet-stream") &&
+      response.headers.has("inference-header-content-length");
+    if (status >= 500 || (!isJson && !isBinary)) {
       const detail = isJson
         ? await errorText(response)
         : `a ${contentType || "body without content type"}`;
