@@ -12,6 +12,7 @@ import {
   allocate,
   isDatatype,
   isKnownButUnsupported,
+  type BytesTensor,
   type Datatype,
   type Tensor,
   type TensorData,
@@ -248,10 +249,15 @@ export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimi
   }
 }
 
-/** Encodes a tensor as a flat JSON response output. */
-export function encodeOutput(tensor: Tensor, parameters?: Parameters): ResponseOutput {
-  let data: number[] | boolean[];
-  if (tensor.datatype === "BOOL") {
+/** Encodes a tensor as a flat JSON response output (a BYTES tensor's elements as strings). */
+export function encodeOutput(
+  tensor: Tensor | BytesTensor,
+  parameters?: Parameters,
+): ResponseOutput {
+  let data: number[] | boolean[] | string[];
+  if (tensor.datatype === "BYTES") {
+    data = tensor.data;
+  } else if (tensor.datatype === "BOOL") {
     data = Array.from(tensor.data as Uint8Array, (v) => v !== 0);
   } else if (tensor.data instanceof BigInt64Array || tensor.data instanceof BigUint64Array) {
     // JSON numbers are doubles: values beyond 2^53 lose precision, as in every JSON OIP server.

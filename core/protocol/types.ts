@@ -55,7 +55,7 @@ export interface ResponseOutput {
   shape: number[];
   datatype: string;
   parameters?: Parameters;
-  data: number[] | boolean[];
+  data: number[] | boolean[] | string[];
 }
 
 export interface InferenceResponse {

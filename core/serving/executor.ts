@@ -18,6 +18,13 @@ import type { InferenceRequest, InferenceResponse, Parameters } from "../protoco
 import type { Manifest } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
 import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
+import {
+  checkClassifiable,
+  classificationCount,
+  classify,
+  echoedParameters,
+  LabelCache,
+} from "./classification";
 import { ModelCache } from "./model-cache";
 import type { Timing } from "./timing";
 
@@ -66,6 +73,7 @@ export interface Execution {
 
 export class Executor {
   private readonly runtimes = new Map<RuntimeName, Runtime>();
+  private readonly labels: LabelCache;
 
   /**
    * `cache` keeps loaded versions within its byte budget, which also bounds
@@ -79,6 +87,12 @@ export class Executor {
     private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
   ) {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
+    this.labels = new LabelCache(registry);
+  }
+
+  /** A version's class labels (its `labels` artifact), or undefined when it has none. */
+  labelsOf(manifest: Manifest): Promise<string[] | undefined> {
+    return this.labels.labelsOf(manifest);
   }
 
   /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
@@ -114,6 +128,8 @@ export class Executor {
     options.onRuntime?.(runtime.name);
     const inputs = this.decodeInputs(manifest, request);
     const outputs = this.selectOutputs(manifest, request);
+    const counts = this.classifications(manifest, outputs);
+    const labels = counts.some((k) => k !== undefined) ? await this.labelsOf(manifest) : undefined;
     const lease = await timing.measure("load", () =>
       this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
     );
@@ -144,7 +160,13 @@ export class Executor {
       model_name: manifest.name,
       model_version: String(manifest.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => encodeOutput(tensor, outputs[i]!.parameters)),
+      outputs: results.map((tensor, i) => {
+        const count = counts[i];
+        const parameters = outputs[i]!.parameters;
+        return count === undefined
+          ? encodeOutput(tensor, parameters)
+          : encodeOutput(classify(tensor, count, labels), echoedParameters(parameters));
+      }),
     };
     return { response, runtime: model.runtime };
   }
@@ -161,6 +183,23 @@ export class Executor {
       runtime.load(manifest, (role) =>
         this.registry.readArtifact(manifest, role, this.cache.budgetBytes),
       );
+  }
+
+  /** The classification count each selected output asks for, checked against its signature. */
+  private classifications(
+    manifest: Manifest,
+    outputs: readonly { name: string; parameters?: Parameters }[],
+  ): (number | undefined)[] {
+    return outputs.map((output) => {
+      const count = classificationCount(output);
+      if (count !== undefined) {
+        checkClassifiable(
+          manifest.outputs.find((o) => o.name === output.name)!,
+          count,
+        );
+      }
+      return count;
+    });
   }
 
   private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {
