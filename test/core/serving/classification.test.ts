@@ -2,7 +2,10 @@
  * The classification extension's pure parts: Triton's score formatting (C's
  * `printf("%f")`), the top-k order (ties, NaN), shapes, and labels files.
  */
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { LabelCache } from "../../../core/serving/classification";
+import { publishFixture, registry } from "../../worker/helpers";
 import { classify, formatFixed6 } from "../../../core/serving/classification";
 import { checkLabels, encodeLabels, parseLabels } from "../../../core/registry/labels";
 
@@ -107,6 +110,38 @@ describe("labels files", () => {
     expect(() => checkLabels(new Array(10).fill("x"), outputs)).not.toThrow();
     expect(() => checkLabels(["a", "b", "c"], outputs)).toThrow(
       "labels file has 3 labels but no output has 3 classes: 'logits' (10 classes), 'mask' (BOOL [-1, 3], no class axis), 'any' (a dynamic number of classes)",
+    );
+  });
+});
+
+describe("LabelCache", () => {
+  it("reads a version's labels once, verified; none for a version without them", async () => {
+    const labeled = await publishFixture("cache-labeled", "digits-mlp/digits_mlp.onnx", undefined, {
+      labels: ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"],
+    });
+    const plain = await publishFixture("cache-plain", "digits-mlp/digits_mlp.onnx");
+    const cache = new LabelCache(registry());
+    expect(await cache.labelsOf(plain)).toBeUndefined();
+    expect(await cache.labelsOf(labeled)).toEqual([
+      "a",
+      "b",
+      "c",
+      "d",
+      "e",
+      "f",
+      "g",
+      "h",
+      "i",
+      "j",
+    ]);
+
+    // Bytes changed under the manifest (same size): a fresh cache refuses them; this one keeps
+    // the verified copy it read.
+    const key = labeled.artifacts.labels!.key;
+    await env.MODELS.put(key, "k\nb\nc\nd\ne\nf\ng\nh\ni\nj\n");
+    expect((await cache.labelsOf(labeled))![0]).toBe("a");
+    await expect(new LabelCache(registry()).labelsOf(labeled)).rejects.toThrow(
+      /labels artifact of cache-labeled@1 failed its sha256 check/,
     );
   });
 });
