@@ -218,17 +218,32 @@ export function checkOutputElements(elements: number, limits: ResponseLimits): v
  * longest an element can be when that fits, else counted element by element
  * (keeping nothing, and stopping at the bound).
  */
-export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimits): void {
+export function checkOutputSize(
+  tensors: readonly (Tensor | BytesTensor)[],
+  limits: ResponseLimits,
+): void {
   let elements = 0;
   let longest = 0;
+  // BYTES outputs (classification strings, made here and small) are counted exactly.
+  let strings = 0;
   for (const tensor of tensors) {
     elements += tensor.data.length;
-    longest += tensor.data.length * MAX_JSON_CHARS[tensor.datatype];
+    if (tensor.datatype === "BYTES") {
+      for (const text of tensor.data) strings += utf8.encode(JSON.stringify(text)).byteLength + 1;
+    } else {
+      longest += tensor.data.length * MAX_JSON_CHARS[tensor.datatype];
+    }
   }
   checkOutputElements(elements, limits);
-  if (longest <= limits.maxBytes) return;
-  let bytes = 0;
+  if (longest + strings <= limits.maxBytes) return;
+  let bytes = strings;
+  const tooLarge = () =>
+    resultTooLarge(
+      `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,
+    );
+  if (bytes > limits.maxBytes) throw tooLarge();
   for (const tensor of tensors) {
+    if (tensor.datatype === "BYTES") continue;
     const data = tensor.data;
     for (let i = 0; i < data.length; i++) {
       const value = data[i]!;
@@ -240,14 +255,12 @@ export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimi
           : Number.isFinite(Number(value))
             ? String(Number(value)).length + 1
             : 5; // null,
-      if (bytes > limits.maxBytes) {
-        throw resultTooLarge(
-          `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,
-        );
-      }
+      if (bytes > limits.maxBytes) throw tooLarge();
     }
   }
 }
+
+const utf8 = new TextEncoder();
 
 /** Encodes a tensor as a flat JSON response output (a BYTES tensor's elements as strings). */
 export function encodeOutput(

@@ -154,18 +154,23 @@ export class Executor {
     } finally {
       lease.release();
     }
+    // Classified outputs are answered as their strings, so those are what the bounds count.
+    const answered = results.map((tensor, i) => {
+      const count = counts[i];
+      return count === undefined ? tensor : classify(tensor, count, labels);
+    });
     // Before encoding: a model whose output shape follows input values can be asked for anything.
-    checkOutputSize(results, limits);
+    checkOutputSize(answered, limits);
     const response: InferenceResponse = {
       model_name: manifest.name,
       model_version: String(manifest.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => {
-        const count = counts[i];
+      outputs: answered.map((tensor, i) => {
         const parameters = outputs[i]!.parameters;
-        return count === undefined
-          ? encodeOutput(tensor, parameters)
-          : encodeOutput(classify(tensor, count, labels), echoedParameters(parameters));
+        return encodeOutput(
+          tensor,
+          counts[i] === undefined ? parameters : echoedParameters(parameters),
+        );
       }),
     };
     return { response, runtime: model.runtime };

@@ -5,6 +5,12 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { LabelCache } from "../../../core/serving/classification";
+import { checkOutputSize } from "../../../core/protocol/tensor-codec";
+import { Executor } from "../../../core/serving/executor";
+import { ModelCache } from "../../../core/serving/model-cache";
+import { Timing } from "../../../core/serving/timing";
+import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
+import { loadOrt } from "../../../worker/ort-workerd";
 import { publishFixture, registry } from "../../worker/helpers";
 import { classify, formatFixed6 } from "../../../core/serving/classification";
 import { checkLabels, encodeLabels, parseLabels } from "../../../core/registry/labels";
@@ -142,6 +148,43 @@ describe("LabelCache", () => {
     expect((await cache.labelsOf(labeled))![0]).toBe("a");
     await expect(new LabelCache(registry()).labelsOf(labeled)).rejects.toThrow(
       /labels artifact of cache-labeled@1 failed its sha256 check/,
+    );
+  });
+});
+
+describe("the response size bound on classification strings", () => {
+  it("counts each string's JSON bytes exactly", () => {
+    const strings = { name: "s", datatype: "BYTES" as const, shape: [2], data: ["ab", 'c"d'] };
+    // "ab", and "c\"d", : 5 + 7 bytes.
+    expect(() => checkOutputSize([strings], { maxElements: 2, maxBytes: 12 })).not.toThrow();
+    expect(() => checkOutputSize([strings], { maxElements: 2, maxBytes: 11 })).toThrow(
+      /more than 11 bytes of JSON \(MAX_RESPONSE_BYTES; 2 elements\)/,
+    );
+  });
+
+  it("refuses an answer whose labelled strings exceed MAX_RESPONSE_BYTES, though the logits fit", async () => {
+    const long = Array.from({ length: 10 }, (_, i) => `${i}`.padStart(200, "x"));
+    const manifest = await publishFixture("long-labels", "digits-mlp/digits_mlp.onnx", undefined, {
+      labels: long,
+    });
+    const limits = { maxRequestBytes: 1 << 20, maxResponseElements: 1000, maxResponseBytes: 4000 };
+    const executor = new Executor(
+      registry(),
+      [new OrtRuntime(loadOrt)],
+      new ModelCache(64 << 20),
+      limits,
+    );
+    const request = (classification?: number) => ({
+      inputs: [{ name: "input", shape: [2, 64], datatype: "FP32", data: new Array(128).fill(0.5) }],
+      ...(classification ? { outputs: [{ name: "logits", parameters: { classification } }] } : {}),
+    });
+    // 20 logits fit in 4000 bytes, and so do 2 rows of 5 labelled strings (~2200 bytes)…
+    await executor.run(manifest, request(), new Timing());
+    const five = await executor.run(manifest, request(5), new Timing());
+    expect(five.response.outputs[0]!.shape).toEqual([2, 5]);
+    // …but not 2 rows of 10 (~4400 bytes).
+    await expect(executor.run(manifest, request(10), new Timing())).rejects.toThrow(
+      /more than 4000 bytes of JSON \(MAX_RESPONSE_BYTES; 20 elements\)/,
     );
   });
 });
