@@ -5,6 +5,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { LabelCache } from "../../../core/serving/classification";
+import { divergence } from "../../../core/serving/shadow";
 import { checkOutputSize } from "../../../core/protocol/tensor-codec";
 import { Executor } from "../../../core/serving/executor";
 import { ModelCache } from "../../../core/serving/model-cache";
@@ -186,5 +187,23 @@ describe("the response size bound on classification strings", () => {
     await expect(executor.run(manifest, request(10), new Timing())).rejects.toThrow(
       /more than 4000 bytes of JSON \(MAX_RESPONSE_BYTES; 20 elements\)/,
     );
+  });
+});
+
+describe("shadow divergence of classification answers", () => {
+  it("compares each row's top-1 class, not the strings as numbers", () => {
+    const answer = (data: string[]) => ({
+      model_name: "m",
+      model_version: "1",
+      outputs: [{ name: "logits", datatype: "BYTES", shape: [3, 2], data }],
+    });
+    const primary = answer(["9.0:1:b", "1.0:0:a", "5.0:2:c", "4.0:1:b", "2.0:0:a", "1.0:2:c"]);
+    const candidate = answer(["8.5:1:b", "2.0:0:a", "4.0:1:b", "3.9:2:c", "2.0:0:a", "1.0:1:b"]);
+    expect(divergence(primary, candidate)).toEqual({
+      maxAbsDiff: 0,
+      meanAbsDiff: 0,
+      top1Rows: 3,
+      top1Disagreements: 1,
+    });
   });
 });
