@@ -103,6 +103,7 @@ export function printPublished(
     `  outputs: ${manifest.outputs.map((s) => `${s.name} ${s.datatype} [${s.shape.join(", ")}]`).join("; ")}`,
   );
   if (manifest.artifacts.golden) console.log(`  golden:  ${manifest.artifacts.golden.bytes} bytes`);
+  if (manifest.artifacts.labels) console.log(`  labels:  ${manifest.artifacts.labels.bytes} bytes`);
   if (manifest.placement === "origin") {
     console.log("  placement: origin (the edge forwards its requests to the GPU origin)");
   }

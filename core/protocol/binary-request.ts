@@ -17,6 +17,7 @@ import {
   ELEMENT_BYTES,
   WIRE_DATATYPES,
   isWireDatatype,
+  type BytesTensor,
   type Tensor,
   type TensorData,
   type TensorSpec,
@@ -393,11 +394,16 @@ export function requestedDatatype(
 
 /** A tensor's data as binary tensor data (a view, little-endian), and its header entry. */
 export function encodeBinaryOutput(
-  tensor: Tensor,
+  tensor: Tensor | BytesTensor,
   as?: "FP16",
 ): { output: ResponseOutput; bytes: Uint8Array } {
-  const data = as === "FP16" ? toHalfBits(tensor.data as Float32Array) : tensor.data;
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  let bytes: Uint8Array;
+  if (tensor.datatype === "BYTES") {
+    bytes = encodeBytesElements(tensor.data as string[]);
+  } else {
+    const data = as === "FP16" ? toHalfBits(tensor.data as Float32Array) : tensor.data;
+    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
   return {
     output: {
       name: tensor.name,
@@ -407,6 +413,20 @@ export function encodeBinaryOutput(
     },
     bytes,
   };
+}
+
+/** BYTES elements as binary data: each a 4-byte little-endian length, then its UTF-8 bytes. */
+export function encodeBytesElements(strings: readonly string[]): Uint8Array {
+  const encoded = strings.map((text) => new TextEncoder().encode(text));
+  const bytes = new Uint8Array(encoded.reduce((sum, e) => sum + 4 + e.length, 0));
+  const view = new DataView(bytes.buffer);
+  let offset = 0;
+  for (const element of encoded) {
+    view.setUint32(offset, element.length, true);
+    bytes.set(element, offset + 4);
+    offset += 4 + element.length;
+  }
+  return bytes;
 }
 
 /** The answer's body: the JSON header, then the binary outputs in order. */

@@ -74,6 +74,17 @@ export interface Tensor {
   data: TensorData;
 }
 
+/**
+ * A BYTES tensor: row-major strings (each element's bytes are its UTF-8
+ * encoding). What the classification extension answers with.
+ */
+export interface BytesTensor {
+  name: string;
+  datatype: "BYTES";
+  shape: number[];
+  data: string[];
+}
+
 /** A tensor's declared signature; -1 marks a dynamic dimension. */
 export interface TensorSpec {
   name: string;

@@ -12,6 +12,7 @@ import {
   allocate,
   isDatatype,
   isKnownButUnsupported,
+  type BytesTensor,
   type Datatype,
   type Tensor,
   type TensorData,
@@ -223,17 +224,32 @@ export function checkOutputElements(elements: number, limits: ResponseLimits): v
  * longest an element can be when that fits, else counted element by element
  * (keeping nothing, and stopping at the bound).
  */
-export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimits): void {
+export function checkOutputSize(
+  tensors: readonly (Tensor | BytesTensor)[],
+  limits: ResponseLimits,
+): void {
   let elements = 0;
   let longest = 0;
+  // BYTES outputs (classification strings, made here and small) are counted exactly.
+  let strings = 0;
   for (const tensor of tensors) {
     elements += tensor.data.length;
-    longest += tensor.data.length * MAX_JSON_CHARS[tensor.datatype];
+    if (tensor.datatype === "BYTES") {
+      for (const text of tensor.data) strings += utf8.encode(JSON.stringify(text)).byteLength + 1;
+    } else {
+      longest += tensor.data.length * MAX_JSON_CHARS[tensor.datatype];
+    }
   }
   checkOutputElements(elements, limits);
-  if (longest <= limits.maxBytes) return;
-  let bytes = 0;
+  if (longest + strings <= limits.maxBytes) return;
+  let bytes = strings;
+  const tooLarge = () =>
+    resultTooLarge(
+      `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,
+    );
+  if (bytes > limits.maxBytes) throw tooLarge();
   for (const tensor of tensors) {
+    if (tensor.datatype === "BYTES") continue;
     const data = tensor.data;
     for (let i = 0; i < data.length; i++) {
       const value = data[i]!;
@@ -245,19 +261,22 @@ export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimi
           : Number.isFinite(Number(value))
             ? String(Number(value)).length + 1
             : 5; // null,
-      if (bytes > limits.maxBytes) {
-        throw resultTooLarge(
-          `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,
-        );
-      }
+      if (bytes > limits.maxBytes) throw tooLarge();
     }
   }
 }
 
-/** Encodes a tensor as a flat JSON response output. */
-export function encodeOutput(tensor: Tensor, parameters?: Parameters): ResponseOutput {
-  let data: number[] | boolean[];
-  if (tensor.datatype === "BOOL") {
+const utf8 = new TextEncoder();
+
+/** Encodes a tensor as a flat JSON response output (a BYTES tensor's elements as strings). */
+export function encodeOutput(
+  tensor: Tensor | BytesTensor,
+  parameters?: Parameters,
+): ResponseOutput {
+  let data: number[] | boolean[] | string[];
+  if (tensor.datatype === "BYTES") {
+    data = tensor.data;
+  } else if (tensor.datatype === "BOOL") {
     data = Array.from(tensor.data as Uint8Array, (v) => v !== 0);
   } else if (tensor.data instanceof BigInt64Array || tensor.data instanceof BigUint64Array) {
     // JSON numbers are doubles: values beyond 2^53 lose precision, as in every JSON OIP server.

@@ -56,7 +56,7 @@ export interface ResponseOutput {
   datatype: string;
   parameters?: Parameters;
   /** Absent for an output sent as binary tensor data (`parameters.binary_data_size`). */
-  data?: number[] | boolean[];
+  data?: number[] | boolean[] | string[];
 }
 
 export interface InferenceResponse {

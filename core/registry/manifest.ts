@@ -81,6 +81,8 @@ export const manifestSchema = z.object({
     golden: artifactSchema.optional(),
     /** Optional int8 plan (see core/runtimes/int8/plan.ts) for the int8 runtime. */
     int8: artifactSchema.optional(),
+    /** Optional class labels, one per line, for the classification extension (see labels.ts). */
+    labels: artifactSchema.optional(),
   }),
   /** How the int8 plan was made and how close it is to fp32, when there is one. */
   quantization: quantizationSchema.optional(),

@@ -11,6 +11,7 @@ import { invalid, PinionError } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
 import { decodePlanHeader, type PlanMetadata } from "../runtimes/int8/plan";
 import { checkGolden, parseStoredGolden } from "./golden";
+import { checkLabels, parseLabels } from "./labels";
 import type { ArtifactRole } from "./manifest";
 import { inspectOnnx, type OnnxSummary } from "./onnx-structure";
 
@@ -150,6 +151,15 @@ export function checkGoldenArtifact(bytes: Uint8Array, declared: DeclaredSignatu
   );
 }
 
+/** Checks a labels file: well formed, and as many labels as an output has classes. */
+export function checkLabelsArtifact(bytes: Uint8Array, declared: DeclaredSignature): string[] {
+  return checking("labels", () => {
+    const labels = parseLabels(bytes);
+    checkLabels(labels, declared.outputs);
+    return labels;
+  });
+}
+
 /**
  * Every structural check a version's artifacts must pass, on the bytes given.
  * A version that declares the int8 runtime must carry a plan.
@@ -161,4 +171,5 @@ export function checkVersionArtifacts(declared: DeclaredSignature, bytes: Artifa
   if (bytes.onnx) checkOnnxArtifact(bytes.onnx, declared);
   if (bytes.int8) checkInt8Plan(bytes.int8, declared);
   if (bytes.golden) checkGoldenArtifact(bytes.golden, declared);
+  if (bytes.labels) checkLabelsArtifact(bytes.labels, declared);
 }

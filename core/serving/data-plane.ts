@@ -311,6 +311,11 @@ export class DataPlane {
     return this.resolver.readArtifact(manifest, role);
   }
 
+  /** A version's class labels (its `labels` artifact), or undefined when it has none. */
+  labels(manifest: Manifest): Promise<string[] | undefined> {
+    return this.executor.labelsOf(manifest);
+  }
+
   /** Registry reachability, for the server readiness probe. */
   registryReachable(): Promise<boolean> {
     return this.resolver.registryReachable();

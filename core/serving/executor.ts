@@ -25,6 +25,13 @@ import type { InferenceRequest, InferenceResponse, Parameters } from "../protoco
 import type { Manifest } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
 import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
+import {
+  checkClassifiable,
+  classificationCount,
+  classify,
+  echoedParameters,
+  LabelCache,
+} from "./classification";
 import { ModelCache } from "./model-cache";
 import type { Timing } from "./timing";
 
@@ -75,6 +82,7 @@ export interface Execution {
 
 export class Executor {
   private readonly runtimes = new Map<RuntimeName, Runtime>();
+  private readonly labels: LabelCache;
 
   /**
    * `cache` keeps loaded versions within its byte budget, which also bounds
@@ -88,6 +96,12 @@ export class Executor {
     private readonly chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
   ) {
     for (const runtime of runtimes) this.runtimes.set(runtime.name, runtime);
+    this.labels = new LabelCache(registry);
+  }
+
+  /** A version's class labels (its `labels` artifact), or undefined when it has none. */
+  labelsOf(manifest: Manifest): Promise<string[] | undefined> {
+    return this.labels.labelsOf(manifest);
   }
 
   /** The runtime that serves a version, as `chooseRuntime` decides (see `edgeRuntimeChoice`). */
@@ -131,6 +145,8 @@ export class Executor {
         o.parameters,
       ),
     );
+    const counts = this.classifications(manifest, outputs);
+    const labels = counts.some((k) => k !== undefined) ? await this.labelsOf(manifest) : undefined;
     const lease = await timing.measure("load", () =>
       this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
     );
@@ -155,19 +171,24 @@ export class Executor {
     } finally {
       lease.release();
     }
+    // Classified outputs are answered as their strings, so those are what the bounds count.
+    const answered = results.map((tensor, i) => {
+      const count = counts[i];
+      return count === undefined ? tensor : classify(tensor, count, labels);
+    });
     // Before encoding: a model whose output shape follows input values can be asked for anything.
     checkOutputElements(
-      results.reduce((sum, tensor) => sum + tensor.data.length, 0),
+      answered.reduce((sum, tensor) => sum + tensor.data.length, 0),
       limits,
     );
     checkOutputSize(
-      results.filter((_, i) => !binary[i]),
+      answered.filter((_, i) => !binary[i]),
       limits,
     );
-    const binaryBytes = results.reduce(
-      (sum, t, i) => sum + (binary[i] ? (narrowed[i] ? t.data.length * 2 : t.data.byteLength) : 0),
-      0,
+    const binaryParts = answered.map((tensor, i) =>
+      binary[i] ? encodeBinaryOutput(tensor, narrowed[i]) : undefined,
     );
+    const binaryBytes = binaryParts.reduce((sum, part) => sum + (part?.bytes.length ?? 0), 0);
     if (binaryBytes > limits.maxBytes) {
       throw resultTooLarge(
         `the answer's binary output data would be ${binaryBytes} bytes; this server sends at most ${limits.maxBytes} (MAX_RESPONSE_BYTES): send fewer rows or ask for fewer outputs`,
@@ -178,16 +199,21 @@ export class Executor {
       model_name: manifest.name,
       model_version: String(manifest.version),
       ...(request.id !== undefined ? { id: request.id } : {}),
-      outputs: results.map((tensor, i) => {
+      outputs: answered.map((tensor, i) => {
         const as = narrowed[i];
-        if (!binary[i]) {
-          if (as === undefined) return encodeOutput(tensor, outputs[i]!.parameters);
-          const half = { ...tensor, data: halfValues(toHalfBits(tensor.data as Float32Array)) };
-          return { ...encodeOutput(half, outputs[i]!.parameters), datatype: as };
+        const parameters =
+          counts[i] === undefined
+            ? outputs[i]!.parameters
+            : echoedParameters(outputs[i]!.parameters);
+        const part = binaryParts[i];
+        if (part) {
+          parts.push(part.bytes);
+          return part.output;
         }
-        const { output, bytes } = encodeBinaryOutput(tensor, as);
-        parts.push(bytes);
-        return output;
+        if (as === undefined || tensor.datatype === "BYTES")
+          return encodeOutput(tensor, parameters);
+        const half = { ...tensor, data: halfValues(toHalfBits(tensor.data as Float32Array)) };
+        return { ...encodeOutput(half, parameters), datatype: as };
       }),
     };
     return { response, runtime: model.runtime, ...(parts.length > 0 ? { binary: parts } : {}) };
@@ -205,6 +231,23 @@ export class Executor {
       runtime.load(manifest, (role) =>
         this.registry.readArtifact(manifest, role, this.cache.budgetBytes),
       );
+  }
+
+  /** The classification count each selected output asks for, checked against its signature. */
+  private classifications(
+    manifest: Manifest,
+    outputs: readonly { name: string; parameters?: Parameters }[],
+  ): (number | undefined)[] {
+    return outputs.map((output) => {
+      const count = classificationCount(output);
+      if (count !== undefined) {
+        checkClassifiable(
+          manifest.outputs.find((o) => o.name === output.name)!,
+          count,
+        );
+      }
+      return count;
+    });
   }
 
   private decodeInputs(manifest: Manifest, request: InferenceRequest): Tensor[] {

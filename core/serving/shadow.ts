@@ -24,7 +24,7 @@ interface Divergence {
   top1Disagreements: number;
 }
 
-/** Compares two answers output by output (numeric outputs only). */
+/** Compares two answers output by output (numeric outputs, and classifications by top-1). */
 export function divergence(primary: InferenceResponse, candidate: InferenceResponse): Divergence {
   let maxAbsDiff = 0;
   let sumAbs = 0;
@@ -35,6 +35,16 @@ export function divergence(primary: InferenceResponse, candidate: InferenceRespo
     const theirs = candidate.outputs.find((o) => o.name === ours.name);
     const a = ours.data as unknown[];
     const b = theirs?.data as unknown[] | undefined;
+    if (ours.datatype === "BYTES" && theirs?.datatype === "BYTES" && b?.length === a.length) {
+      // Classification strings ("score:index[:label]", best first): each row's top-1 class.
+      const k = ours.shape.at(-1) ?? 0;
+      for (let row = 0; k > 0 && row * k < a.length; row++) {
+        top1Rows++;
+        const top = (data: unknown[]) => String(data[row * k]).split(":")[1];
+        if (top(a) !== top(b)) top1Disagreements++;
+      }
+      continue;
+    }
     if (!b || a.length !== b.length || typeof a[0] !== "number") {
       // A differently shaped or missing output is as divergent as it gets.
       maxAbsDiff = Infinity;

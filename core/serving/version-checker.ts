@@ -20,6 +20,7 @@
  * isolate that never commits never evaluates them.
  */
 import { invalid, PinionError } from "../errors";
+import { MAX_LABELS_BYTES } from "../registry/labels";
 import { streamOnnxSkeleton } from "../registry/onnx-skeleton";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
 import { placementOf } from "../registry/manifest";
@@ -51,18 +52,24 @@ export class VersionChecker {
 
   /** Refuses (invalid_argument) a candidate manifest whose artifacts would not serve. */
   async check(manifest: Manifest): Promise<void> {
-    const { checkGoldenArtifact, checkInt8Plan, checkOnnxArtifact } = await checks();
+    const { checkGoldenArtifact, checkInt8Plan, checkLabelsArtifact, checkOnnxArtifact } =
+      await checks();
     if (manifest.runtime === "int8" && !manifest.artifacts.int8) {
       throw invalid("runtime int8 needs an int8 artifact");
     }
     const edge = placementOf(manifest) === "edge";
     const served: ArtifactRole = manifest.runtime === "int8" ? "int8" : "onnx";
     const bytes: Partial<Record<ArtifactRole, Uint8Array>> = {};
-    for (const role of ["onnx", "int8", "golden"] as const) {
+    for (const role of ["onnx", "int8", "golden", "labels"] as const) {
       const artifact = manifest.artifacts[role];
       if (!artifact) continue;
-      if (artifact.bytes <= this.maxBytes) {
-        bytes[role] = await this.registry.readArtifact(manifest, role, this.maxBytes);
+      const limit = role === "labels" ? Math.min(this.maxBytes, MAX_LABELS_BYTES) : this.maxBytes;
+      if (artifact.bytes <= limit) {
+        bytes[role] = await this.registry.readArtifact(manifest, role, limit);
+      } else if (role === "labels") {
+        throw invalid(
+          `labels artifact is ${artifact.bytes} bytes; a labels file may have at most ${limit}`,
+        );
       } else if (role === "golden" || (edge && role === served)) {
         throw invalid(
           `${role} artifact is ${artifact.bytes} bytes; an ${role === "golden" ? "" : "edge-placed version's "}${role} artifact may have at most ${this.maxBytes} (MODEL_CACHE_BYTES)${role === served ? "; publish it with --placement origin" : ""}`,
@@ -75,6 +82,7 @@ export class VersionChecker {
     if (bytes.int8) checkInt8Plan(bytes.int8, declared);
     else if (manifest.artifacts.int8) await this.planHead(manifest);
     if (bytes.golden) checkGoldenArtifact(bytes.golden, declared);
+    if (bytes.labels) checkLabelsArtifact(bytes.labels, declared);
     if (edge) await this.loads(manifest, bytes);
   }
 

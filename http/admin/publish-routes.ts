@@ -54,6 +54,7 @@ const commitSchema = z.object({
     onnx: artifactSchema,
     golden: artifactSchema.optional(),
     int8: artifactSchema.optional(),
+    labels: artifactSchema.optional(),
   }),
 });
 

@@ -35,6 +35,10 @@ export function registerPublish(program: Command): void {
       parseActivation,
     )
     .option("--golden <file>", "JSON cases (inputs and expected outputs) stored with the version")
+    .option(
+      "--labels <file>",
+      "class labels, one per line, for the classification extension (as many as the output has classes)",
+    )
     .addOption(
       new Option(
         "--quantize <scheme>",
@@ -70,6 +74,7 @@ export function registerPublish(program: Command): void {
       const prepared = await prepareVersion(file, {
         activation: options.activation,
         golden: options.golden,
+        labels: options.labels,
         quantize: options.quantize,
         placement: options.placement,
         ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),

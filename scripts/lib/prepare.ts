@@ -20,6 +20,7 @@ import type { ArtifactRole, Placement, Quantization } from "../../core/registry/
 import { PlanExecutor } from "../../core/runtimes/int8/executor";
 import type { VersionFields } from "../../core/registry/registry";
 import { checkVersionArtifacts } from "../../core/registry/version-check";
+import { encodeLabels, LABELS_MEDIA_TYPE, parseLabels } from "../../core/registry/labels";
 import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
 import { loadKernels } from "./kernels-node";
 
@@ -52,6 +53,8 @@ export interface PrepareOptions {
   maxInflatedBytes?: number;
   /** Publish weights holding NaN or ±Infinity (refused otherwise). */
   allowNonFinite?: boolean;
+  /** A labels file (one class label per line) stored with the version. */
+  labels?: string;
 }
 
 export interface PreparedVersion {
@@ -215,6 +218,10 @@ export async function prepareVersion(
       mediaType: GOLDEN_MEDIA_TYPE,
     };
   }
+  if (options.labels !== undefined) {
+    const labels = parseLabels(await readBounded(options.labels, "labels file"));
+    artifacts.labels = { bytes: encodeLabels(labels), mediaType: LABELS_MEDIA_TYPE };
+  }
   const fields: VersionFields = {
     platform: "onnx_onnxv1",
     inputs: signature.inputs,
@@ -248,6 +255,7 @@ export async function prepareVersion(
     onnx: artifacts.onnx.bytes,
     ...(artifacts.int8 ? { int8: artifacts.int8.bytes } : {}),
     ...(artifacts.golden ? { golden: artifacts.golden.bytes } : {}),
+    ...(artifacts.labels ? { labels: artifacts.labels.bytes } : {}),
   });
   return {
     fields,

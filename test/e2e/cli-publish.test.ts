@@ -19,6 +19,8 @@ const { onnx } = pkg;
 const run = promisify(execFile);
 const TOKEN = "e2e-admin-token";
 const pth = new URL("fixtures/seed-simple/simple_model.pth", root).pathname;
+const digitsOnnx = new URL("fixtures/digits-mlp/digits_mlp.onnx", root).pathname;
+const DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
 
 interface Result {
   code: number;
@@ -115,6 +117,38 @@ describe("pinion CLI", () => {
     expect(badActivation.stderr).toMatch(/choose one of relu, tanh, sigmoid, gelu, none/);
   });
 
+  it("publishes class labels with --labels, and refuses a count that is not the class count", async () => {
+    const labels = join(persistTo, "labels.txt");
+    await writeFile(labels, DIGITS.map((d) => `${d}\r\n`).join(""));
+    const short = join(persistTo, "short.txt");
+    await writeFile(short, DIGITS.slice(0, 9).join("\n"));
+    const refused = await pinion([
+      "publish",
+      "digits",
+      digitsOnnx,
+      "--labels",
+      short,
+      "--persist-to",
+      persistTo,
+    ]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toBe(
+      "pinion: labels artifact: labels file has 9 labels but no output has 9 classes: 'logits' (10 classes)",
+    );
+    const ok = await pinion([
+      "publish",
+      "digits",
+      digitsOnnx,
+      "--labels",
+      labels,
+      "--persist-to",
+      persistTo,
+    ]);
+    expect(ok.stderr).toBe("");
+    expect(ok.stdout).toMatch(/published digits@1/);
+    expect(ok.stdout).toMatch(/ {2}labels: {2}\d+ bytes/);
+  });
+
   it("serves what it published: PyTorch's outputs over HTTP", async () => {
     server = await startDevServer(persistTo, ["--var", `PINION_ADMIN_TOKEN:${TOKEN}`]);
     const { worst, version, headers } = await inferAll(server.base, "seed");
@@ -155,6 +189,42 @@ describe("pinion CLI", () => {
     expect(versions.stdout).toMatch(
       /^VERSION\s+BYTES\s+SHA256\s+RUNTIME\s+PLACEMENT\s+CREATED\s+SOURCE\n1\s+\d+\s+[0-9a-f]{12}\s+ort\s+edge\s+\S+\s+simple_model\.pth/,
     );
+  });
+
+  it("answers classification with the labels published locally and through the admin API", async () => {
+    const base = server!.base;
+    const labels = join(persistTo, "labels.txt");
+    const remote = await pinion(
+      ["publish", "digits-remote", digitsOnnx, "--labels", labels, "--target", base],
+      { PINION_ADMIN_TOKEN: TOKEN },
+    );
+    expect(remote.stderr).toBe("");
+    const testset = JSON.parse(
+      await readFile(new URL("fixtures/digits-mlp/testset.json", root), "utf8"),
+    ) as { inputs: number[][]; logits: number[][] };
+    for (const model of ["digits", "digits-remote"]) {
+      const response = await fetch(`${base}/v2/models/${model}/infer`, {
+        method: "POST",
+        body: JSON.stringify({
+          inputs: [
+            { name: "input", shape: [4, 64], datatype: "FP32", data: testset.inputs.slice(0, 4) },
+          ],
+          outputs: [{ name: "logits", parameters: { classification: 2 } }],
+        }),
+      });
+      expect(response.status, model).toBe(200);
+      const output = ((await response.json()) as { outputs: { shape: number[]; data: string[] }[] })
+        .outputs[0]!;
+      expect(output.shape).toEqual([4, 2]);
+      output.data.forEach((entry, i) => {
+        const logits = testset.logits[Math.floor(i / 2)]!;
+        const order = logits.map((_, j) => j).sort((a, b) => logits[b]! - logits[a]!);
+        const [score, index, label] = entry.split(":");
+        expect(Number(index)).toBe(order[i % 2]);
+        expect(Math.abs(Number(score) - logits[Number(index)]!)).toBeLessThan(1e-4);
+        expect(label).toBe(DIGITS[Number(index)]);
+      });
+    }
   });
 
   it("resumes an interrupted upload, and starts afresh when the saved one is gone", async () => {

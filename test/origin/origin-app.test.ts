@@ -4,7 +4,7 @@
  * and the execution provider choice.
  */
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -170,6 +170,35 @@ describe("origin app", () => {
     expect(logs.filter((e) => e.event === "model_loaded")).toEqual([
       expect.objectContaining({ model: "digits-mlp", version: 2 }),
     ]);
+  });
+
+  it("answers classification with the published labels, on onnxruntime-node", async () => {
+    const names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+    const labels = join(dir, "labels.txt");
+    await writeFile(labels, names.join("\n"));
+    const manifest = await publish(store, "digits-labeled", DIGITS_ONNX, { labels });
+    expect(manifest.artifacts.labels?.mediaType).toBe("text/plain; charset=utf-8");
+    const origin = await app({ cacheBytes: 1024 ** 3 });
+    const testset = await digitsTestset();
+    const rows = testset.inputs.slice(0, 6);
+    const response = await origin.app.request("/v2/models/digits-labeled/versions/1/infer", {
+      method: "POST",
+      body: fp32Request(rows, {
+        outputs: [{ name: "logits", parameters: { classification: 3 } }],
+      }),
+    });
+    expect(response.status).toBe(200);
+    const output = ((await response.json()) as { outputs: { shape: number[]; data: string[] }[] })
+      .outputs[0]!;
+    expect(output.shape).toEqual([6, 3]);
+    output.data.forEach((entry, i) => {
+      const logits = testset.logits[Math.floor(i / 3)]!;
+      const order = logits.map((_, j) => j).sort((a, b) => logits[b]! - logits[a]!);
+      const [score, index, label] = entry.split(":");
+      expect(Number(index)).toBe(order[i % 3]);
+      expect(Math.abs(Number(score) - logits[Number(index)]!)).toBeLessThan(1e-4);
+      expect(label).toBe(names[Number(index)]);
+    });
   });
 });
 

@@ -11,6 +11,7 @@ import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
 import { ModelRegistry, type PublishInput } from "../../core/registry/registry";
 import type { Manifest, Quantization } from "../../core/registry/manifest";
 import { flatten } from "../../core/registry/golden";
+import { encodeLabels, LABELS_MEDIA_TYPE } from "../../core/registry/labels";
 import { PlanExecutor } from "../../core/runtimes/int8/executor";
 import { Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadOrt } from "../../worker/ort-workerd";
@@ -32,13 +33,14 @@ export const registry = () => new ModelRegistry(env.MODELS);
  * Publishes a fixture model; with `int8`, compiles its int8 plan here inside
  * workerd (same compiler as `pinion publish --quantize int8`) and prefers it;
  * with `golden` (a fixture cases file), stores the golden set and, for int8,
- * measures the plan against fp32 on it as publishing does.
+ * measures the plan against fp32 on it as publishing does; with `labels`,
+ * stores them as the version's labels artifact (unchecked: tests of the check publish otherwise).
  */
 export async function publishFixture(
   name: string,
   path: string,
   version?: number,
-  options: { int8?: boolean; golden?: string } = {},
+  options: { int8?: boolean; golden?: string; labels?: readonly string[] } = {},
 ): Promise<Manifest> {
   const bytes = await fixtureBytes(path);
   const ort = await loadOrt();
@@ -52,6 +54,9 @@ export async function publishFixture(
       bytes: new TextEncoder().encode(JSON.stringify(golden)),
       mediaType: "application/json",
     };
+  }
+  if (options.labels) {
+    artifacts.labels = { bytes: encodeLabels(options.labels), mediaType: LABELS_MEDIA_TYPE };
   }
   let quantization: Quantization | undefined;
   if (options.int8) {
