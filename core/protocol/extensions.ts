@@ -1,0 +1,13 @@
+/**
+ * @module
+ * The protocol extensions this server supports, as `GET /v2` lists them. One
+ * list in one place: whoever adds an extension appends its name here (and
+ * documents it in docs/api.md), so server metadata never claims more, or
+ * less, than what answers.
+ */
+export const SUPPORTED_EXTENSIONS: readonly string[] = [
+  // GET /v2/models/{name}[/versions/{v}|/aliases/{a}]/config (core/protocol/model-config.ts)
+  "model_configuration",
+  // POST /v2/repository/index, /v2/repository/models/{name}/load and /unload
+  "model_repository",
+];
