@@ -1,7 +1,9 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SUPPORTED_EXTENSIONS } from "../../core/protocol/extensions";
-import { api, argmax, fixtureJson, postJson, publishFixture } from "../worker/helpers";
+import { argmax, fixtureJson, publishFixture } from "../worker/helpers";
+// Every response these tests receive is checked against the OIP OpenAPI document.
+import { validatedApi as api, validatedPostJson as postJson } from "../worker/openapi";
 
 interface SeedCases {
   input_name: string;

@@ -6,7 +6,12 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { SUPPORTED_EXTENSIONS } from "../../core/protocol/extensions";
-import { api, fixtureJson, postJson, publishFixture } from "../worker/helpers";
+import { fixtureJson, publishFixture } from "../worker/helpers";
+import {
+  expectConformant,
+  validatedApi as api,
+  validatedPostJson as postJson,
+} from "../worker/openapi";
 
 interface Cases {
   inputs: number[][];
@@ -274,5 +279,43 @@ describe("compressed request bodies", () => {
     expect(JSON.parse(new TextDecoder().decode(await response.arrayBuffer()))).toEqual({
       error: "model 'pe-nothing' not found",
     });
+  });
+});
+
+describe("the OpenAPI check itself", () => {
+  const json = (body: unknown, status = 200) =>
+    new Response(JSON.stringify(body), {
+      status,
+      headers: { "content-type": "application/json" },
+    });
+
+  it("accepts what the document allows", async () => {
+    await expectConformant("GET", "/v2/", json({ name: "x", version: "1", extensions: [] }));
+    await expectConformant(
+      "POST",
+      "/v2/models/m/infer",
+      json({ model_name: "m", outputs: [{ name: "y", shape: [1], datatype: "FP32", data: [1] }] }),
+    );
+  });
+
+  it("rejects what the document forbids", async () => {
+    const cases: [string, string, Response][] = [
+      ["GET", "/v2", json({ name: "x", version: "1" })],
+      ["GET", "/v2/models/m", json({ name: "m", versions: [1], platform: "p" })],
+      [
+        "POST",
+        "/v2/models/m/versions/1/infer",
+        json({
+          model_name: "m",
+          outputs: [{ name: "y", shape: [1], datatype: "FP32", data: [null] }],
+        }),
+      ],
+      ["POST", "/v2/models/m/aliases/production/infer", json({ error: 42 }, 404)],
+    ];
+    for (const [method, path, response] of cases) {
+      await expect(expectConformant(method, path, response), path).rejects.toThrow(
+        /does not match the OpenAPI document/,
+      );
+    }
   });
 });
