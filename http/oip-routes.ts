@@ -10,6 +10,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { notImplemented } from "../core/errors";
 import { SUPPORTED_EXTENSIONS } from "../core/protocol/extensions";
 import { parseIndexRequest, parseLoadRequest } from "../core/protocol/model-repository";
+import { responseJson } from "../core/protocol/response-json";
 import type { ServerMetadata } from "../core/protocol/types";
 import type { DataPlane, ModelReference, RequestBody } from "../core/serving/data-plane";
 import { errorResponse } from "./errors";
@@ -167,7 +168,7 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
         return answer.body ? c.body(answer.body, status, headers) : c.body(null, status, headers);
       }
       if (answer.background) runAfterResponse(c, answer.background);
-      return c.json(answer.response);
+      return c.body(responseJson(answer.response), 200, { "content-type": "application/json" });
     });
   }
 

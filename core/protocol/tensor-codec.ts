@@ -17,6 +17,7 @@ import {
   type TensorData,
   type TensorSpec,
 } from "./datatypes";
+import { nonFiniteText } from "./response-json";
 import type { Parameters, RequestInput, ResponseOutput } from "./types";
 
 /** Deeper than any real model; stops pathological shapes early. */
@@ -238,7 +239,7 @@ export function checkOutputSize(tensors: readonly Tensor[], limits: ResponseLimi
             : 6
           : Number.isFinite(Number(value))
             ? String(Number(value)).length + 1
-            : 5; // null,
+            : nonFiniteText(Number(value)).length + 3; // "NaN", (see response-json.ts)
       if (bytes > limits.maxBytes) {
         throw resultTooLarge(
           `the answer's output data would be more than ${limits.maxBytes} bytes of JSON (MAX_RESPONSE_BYTES; ${elements} elements): send fewer rows or ask for fewer outputs`,

@@ -282,6 +282,24 @@ describe("compressed request bodies", () => {
   });
 });
 
+describe("non-finite outputs", () => {
+  it("are written as the strings NaN, Infinity and -Infinity, which the document allows", async () => {
+    // FP32's largest values overflow the model's sums: the outputs are not finite.
+    const data = Array.from({ length: 10 }, (_, i) => (i % 2 ? -3.4e38 : 3.4e38));
+    const response = await postJson("/v2/models/pe-simple/versions/1/infer", {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data }],
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    expect(text).not.toContain("null");
+    const values = (JSON.parse(text) as { outputs: { data: unknown[] }[] }).outputs[0]!.data;
+    const nonFinite = values.filter((v) => typeof v === "string");
+    expect(nonFinite.length).toBeGreaterThan(0);
+    for (const v of nonFinite) expect(["NaN", "Infinity", "-Infinity"]).toContain(v);
+    for (const v of values) if (typeof v === "number") expect(Number.isFinite(v)).toBe(true);
+  });
+});
+
 describe("the OpenAPI check itself", () => {
   const json = (body: unknown, status = 200) =>
     new Response(JSON.stringify(body), {
