@@ -30,9 +30,14 @@ export function traceHeaders(): MiddlewareHandler<{ Variables: AppVariables }> {
     metrics.push(`total;dur=${(performance.now() - started).toFixed(2)}`);
     headers.set("Server-Timing", metrics.join(", "));
     // Error bodies are never compressed: clients (tritonclient among them) read them as they
-    // come, whatever they sent in Accept-Encoding. workerd compresses nothing on its own, and
-    // `no-transform` keeps Cloudflare's edge from doing so.
-    if (c.res.status >= 400) headers.set("Cache-Control", "no-transform");
+    // come, whatever they sent in Accept-Encoding. Cloudflare's front line (and Miniflare's
+    // emulation of it under `wrangler dev`) gzips JSON for clients that accept it unless the
+    // response already names its encoding: `identity` says it is sent as is, and
+    // `no-transform` asks every proxy on the way to leave it so.
+    if (c.res.status >= 400) {
+      if (!headers.has("Content-Encoding")) headers.set("Content-Encoding", "identity");
+      headers.set("Cache-Control", "no-transform");
+    }
   };
 }
 
