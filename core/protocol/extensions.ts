@@ -10,4 +10,7 @@ export const SUPPORTED_EXTENSIONS: readonly string[] = [
   "model_configuration",
   // POST /v2/repository/index, /v2/repository/models/{name}/load and /unload
   "model_repository",
+  // request `parameters`: custom ones accepted; `alias` and `runtime` honoured; Triton's
+  // reserved ones (priority, timeout, sequence_*) accepted and ignored (docs/api.md)
+  "parameters",
 ];

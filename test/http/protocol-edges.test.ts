@@ -61,9 +61,27 @@ describe("server metadata", () => {
     expect(await slashed.json()).toEqual(body);
     expect(body.extensions).toEqual([...SUPPORTED_EXTENSIONS]);
     expect(body.extensions).toEqual(
-      expect.arrayContaining(["model_configuration", "model_repository"]),
+      expect.arrayContaining(["model_configuration", "model_repository", "parameters"]),
     );
     expect(body.extensions).not.toContain("statistics");
+  });
+});
+
+describe("parameters extension", () => {
+  it("accepts custom and Triton's reserved request parameters, answering as without them", async () => {
+    const response = await postJson("/v2/models/pe-simple/versions/1/infer", {
+      ...simpleRequest(2),
+      parameters: {
+        my_custom_parameter: 42,
+        priority: 1,
+        timeout: 1000,
+        sequence_id: 7,
+        sequence_start: true,
+        sequence_end: false,
+      },
+    });
+    expect(response.status).toBe(200);
+    expectOutputs((await response.json()) as { outputs: { data: number[] }[] }, 2);
   });
 });
 
