@@ -92,11 +92,21 @@ export function limitBody(maxBytes: (c: Context) => number): MiddlewareHandler {
       if (Number(declared) > limit) throw over();
       return next();
     }
+    // The compressed bytes are bounded too: a body that inflates to little or nothing (empty
+    // deflate blocks) must not keep the worker reading for as long as the client likes.
+    let compressedOver = false;
     const reader = (
-      compressed ? body.pipeThrough(new DecompressionStream(format)) : body
+      compressed
+        ? (bounded(body, limit, () => (compressedOver = true)) as typeof body).pipeThrough(
+            new DecompressionStream(format),
+          )
+        : body
     ).getReader();
     const failed = compressed
       ? (cause: unknown): never => {
+          if (compressedOver) {
+            throw tooLarge(`request body is larger than this server's limit of ${limit} bytes`);
+          }
           throw invalid(
             `the request body is not valid ${encoding} data: ${cause instanceof Error ? cause.message : String(cause)}`,
           );
@@ -127,6 +137,28 @@ export function limitBody(maxBytes: (c: Context) => number): MiddlewareHandler {
     c.req.raw = new Request(c.req.raw, { body: whole, headers });
     return next();
   };
+}
+
+/** `stream`, failing (after calling `onOver`) once more than `maxBytes` have passed through. */
+function bounded(
+  stream: ReadableStream<Uint8Array>,
+  maxBytes: number,
+  onOver: () => void,
+): ReadableStream<Uint8Array> {
+  let seen = 0;
+  return stream.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        seen += chunk.byteLength;
+        if (seen > maxBytes) {
+          onOver();
+          controller.error(new Error("over the limit"));
+          return;
+        }
+        controller.enqueue(chunk);
+      },
+    }),
+  );
 }
 
 /** Reads the rest of a stream, keeping nothing; cancels it if it goes on past `maxBytes`. */

@@ -264,6 +264,26 @@ describe("compressed request bodies", () => {
     expect((await postJson("/v2/models/pe-simple/infer", simpleRequest(1))).status).toBe(200);
   });
 
+  it("bounds the compressed bytes too: empty deflate blocks past the limit are a 413", async () => {
+    // A gzip member of 250 000 empty stored blocks (5 bytes each, no output), then a final one.
+    const blocks = 250_000;
+    const body = new Uint8Array(10 + blocks * 5 + 5 + 8);
+    body.set([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    for (let i = 0; i <= blocks; i++) {
+      body.set([i === blocks ? 1 : 0, 0, 0, 0xff, 0xff], 10 + i * 5);
+    }
+    expect(body.byteLength).toBeGreaterThan(Number(env.MAX_REQUEST_BYTES));
+    const response = await api("/v2/models/pe-simple/infer", {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body,
+    });
+    expect(response.status).toBe(413);
+    expect(await response.json()).toEqual({
+      error: `request body is larger than this server's limit of ${env.MAX_REQUEST_BYTES} bytes`,
+    });
+  });
+
   it("refuses unknown encodings with 415 and corrupt ones with 400", async () => {
     const br = await api("/v2/models/pe-simple/infer", {
       method: "POST",
