@@ -12,6 +12,8 @@ export type ErrorKind =
   | "not_found" // the model or version does not exist
   | "conflict" // a write would break immutability
   | "payload_too_large" // a size from the outside world is over its bound
+  | "unsupported_media_type" // a body in an encoding or format this server does not read
+  | "not_implemented" // a protocol endpoint this server knows of but does not offer yet
   | "result_too_large" // a valid request whose answer would be larger than this server sends
   | "unauthenticated" // no or wrong credentials (admin API clients)
   | "length_required" // a streamed upload needs its size up front
@@ -49,6 +51,9 @@ export const invalid = (message: string) => new PinionError("invalid_argument", 
 export const notFound = (message: string) => new PinionError("not_found", message);
 export const conflict = (message: string) => new PinionError("conflict", message);
 export const tooLarge = (message: string) => new PinionError("payload_too_large", message);
+export const unsupportedMedia = (message: string) =>
+  new PinionError("unsupported_media_type", message);
+export const notImplemented = (message: string) => new PinionError("not_implemented", message);
 export const resultTooLarge = (message: string) => new PinionError("result_too_large", message);
 export const lengthRequired = (message: string) => new PinionError("length_required", message);
 export const unauthenticated = (message: string, realm?: string) =>

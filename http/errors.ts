@@ -15,6 +15,8 @@ export const STATUS_OF: Record<ErrorKind, ContentfulStatusCode> = {
   not_found: 404,
   conflict: 409,
   payload_too_large: 413,
+  unsupported_media_type: 415,
+  not_implemented: 501,
   // The request is well-formed and valid, and not too large itself (so neither 400 nor 413);
   // its answer is, and the caller can fix that (fewer rows, fewer outputs): a 4xx, not a 5xx.
   result_too_large: 422,
@@ -44,7 +46,8 @@ export function kindOfStatus(status: number): ErrorKind {
 export function errorResponse(c: Context, error: unknown): Response {
   if (error instanceof PinionError) {
     const status = STATUS_OF[error.kind];
-    if (status >= 500) logError(c, error);
+    // 501 is a known endpoint not offered yet: nothing went wrong here.
+    if (status >= 500 && status !== 501) logError(c, error);
     const challenge =
       error.kind === "unauthenticated"
         ? { "WWW-Authenticate": `Bearer realm="${error.realm ?? "pinion"}"` }

@@ -7,6 +7,10 @@
  */
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { notImplemented } from "../core/errors";
+import { SUPPORTED_EXTENSIONS } from "../core/protocol/extensions";
+import { parseIndexRequest, parseLoadRequest } from "../core/protocol/model-repository";
+import { responseJson } from "../core/protocol/response-json";
 import type { ServerMetadata } from "../core/protocol/types";
 import type { DataPlane, ModelReference, RequestBody } from "../core/serving/data-plane";
 import { errorResponse } from "./errors";
@@ -19,12 +23,12 @@ type Ctx = Context<{ Variables: PlaneVariables }>;
 export const SERVER_METADATA: ServerMetadata = {
   name: "pinion",
   version: pkg.version,
-  extensions: [],
+  extensions: [...SUPPORTED_EXTENSIONS],
 };
 
 /** What differs between servers that speak this API (the edge and the origin). */
 export interface OipOptions {
-  /** `GET /v2`; by default pinion's name and version, with no extensions. */
+  /** `GET /v2`; by default pinion's name, version and supported extensions. */
   serverMetadata?: () => ServerMetadata;
   /** `GET /v2/health/ready`; by default whether the registry answers. */
   ready?: (plane: DataPlane) => Promise<boolean>;
@@ -81,7 +85,25 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
     return c.json({ ready }, ready ? 200 : 503);
   });
 
-  app.get("/v2", (c) => c.json(options.serverMetadata?.() ?? SERVER_METADATA));
+  // The OIP document writes the server metadata path as `/v2/`; both spellings answer.
+  for (const path of ["/v2", "/v2/"]) {
+    app.get(path, (c) => c.json(options.serverMetadata?.() ?? SERVER_METADATA));
+  }
+
+  // Triton's statistics extension: `GET /v2/models/stats` is its path, not model metadata of a
+  // model named "stats" (that model's metadata is at /v2/models/stats/versions/{v}). Registered
+  // before the model routes so that it wins.
+  const noStatistics = () => {
+    throw notImplemented("the statistics extension is not supported yet (see GET /v2 extensions)");
+  };
+  app.get("/v2/models/stats", noStatistics);
+  for (const path of MODEL_PATHS) app.get(`/v2/models/:name${path}/stats`, noStatistics);
+
+  for (const path of MODEL_PATHS) {
+    app.get(`/v2/models/:name${path}/config`, async (c) =>
+      c.json(await c.var.plane.config(reference(c), c.var.trace)),
+    );
+  }
 
   for (const path of MODEL_PATHS) {
     app.get(`/v2/models/:name${path}`, async (c) =>
@@ -101,6 +123,27 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
   }
 
   const bounded = limitBody((c) => (c as Ctx).var.plane.maxRequestBytes);
+  const text = (c: Ctx) => c.req.text().catch(unreadable);
+
+  app.post("/v2/repository/index", bounded, async (c) => {
+    // `ready` changes nothing: every published version is ready.
+    parseIndexRequest(await text(c));
+    return c.json(await c.var.plane.repositoryIndex());
+  });
+
+  app.post("/v2/repository/models/:name/load", bounded, async (c) => {
+    parseLoadRequest(await text(c));
+    await c.var.plane.load(c.req.param("name"), c.var.trace, {
+      requestId: c.var.requestId,
+      ...traceparent(c),
+    });
+    return c.json({});
+  });
+
+  app.post("/v2/repository/models/:name/unload", bounded, async (c) => {
+    return c.var.plane.unload(c.req.param("name"));
+  });
+
   for (const path of MODEL_PATHS) {
     app.post(`/v2/models/:name${path}/infer`, bounded, async (c) => {
       const answer = await c.var.plane.infer(
@@ -134,7 +177,7 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
           "inference-header-content-length": String(answer.headerLength),
         });
       }
-      return c.json(answer.response);
+      return c.body(responseJson(answer.response), 200, { "content-type": "application/json" });
     });
   }
 

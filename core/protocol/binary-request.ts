@@ -23,6 +23,7 @@ import {
   type TensorSpec,
   type WireDatatype,
 } from "./datatypes";
+import { responseJson } from "./response-json";
 import type { InferenceRequest, InferenceResponse, Parameters, ResponseOutput } from "./types";
 
 /** The header naming the JSON part's length (HTTP header names are case-insensitive). */
@@ -434,7 +435,7 @@ export function binaryResponseBody(
   response: InferenceResponse,
   parts: readonly Uint8Array[],
 ): { headerLength: number; body: Uint8Array<ArrayBuffer> } {
-  const header = new TextEncoder().encode(JSON.stringify(response));
+  const header = new TextEncoder().encode(responseJson(response));
   let total = header.length;
   for (const part of parts) total += part.length;
   const body = new Uint8Array(total);

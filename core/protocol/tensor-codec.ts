@@ -19,6 +19,7 @@ import {
   type TensorSpec,
 } from "./datatypes";
 import { BinaryData, decodeBinaryTensor } from "./binary-request";
+import { nonFiniteText } from "./response-json";
 import type { Parameters, RequestInput, ResponseOutput } from "./types";
 
 /** Deeper than any real model; stops pathological shapes early. */
@@ -260,7 +261,7 @@ export function checkOutputSize(
             : 6
           : Number.isFinite(Number(value))
             ? String(Number(value)).length + 1
-            : 5; // null,
+            : nonFiniteText(Number(value)).length + 3; // "NaN", (see response-json.ts)
       if (bytes > limits.maxBytes) throw tooLarge();
     }
   }

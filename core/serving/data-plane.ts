@@ -11,7 +11,7 @@
  * has no forwarder (it is the origin) and no shadow recorder. Knows nothing of
  * HTTP; errors are domain errors whose kind the HTTP layer maps to a status.
  */
-import { invalid, PinionError, unavailable, type ErrorKind } from "../errors";
+import { conflict, invalid, PinionError, unavailable, type ErrorKind } from "../errors";
 import {
   bindBinaryInputs,
   binaryResponseBody,
@@ -19,6 +19,8 @@ import {
   rawBinaryRequest,
   splitBinaryBody,
 } from "../protocol/binary-request";
+import { modelConfig, type ModelConfig } from "../protocol/model-config";
+import { indexEntries, type RepositoryIndexEntry } from "../protocol/model-repository";
 import { decodeRequestJson } from "../protocol/request-json";
 import {
   parseInferenceRequest,
@@ -299,6 +301,53 @@ export class DataPlane {
     );
     served(trace, resolution);
     return this.resolver.metadata(resolution.manifest);
+  }
+
+  /** Triton-shaped model configuration of the version a reference resolves to. */
+  async config(reference: ModelReference, trace: Trace): Promise<ModelConfig> {
+    const resolution = await trace.timing.measure("resolve", () =>
+      this.resolver.resolve(reference),
+    );
+    served(trace, resolution);
+    return modelConfig(resolution.manifest);
+  }
+
+  /** Every published version of every model, each `READY`, with the aliases routing to it. */
+  async repositoryIndex(): Promise<RepositoryIndexEntry[]> {
+    const entries: RepositoryIndexEntry[] = [];
+    for (const name of await this.resolver.models()) {
+      const versions = await this.resolver.versions(name);
+      if (versions.length === 0) continue;
+      entries.push(...indexEntries(name, versions, await this.resolver.aliases(name)));
+    }
+    return entries;
+  }
+
+  /**
+   * The repository extension's load: warms the version a plain request to
+   * `name` would get (loads it into this isolate, or asks the origin), since
+   * published versions are always available. Fails as `ready` would.
+   */
+  async load(
+    name: string,
+    trace: Trace,
+    options: { requestId: string; traceparent?: string },
+  ): Promise<void> {
+    const state = await this.ready({ name }, trace, options);
+    if (!state.ready) {
+      throw unavailable(
+        `model '${name}' version ${state.version} could not be loaded: ${state.error}`,
+      );
+    }
+  }
+
+  /** The repository extension's unload: refused, since published versions are always available. */
+  async unload(name: string): Promise<never> {
+    await this.resolver.manifest(name);
+    throw conflict(
+      `model '${name}' cannot be unloaded: published versions are immutable and always available; ` +
+        "retire a version by moving its aliases with the admin API",
+    );
   }
 
   /** The manifest of `name` at a version string, or at its latest version. */

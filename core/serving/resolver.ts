@@ -155,6 +155,11 @@ export class ModelResolver {
     return resolution;
   }
 
+  /** Every model name with objects in the registry, sorted (read on each call). */
+  models(): Promise<string[]> {
+    return this.registry.listModels();
+  }
+
   /** OIP model metadata for a resolved version. */
   async metadata(manifest: Manifest): Promise<ModelMetadata> {
     const versions = await this.versions(manifest.name);

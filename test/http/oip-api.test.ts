@@ -1,6 +1,9 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { api, argmax, fixtureJson, postJson, publishFixture } from "../worker/helpers";
+import { SUPPORTED_EXTENSIONS } from "../../core/protocol/extensions";
+import { argmax, fixtureJson, publishFixture } from "../worker/helpers";
+// Every response these tests receive is checked against the OIP OpenAPI document.
+import { validatedApi as api, validatedPostJson as postJson } from "../worker/openapi";
 
 interface SeedCases {
   input_name: string;
@@ -47,7 +50,11 @@ describe("health and server metadata", () => {
     expect(head.status).toBe(200);
     expect(await head.text()).toBe("");
     const meta = await api("/v2");
-    expect(await meta.json()).toEqual({ name: "pinion", version: "0.1.0", extensions: [] });
+    expect(await meta.json()).toEqual({
+      name: "pinion",
+      version: "0.1.0",
+      extensions: [...SUPPORTED_EXTENSIONS],
+    });
   });
 
   it("puts a request id and Server-Timing on every response", async () => {
@@ -96,7 +103,8 @@ describe("model metadata and readiness", () => {
       ["/v2/models/Simple", 400, /invalid model name "Simple"/],
       ["/v2/models/..%2F..%2Fsecrets", 400, /invalid model name "..\/..\/secrets"/],
       // URL parsing resolves an encoded ".." segment before routing: it never names a model.
-      ["/v2/models/%2e%2e", 404, /^no such endpoint: GET \/v2\/;/],
+      // (`/v2/models/%2e%2e` is `/v2/`, the server metadata, so this goes one segment further.)
+      ["/v2/models/%2e%2e/ready", 404, /^no such endpoint: GET \/v2\/ready;/],
       ["/v2/models/m%C3%B6del", 400, /invalid model name "m\u00f6del"/],
     ];
     for (const [path, status, message] of cases) {
