@@ -14,6 +14,7 @@ import { edgeDataPlane, type DataPlane } from "../core/serving/data-plane";
 import { Promoter } from "../core/serving/promoter";
 import { VersionChecker } from "../core/serving/version-checker";
 import { ArtifactUploads } from "../core/registry/uploads";
+import { r2Store } from "./r2-store";
 import { r2Uploads } from "./r2-uploads";
 
 /** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
@@ -33,7 +34,7 @@ const wirings = new WeakMap<object, Wiring>();
 function wiringFor(env: WorkerEnv): Wiring {
   let wiring = wirings.get(env.MODELS);
   if (!wiring) {
-    const registry = new ModelRegistry(env.MODELS);
+    const registry = new ModelRegistry(r2Store(env.MODELS));
     const config = parseServingConfig(env as unknown as Record<string, unknown>);
     const runtimes = [
       new Int8Runtime(kernelsWasm),

@@ -7,6 +7,7 @@
 import { Miniflare } from "miniflare";
 import { resolve } from "node:path";
 import type { ObjectStore } from "../../core/registry/store";
+import { retryTransient } from "../../core/registry/transient";
 
 /** wrangler dev's default: `.wrangler/state`, R2 under `v3/r2`. */
 export const DEFAULT_PERSIST_TO = ".wrangler/state";
@@ -26,13 +27,13 @@ export async function openLocalR2(persistTo = DEFAULT_PERSIST_TO): Promise<Local
   });
   const bucket = (await mf.getR2Bucket("MODELS")) as unknown as ObjectStore;
   const store: ObjectStore = {
-    get: (key) => retryBusy(() => bucket.get(key)),
-    head: (key) => retryBusy(() => bucket.head(key)),
-    list: (options) => retryBusy(() => bucket.list(options)),
+    get: (key) => retryTransient(() => bucket.get(key)),
+    head: (key) => retryTransient(() => bucket.head(key)),
+    list: (options) => retryTransient(() => bucket.list(options)),
     // Miniflare's Node proxy revives views by constructor name inside workerd,
     // where Node's Buffer does not exist: hand it plain Uint8Arrays.
     put: (key, value, options) =>
-      retryBusy(() =>
+      retryTransient(() =>
         bucket.put(
           key,
           value instanceof Uint8Array && value.constructor !== Uint8Array
@@ -43,25 +44,4 @@ export async function openLocalR2(persistTo = DEFAULT_PERSIST_TO): Promise<Local
       ),
   };
   return { store, dispose: () => mf.dispose() };
-}
-
-/**
- * Every process that opens the same persistence directory (`wrangler dev`,
- * `pinion` commands, the origin) shares one SQLite database of object
- * metadata, which takes one writer at a time. Now and then (seen with
- * concurrent `pinion publish` runs) an operation fails inside the emulator and
- * reaches us as R2's bare 500, "Unspecified error (0)". The emulator commits a
- * put's metadata in one transaction and drops the new blob when it fails, so
- * nothing was written, and every value the registry puts is bytes it still
- * holds: the operation is tried again after a short, jittered wait.
- */
-export async function retryBusy<T>(operation: () => Promise<T>, attempts = 8): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await operation();
-    } catch (error) {
-      if (attempt >= attempts || !/Unspecified error \(0\)/.test(String(error))) throw error;
-      await new Promise((r) => setTimeout(r, 10 * 2 ** attempt * (0.5 + Math.random())));
-    }
-  }
 }

@@ -2,7 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { openLocalR2, retryBusy } from "../../origin/stores/local-r2";
+import { openLocalR2 } from "../../origin/stores/local-r2";
+import { retryTransient } from "../../core/registry/transient";
 import { listKeys } from "../../core/registry/store";
 
 describe("local R2", () => {
@@ -13,7 +14,7 @@ describe("local R2", () => {
       if (calls < 3) throw new Error("put: Unspecified error (0)");
       return "written";
     };
-    await expect(retryBusy(flaky)).resolves.toBe("written");
+    await expect(retryTransient(flaky)).resolves.toBe("written");
     expect(calls).toBe(3);
 
     let other = 0;
@@ -21,7 +22,7 @@ describe("local R2", () => {
       other++;
       throw new Error("put: precondition failed (10031)");
     };
-    await expect(retryBusy(refused)).rejects.toThrow(/precondition failed/);
+    await expect(retryTransient(refused)).rejects.toThrow(/precondition failed/);
     expect(other).toBe(1);
 
     let always = 0;
@@ -29,7 +30,7 @@ describe("local R2", () => {
       always++;
       throw new Error("Unspecified error (0)");
     };
-    await expect(retryBusy(busy, 3)).rejects.toThrow(/Unspecified error/);
+    await expect(retryTransient(busy, 3)).rejects.toThrow(/Unspecified error/);
     expect(always).toBe(3);
   });
 
