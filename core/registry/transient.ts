@@ -16,7 +16,7 @@ export function isTransient(error: unknown): boolean {
   return TRANSIENT.test(String(error));
 }
 
-export async function retryTransient<T>(operation: () => Promise<T>, attempts = 8): Promise<T> {
+export async function retryTransient<T>(operation: () => Promise<T>, attempts = 10): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await operation();
