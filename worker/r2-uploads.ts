@@ -5,14 +5,12 @@
  * that record the digest in the object's custom metadata.
  */
 import { notFound } from "../core/errors";
+import { hexOf } from "../core/registry/digest";
 import type { StoredBlob, UploadedPart, UploadStore } from "../core/registry/uploads";
-
-const hex = (buffer: ArrayBuffer) =>
-  Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
 
 function described(object: R2Object): StoredBlob {
   const sha256 =
-    object.customMetadata?.sha256 ?? (object.checksums.sha256 && hex(object.checksums.sha256));
+    object.customMetadata?.sha256 ?? (object.checksums.sha256 && hexOf(object.checksums.sha256));
   return { key: object.key, size: object.size, ...(sha256 ? { sha256 } : {}) };
 }
 
@@ -41,7 +39,7 @@ export function r2Uploads(bucket: R2Bucket): UploadStore {
       if (!object) return null;
       const stream = new crypto.DigestStream("SHA-256");
       await object.body.pipeTo(stream);
-      return { sha256: hex(await stream.digest), size: object.size };
+      return { sha256: hexOf(await stream.digest), size: object.size };
     },
     async copyCreateOnly(from, to, sha256) {
       const existing = await bucket.head(to);
