@@ -226,9 +226,7 @@ export function decodeBinaryTensor(
   const datatype: WireDatatype = datatypeName;
   if (datatype === "BYTES") {
     checkBytesElements(what, count, bytes);
-    throw invalid(
-      `${what} is BYTES; Pinion's models take numeric tensors (see the model's metadata for the datatype)`,
-    );
+    throw invalid(bytesRefusal(what));
   }
   const expected = count * ELEMENT_BYTES[datatype];
   if (bytes.length !== expected) {
@@ -285,6 +283,11 @@ export function decodeBinaryTensor(
       return tensor("FP32", new Float32Array(out.buffer));
     }
   }
+}
+
+/** Why a BYTES input is refused, whether it came as JSON or as binary data. */
+export function bytesRefusal(what: string): string {
+  return `${what} is BYTES; Pinion's models take numeric tensors (see the model's metadata for the datatype)`;
 }
 
 /** Checks BYTES framing: `count` elements of a 4-byte length and that many bytes, filling `bytes` exactly. */

@@ -3,7 +3,7 @@
  * Open Inference Protocol tensor datatypes and how Pinion stores each in memory.
  */
 
-/** Datatypes Pinion encodes and decodes as JSON. */
+/** Datatypes Pinion holds in memory, as tensors reach and leave its runtimes. */
 export const DATATYPES = [
   "BOOL",
   "UINT8",
@@ -21,10 +21,10 @@ export const DATATYPES = [
 export type Datatype = (typeof DATATYPES)[number];
 
 /**
- * Every OIP datatype the binary tensor data extension carries: Pinion's
- * in-memory datatypes plus FP16 and BF16 (converted exactly to FP32 on
- * decoding) and BYTES (each element a 4-byte little-endian length, then the
- * bytes).
+ * Every OIP datatype a request may carry, as JSON or binary tensor data:
+ * Pinion's in-memory datatypes plus FP16 and BF16 (rounded to the type, then
+ * widened exactly to FP32 on decoding) and BYTES (strings in JSON; in binary,
+ * each element a 4-byte little-endian length, then the bytes).
  */
 export const WIRE_DATATYPES = [...DATATYPES, "FP16", "BF16", "BYTES"] as const;
 
@@ -50,9 +50,6 @@ export const ELEMENT_BYTES: Record<Exclude<WireDatatype, "BYTES">, number> = {
 export function isWireDatatype(value: string): value is WireDatatype {
   return (WIRE_DATATYPES as readonly string[]).includes(value);
 }
-
-/** OIP datatypes that exist in the spec but have no JSON form Pinion accepts. */
-const NOT_IN_JSON = new Set(["FP16", "BF16", "BYTES"]);
 
 export type TensorData =
   | Uint8Array
@@ -94,10 +91,6 @@ export interface TensorSpec {
 
 export function isDatatype(value: string): value is Datatype {
   return (DATATYPES as readonly string[]).includes(value);
-}
-
-export function isKnownButUnsupported(value: string): boolean {
-  return NOT_IN_JSON.has(value);
 }
 
 export function allocate(datatype: Datatype, length: number): TensorData {

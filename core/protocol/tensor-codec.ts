@@ -7,18 +7,23 @@
  */
 import { echo, echoJson, invalid, resultTooLarge } from "../errors";
 import {
-  DATATYPES,
+  WIRE_DATATYPES,
   INTEGER_RANGE,
   allocate,
   isDatatype,
-  isKnownButUnsupported,
   type BytesTensor,
   type Datatype,
   type Tensor,
   type TensorData,
   type TensorSpec,
 } from "./datatypes";
-import { BinaryData, decodeBinaryTensor } from "./binary-request";
+import {
+  BinaryData,
+  bytesRefusal,
+  decodeBinaryTensor,
+  halfValues,
+  toHalfBits,
+} from "./binary-request";
 import { nonFiniteText } from "./response-json";
 import type { Parameters, RequestInput, ResponseOutput } from "./types";
 
@@ -27,11 +32,8 @@ export const MAX_RANK = 16;
 
 export function parseDatatype(value: string, what: string): Datatype {
   if (isDatatype(value)) return value;
-  if (isKnownButUnsupported(value)) {
-    throw invalid(`${what} has datatype ${echo(value)}, which Pinion does not accept as JSON data`);
-  }
   throw invalid(
-    `${what} has unknown datatype '${echo(value)}'; expected one of ${DATATYPES.join(", ")}`,
+    `${what} has unknown datatype '${echo(value)}'; expected one of ${WIRE_DATATYPES.join(", ")}`,
   );
 }
 
@@ -66,14 +68,20 @@ export function decodeInput(input: RequestInput, maxElements: number): Tensor {
     const count = checkShape(input.shape, what, Number.MAX_SAFE_INTEGER);
     return decodeBinaryTensor(input.name, input.datatype, input.shape, count, input.data.bytes);
   }
-  const datatype = parseDatatype(input.datatype, what);
+  const narrow = NARROW_FLOATS[input.datatype];
+  const strings = input.datatype === "BYTES";
+  const datatype = narrow || strings ? "FP32" : parseDatatype(input.datatype, what);
   const count = checkShape(input.shape, what, maxElements);
   const data = input.data;
   if (!Array.isArray(data)) {
     throw invalid(`${what} data must be a JSON array (flat or nested row-major)`);
   }
   const out = allocate(datatype, count);
-  const write = elementWriter(datatype, out, what);
+  const write = strings
+    ? bytesChecker(what)
+    : narrow
+      ? narrowWriter(input.datatype, out as Float32Array, what)
+      : elementWriter(datatype, out, what);
   const nested = data.length > 0 && Array.isArray(data[0]);
   if (!nested) {
     if (data.length !== count) {
@@ -105,7 +113,55 @@ export function decodeInput(input: RequestInput, maxElements: number): Tensor {
     };
     walk(data, 0, "");
   }
+  if (strings) throw invalid(bytesRefusal(what));
+  if (narrow) narrow(out as Float32Array);
   return { name: input.name, datatype, shape: [...input.shape], data: out };
+}
+
+/**
+ * FP16 and BF16 sent as JSON numbers: each value is rounded to the wire type
+ * (to nearest, ties to even) and widened back to FP32 in place, so a tensor
+ * reaches the model exactly as the same values sent as binary data would.
+ */
+const NARROW_FLOATS: Record<string, ((values: Float32Array) => void) | undefined> = {
+  FP16: (values) => values.set(halfValues(toHalfBits(values))),
+  BF16: (values) => {
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < bits.length; i++) {
+      const x = bits[i]!;
+      // Round the low 16 bits away, to nearest, ties to even (finite values only reach here).
+      bits[i] = ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) << 16;
+    }
+  },
+};
+
+/**
+ * Where rounding to each narrow float type overflows: values of this magnitude
+ * or more would become ±Infinity (FP16: 65504 + half a unit; BF16: (2 - 2^-8) · 2^127).
+ */
+const NARROW_LIMIT: Record<string, number> = { FP16: 65520, BF16: (2 - 2 ** -8) * 2 ** 127 };
+
+function narrowWriter(datatype: string, floats: Float32Array, what: string): Writer {
+  const limit = NARROW_LIMIT[datatype]!;
+  return (i, v) => {
+    if (typeof v !== "number" || !(Math.abs(v) < limit)) {
+      const shown = Array.isArray(v) ? "an array" : echoJson(v);
+      throw invalid(
+        `${what} element ${i} is ${shown}; expected a finite number representable as ${datatype}`,
+      );
+    }
+    floats[i] = v;
+  };
+}
+
+/** BYTES as JSON: each element a string (checked, so the refusal names the real problem). */
+function bytesChecker(what: string): Writer {
+  return (i, v) => {
+    if (typeof v !== "string") {
+      const shown = Array.isArray(v) ? "an array" : echoJson(v);
+      throw invalid(`${what} element ${i} is ${shown}; BYTES elements are strings`);
+    }
+  };
 }
 
 type Writer = (index: number, value: unknown) => void;

@@ -1,7 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { PinionError } from "../../../core/errors";
+import { decodeBinaryTensor, toHalfBits } from "../../../core/protocol/binary-request";
 import { checkAgainstSpec, decodeInput, encodeOutput } from "../../../core/protocol/tensor-codec";
 import type { RequestInput } from "../../../core/protocol/types";
+
+/** BF16 by comparing the two neighbours as numbers (an independent reference): nearest, ties to even. */
+function nearestBf16(value: number): number {
+  const bits = new Uint32Array(Float32Array.of(value).buffer)[0]!;
+  const down = bits >>> 16;
+  const asFloat = (b: number) => new Float32Array(Uint32Array.of(b << 16).buffer)[0]!;
+  const below = Math.abs(value - asFloat(down));
+  const above = Math.abs(asFloat(down + 1) - value);
+  return below < above || (below === above && down % 2 === 0) ? down : down + 1;
+}
 
 const input = (over: Partial<RequestInput>): RequestInput => ({
   name: "x",
@@ -89,10 +100,71 @@ describe("decodeInput", () => {
     rejects({ shape: [1], data: [[1]] }, /data\[0\] has 1 entries|element 0 is an array|nesting/);
   });
 
-  it("refuses unknown and JSON-less datatypes", () => {
-    rejects({ datatype: "FLOAT" }, /unknown datatype 'FLOAT'/);
-    rejects({ datatype: "FP16" }, /FP16, which Pinion does not accept/);
-    rejects({ datatype: "BYTES" }, /BYTES/);
+  it("refuses unknown datatypes, naming the ones it takes", () => {
+    rejects({ datatype: "FLOAT" }, /unknown datatype 'FLOAT'; expected one of .*FP16, BF16, BYTES/);
+  });
+
+  it("takes FP16 and BF16 as JSON numbers, rounded to the type exactly as the binary form carries them", () => {
+    // Values that exercise rounding: ties (1 + 2^-11 is halfway between two FP16s), subnormals, large ones.
+    const values = [
+      0,
+      -0,
+      1,
+      1 + 2 ** -11,
+      1 + 3 * 2 ** -11,
+      0.1,
+      -2.5e-7,
+      6e-8,
+      65504,
+      65519,
+      -1234.567,
+      3e38,
+    ];
+    for (const datatype of ["FP16", "BF16"] as const) {
+      const usable = datatype === "FP16" ? values.filter((v) => Math.abs(v) < 65520) : values;
+      const fromJson = decodeInput(input({ datatype, shape: [usable.length], data: usable }), 1000);
+      const floats = Float32Array.from(usable);
+      const bits = datatype === "FP16" ? toHalfBits(floats) : Uint16Array.from(floats, nearestBf16);
+      const fromBinary = decodeBinaryTensor(
+        "x",
+        datatype,
+        [usable.length],
+        usable.length,
+        new Uint8Array(bits.buffer),
+      );
+      expect(fromJson.datatype).toBe("FP32");
+      expect(fromJson.data).toEqual(fromBinary.data);
+    }
+    // Spot checks against numpy's astype(float16): ties to even, and the largest FP16.
+    const spot = decodeInput(
+      input({ datatype: "FP16", shape: [3], data: [1 + 2 ** -11, 65519, 0.1] }),
+      10,
+    );
+    expect([...spot.data]).toEqual([1, 65504, Math.fround(0.0999755859375)]);
+  });
+
+  it("refuses FP16 and BF16 values that round to infinity, and non-numbers", () => {
+    rejects(
+      { datatype: "FP16", shape: [1], data: [65520] },
+      /element 0 is 65520; expected a finite number representable as FP16/,
+    );
+    rejects({ datatype: "BF16", shape: [1], data: [3.4e38] }, /representable as BF16/);
+    rejects({ datatype: "FP16", shape: [1], data: ["1"] }, /element 0 is "1"/);
+  });
+
+  it("reads BYTES as JSON strings and refuses them as no model's input, naming the element if it is not a string", () => {
+    rejects(
+      { datatype: "BYTES", shape: [2], data: ["a", "b"] },
+      /input 'x' is BYTES; Pinion's models take numeric tensors/,
+    );
+    rejects(
+      { datatype: "BYTES", shape: [2], data: ["a", 1] },
+      /element 1 is 1; BYTES elements are strings/,
+    );
+    rejects(
+      { datatype: "BYTES", shape: [3], data: ["a", "b"] },
+      /has 2 data elements but shape \[3\] needs 3/,
+    );
   });
 
   it("refuses bad shapes before allocating", () => {
