@@ -24,6 +24,12 @@ export interface ModelConfigTensor {
   data_type: string;
   /** Without the batch axis when `max_batch_size` > 0; -1 marks a dynamic dimension. */
   dims: number[];
+  /**
+   * Set on an output the version's labels name the classes of (its last axis
+   * has one class per label), as Triton marks a classifier's output; the labels
+   * themselves are the config's `parameters.labels`.
+   */
+  label_filename?: string;
 }
 
 export interface ModelConfig {
@@ -49,14 +55,25 @@ function batches(tensors: readonly TensorSpec[]): boolean {
   return tensors.every((tensor) => tensor.shape.length > 0 && tensor.shape[0] === -1);
 }
 
-/** The Triton-shaped configuration of one published version. */
-export function modelConfig(manifest: Manifest): ModelConfig {
+/** The name a labelled output's `label_filename` gives: the labels artifact, as a file. */
+export const LABEL_FILENAME = "labels.txt";
+
+/**
+ * The Triton-shaped configuration of one published version; `labels` (the
+ * version's labels artifact, if it has one) are listed in `parameters.labels`,
+ * one per line as published, and mark the outputs they name the classes of.
+ */
+export function modelConfig(manifest: Manifest, labels?: readonly string[]): ModelConfig {
   const batched = batches([...manifest.inputs, ...manifest.outputs]);
   const tensor = (spec: TensorSpec): ModelConfigTensor => ({
     name: spec.name,
     data_type: tritonDataType(spec.datatype),
     dims: batched ? spec.shape.slice(1) : [...spec.shape],
   });
+  const labelled = (spec: TensorSpec): ModelConfigTensor =>
+    labels && spec.shape.length > 0 && spec.shape[spec.shape.length - 1] === labels.length
+      ? { ...tensor(spec), label_filename: LABEL_FILENAME }
+      : tensor(spec);
   return {
     name: manifest.name,
     // Every published version is an ONNX model; the int8 runtime runs a plan compiled from it.
@@ -65,10 +82,11 @@ export function modelConfig(manifest: Manifest): ModelConfig {
     version_policy: { all: {} },
     max_batch_size: batched ? CONFIG_MAX_BATCH_SIZE : 0,
     input: manifest.inputs.map(tensor),
-    output: manifest.outputs.map(tensor),
+    output: manifest.outputs.map(labelled),
     parameters: {
       version: { string_value: String(manifest.version) },
       runtime: { string_value: manifest.runtime },
+      ...(labels ? { labels: { string_value: labels.join("\n") } } : {}),
     },
   };
 }

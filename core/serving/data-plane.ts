@@ -309,7 +309,7 @@ export class DataPlane {
       this.resolver.resolve(reference),
     );
     served(trace, resolution);
-    return modelConfig(resolution.manifest);
+    return modelConfig(resolution.manifest, await this.labels(resolution.manifest));
   }
 
   /** Every published version of every model, each `READY`, with the aliases routing to it. */

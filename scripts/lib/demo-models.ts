@@ -2,7 +2,8 @@
  * @module
  * The demo models `npm start` serves, from the reference fixtures in this repo:
  * each as an fp32 version (onnxruntime) and, where the graph compiles, an int8
- * version after it (the int8 runtime), which is then the default.
+ * version after it (the int8 runtime), which is then the default. The digit
+ * classifiers carry class labels, so the classification extension names them.
  */
 import { fileURLToPath } from "node:url";
 import { ModelRegistry } from "../../core/registry/registry";
@@ -22,12 +23,21 @@ export const DEMO_MODELS = [
     name: "digits-mlp",
     file: fixture("digits-mlp/digits_mlp.onnx"),
     golden: fixture("digits-mlp/testset.json"),
+    labels: fixture("digits-labels.txt"),
     int8: true,
   },
   {
     name: "digits-cnn",
     file: fixture("digits-cnn/digits_cnn.onnx"),
     golden: fixture("digits-cnn/testset.json"),
+    labels: fixture("digits-labels.txt"),
+    int8: false,
+  },
+  {
+    // A transformer encoder over INT64 token ids: onnxruntime only (for now).
+    name: "text-small",
+    file: fixture("text-small/text_small.onnx"),
+    golden: fixture("text-small/testset.json"),
     int8: false,
   },
 ] as const;
@@ -38,14 +48,20 @@ export async function seedDemoModels(
   log: (line: string) => void = () => {},
 ): Promise<void> {
   const registry = new ModelRegistry(store);
-  for (const { name, file, golden, int8 } of DEMO_MODELS) {
+  for (const model of DEMO_MODELS) {
+    const { name, file, golden, int8 } = model;
+    const labels = "labels" in model ? model.labels : undefined;
     const existing = await registry.listVersions(name);
     if (existing.length > 0) {
       log(`up to date: ${name} (versions ${existing.join(", ")})`);
       continue;
     }
     for (const quantize of int8 ? [undefined, "int8" as const] : [undefined]) {
-      const prepared = await prepareVersion(file, { golden, ...(quantize ? { quantize } : {}) });
+      const prepared = await prepareVersion(file, {
+        golden,
+        ...(labels ? { labels } : {}),
+        ...(quantize ? { quantize } : {}),
+      });
       const manifest = await registry.publish({
         name,
         ...prepared.fields,

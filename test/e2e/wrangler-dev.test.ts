@@ -25,7 +25,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
     if (persistTo) await rm(persistTo, { recursive: true, force: true });
   });
 
-  it("seeds the three demo models", async () => {
+  it("seeds the four demo models", async () => {
     const output = server.output();
     expect(output).toMatch(/published: simple@1 \(ort, onnx 2218 bytes\)/);
     expect(output).toMatch(/published: simple@2 \(int8, int8 plan \d+ bytes\)/);
@@ -33,7 +33,8 @@ describe("npm start + wrangler dev over real HTTP", () => {
     expect(output).toMatch(/published: digits-mlp@2 \(int8, int8 plan \d+ bytes\)/);
     expect(output).toMatch(/published: digits-cnn@1 \(ort, onnx 16317 bytes\)/);
     expect(output).not.toMatch(/digits-cnn@2/);
-    for (const name of ["simple", "digits-mlp", "digits-cnn"]) {
+    expect(output).toMatch(/published: text-small@1 \(ort, onnx \d+ bytes\)/);
+    for (const name of ["simple", "digits-mlp", "digits-cnn", "text-small"]) {
       const response = await fetch(`${base}/v2/models/${name}/ready`);
       expect(response.status, name).toBe(200);
     }
@@ -79,6 +80,25 @@ describe("npm start + wrangler dev over real HTTP", () => {
     expect(ort.headers.get("x-pinion-runtime")).toBe("ort");
   });
 
+  it("answers the text model's INT64 token ids as PyTorch does", async () => {
+    const testset = JSON.parse(
+      await readFile(new URL("fixtures/text-small/testset.json", root), "utf8"),
+    ) as { inputs: number[][]; logits: number[][] };
+    const response = await fetch(`${base}/v2/models/text-small/infer`, {
+      method: "POST",
+      body: JSON.stringify({
+        inputs: [{ name: "input_ids", shape: [200, 8], datatype: "INT64", data: testset.inputs }],
+      }),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("x-pinion-runtime")).toBe("ort");
+    const body = (await response.json()) as { outputs: { shape: number[]; data: number[] }[] };
+    expect(body.outputs[0]!.shape).toEqual([200, 4]);
+    const expected = testset.logits.flat();
+    const worst = Math.max(...body.outputs[0]!.data.map((v, i) => Math.abs(v - expected[i]!)));
+    expect(worst).toBeLessThan(1e-4);
+  });
+
   it("answers bad input with 400 and keeps serving", async () => {
     const bad = await fetch(`${base}/v2/models/simple/infer`, { method: "POST", body: "{oops" });
     expect(bad.status).toBe(400);
@@ -102,6 +122,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
       "up to date: simple (versions 1, 2)",
       "up to date: digits-mlp (versions 1, 2)",
       "up to date: digits-cnn (versions 1)",
+      "up to date: text-small (versions 1)",
     ]);
   });
 

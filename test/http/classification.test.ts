@@ -194,6 +194,24 @@ describe("classification", () => {
   });
 });
 
+describe("labels in the model configuration", () => {
+  it("lists a version's labels and marks the output they name, as Triton's label_filename", async () => {
+    const response = await api("/v2/models/digits-labeled/config");
+    expect(response.status).toBe(200);
+    const config = (await response.json()) as {
+      output: { name: string; label_filename?: string }[];
+      parameters: Record<string, { string_value: string }>;
+    };
+    expect(config.output).toEqual([
+      { name: "logits", data_type: "TYPE_FP32", dims: [10], label_filename: "labels.txt" },
+    ]);
+    expect(config.parameters.labels!.string_value.split("\n")).toEqual(NAMES);
+    const plain = (await (await api("/v2/models/digits-unlabeled/config")).json()) as typeof config;
+    expect(plain.output[0]!.label_filename).toBeUndefined();
+    expect(plain.parameters.labels).toBeUndefined();
+  });
+});
+
 describe("labels at the admin API's commit", () => {
   const auth = { authorization: `Bearer ${env.PINION_ADMIN_TOKEN}` };
   const admin = (path: string, method = "GET", body?: unknown) =>
