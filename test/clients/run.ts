@@ -1,0 +1,83 @@
+/**
+ * @module
+ * `npm run test:clients`: NVIDIA's unmodified Python client (tritonclient.http)
+ * against `npm start`'s server, as its users run it. Starts the demo server on
+ * a fresh local R2 (its own process group, ended when done), then runs
+ * `test_tritonclient.py` under Debian's `/usr/bin/python3` with the client on
+ * PYTHONPATH. The client is third-party code and stays outside the project:
+ * `../shared/clients/tritonclient-python` beside the checkout, or wherever
+ * PINION_TRITONCLIENT points. A missing client or missing Python packages fail
+ * the run with what to install: a conformance suite that silently skips proves
+ * nothing.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { root, startDevServer } from "../../scripts/lib/dev-server";
+
+const ROOT = fileURLToPath(root);
+const PYTHON = process.env.PINION_PYTHON || "/usr/bin/python3";
+const CLIENT = resolve(
+  process.env.PINION_TRITONCLIENT || join(ROOT, "..", "shared", "clients", "tritonclient-python"),
+);
+/** Debian packages the client imports (numpy, its HTTP stack, its JSON codec, the aio client's HTTP). */
+const PACKAGES = {
+  numpy: "python3-numpy",
+  gevent: "python3-gevent",
+  geventhttpclient: "python3-geventhttpclient",
+  rapidjson: "python3-rapidjson",
+  aiohttp: "python3-aiohttp",
+};
+
+function fail(message: string): never {
+  console.error(`test:clients: ${message}`);
+  process.exit(1);
+}
+
+if (!existsSync(join(CLIENT, "tritonclient", "http", "__init__.py"))) {
+  fail(
+    `NVIDIA's tritonclient is not at ${CLIENT}. Put tritonclient-python (its src/python/library ` +
+      `tree) there, or set PINION_TRITONCLIENT to its folder.`,
+  );
+}
+if (!existsSync(PYTHON)) fail(`${PYTHON} not found: apt-get install -y python3`);
+const missing = Object.entries(PACKAGES).filter(
+  ([module]) => spawnSync(PYTHON, ["-c", `import ${module}`], { stdio: "ignore" }).status !== 0,
+);
+if (missing.length > 0) {
+  fail(
+    `${PYTHON} lacks ${missing.map(([module]) => module).join(", ")}: ` +
+      `apt-get install -y ${missing.map(([, pkg]) => pkg).join(" ")}`,
+  );
+}
+
+const persistTo = await mkdtemp(join(tmpdir(), "pinion-clients-"));
+let status = 1;
+const server = await startDevServer(persistTo);
+try {
+  const host = new URL(server.base).host;
+  console.log(`test:clients: tritonclient from ${CLIENT} against ${server.base} (${PYTHON})`);
+  status = await new Promise<number>((done, reject) => {
+    const python = spawn(PYTHON, [join(ROOT, "test", "clients", "test_tritonclient.py")], {
+      cwd: ROOT,
+      stdio: "inherit",
+      env: {
+        ...process.env,
+        PYTHONPATH: CLIENT,
+        PYTHONDONTWRITEBYTECODE: "1",
+        PINION_URL: host,
+        PINION_FIXTURES: join(ROOT, "fixtures"),
+      },
+    });
+    python.on("error", reject);
+    python.on("exit", (code, signal) => done(code ?? (signal ? 1 : 0)));
+  });
+  if (status !== 0) console.error(`test:clients: server output:\n${server.output().slice(-4000)}`);
+} finally {
+  await server.stop();
+  await rm(persistTo, { recursive: true, force: true });
+}
+process.exit(status);
