@@ -15,13 +15,16 @@ import {
   type PlanLayer,
 } from "../core/runtimes/int8/plan";
 import { describeNonFinite, scanValues } from "./finite";
+import { compileGraph } from "./graph-compiler";
 import { readGraph, type Graph, type GraphNode } from "./onnx";
+import { db, quantiseWeights } from "./weight-quantisation";
 
 export interface LayerReport {
   name: string;
   k: number;
   n: number;
-  activation: PlanActivation;
+  /** A chain plan's activation, or a graph plan's fused one. */
+  activation: string;
   sqnrDb: number;
   absmaxSqnrDb: number;
 }
@@ -35,7 +38,13 @@ export interface QuantisedLayer {
 }
 
 export type CompileOutcome =
-  | { ok: true; plan: Uint8Array; layers: LayerReport[]; quantised: QuantisedLayer[] }
+  | {
+      ok: true;
+      plan: Uint8Array;
+      layers: LayerReport[];
+      /** A chain plan's layers, unpacked (graph plans store theirs plainly in the plan). */
+      quantised?: QuantisedLayer[];
+    }
   | { ok: false; reason: string };
 
 interface DenseLayer {
@@ -248,58 +257,24 @@ function matchDenseChain(graph: Graph): { layers: DenseLayer[]; softmax: boolean
   return { layers, softmax, width };
 }
 
-/** Signal-to-quantisation-noise ratio of `scale`-quantised weights, in dB. */
-function quantiseChannel(w: Float32Array, n: number, col: number, scale: number, out?: Int8Array) {
-  let signal = 0;
-  let noise = 0;
-  for (let i = col; i < w.length; i += n) {
-    const v = w[i]!;
-    const q = scale > 0 ? Math.max(-127, Math.min(127, Math.round(v / scale))) : 0;
-    if (out) out[i] = q;
-    const e = v - q * scale;
-    signal += v * v;
-    noise += e * e;
-  }
-  return { signal, noise };
-}
-
-const db = (signal: number, noise: number) => (noise === 0 ? 200 : 10 * Math.log10(signal / noise));
-
 /**
- * Per-output-channel symmetric int8 weights. Each channel's clipping range is
- * the one (of 60 candidates between 40 % and 100 % of its absmax) with the
- * least squared error; plain absmax is reported beside it.
+ * Compiles an fp32 ONNX model to an int8 plan, or says which node stopped it:
+ * a chain of dense layers to a chain plan (one fused kernel call for the whole
+ * network), anything else the graph compiler takes (convolutional networks)
+ * to a graph plan. When neither compiles, the reason is the graph compiler's
+ * for image-shaped models and the chain compiler's otherwise.
  */
-function quantiseLayer(layer: DenseLayer) {
-  const { k, n, weights } = layer;
-  const q = new Int8Array(k * n);
-  const scales = new Float32Array(n);
-  let signal = 0;
-  let noise = 0;
-  let absmaxNoise = 0;
-  for (let col = 0; col < n; col++) {
-    let absmax = 0;
-    for (let i = col; i < weights.length; i += n) absmax = Math.max(absmax, Math.abs(weights[i]!));
-    const baseline = quantiseChannel(weights, n, col, Math.fround(absmax / 127));
-    let best = { scale: Math.fround(absmax / 127), noise: baseline.noise };
-    for (let step = 1; step < 60; step++) {
-      const scale = Math.fround((absmax * (1 - step * 0.01)) / 127);
-      const { noise: e } = quantiseChannel(weights, n, col, scale);
-      if (e < best.noise) best = { scale, noise: e };
-    }
-    quantiseChannel(weights, n, col, best.scale, q);
-    scales[col] = best.scale;
-    signal += baseline.signal;
-    noise += best.noise;
-    absmaxNoise += baseline.noise;
-  }
-  return { q, scales, sqnrDb: db(signal, noise), absmaxSqnrDb: db(signal, absmaxNoise) };
+export function compileInt8(onnx: Uint8Array, kernels: Int8Kernels): CompileOutcome {
+  const graph = readGraph(onnx);
+  const chain = compileChain(graph, kernels);
+  if (chain.ok) return chain;
+  const dag = compileGraph(graph);
+  if (dag.ok) return dag;
+  return { ok: false, reason: graph.inputs[0]?.shape.length === 4 ? dag.reason : chain.reason };
 }
 
-/** Compiles an fp32 ONNX model to an int8 plan, or says which node stopped it. */
-export function compileInt8(onnx: Uint8Array, kernels: Int8Kernels): CompileOutcome {
+function compileChain(graph: Graph, kernels: Int8Kernels): CompileOutcome {
   let chain: ReturnType<typeof matchDenseChain>;
-  const graph = readGraph(onnx);
   try {
     chain = matchDenseChain(graph);
   } catch (error) {
@@ -323,7 +298,7 @@ export function compileInt8(onnx: Uint8Array, kernels: Int8Kernels): CompileOutc
   const blobs: PlanBlobs[] = [];
   const quantised: QuantisedLayer[] = [];
   for (const layer of chain.layers) {
-    const { q, scales, sqnrDb, absmaxSqnrDb } = quantiseLayer(layer);
+    const { q, scales, sqnrDb, absmaxSqnrDb } = quantiseWeights(layer.weights, layer.k, layer.n);
     const report = {
       name: layer.name,
       k: layer.k,

@@ -25,7 +25,8 @@ export interface NodeSpec {
   name?: string;
   inputs: string[];
   outputs: string[];
-  attributes?: Record<string, number>;
+  /** Integers, integer lists, or `{ float: x }` for a float attribute. */
+  attributes?: Record<string, number | number[] | { float: number }>;
 }
 /** A constant tensor stored in the graph (weights), as little-endian raw data. */
 export interface Initializer {
@@ -65,11 +66,13 @@ export function buildModel(
         opType: n.op,
         input: n.inputs,
         output: n.outputs,
-        attribute: Object.entries(n.attributes ?? {}).map(([name, i]) => ({
-          name,
-          type: onnx.AttributeProto.AttributeType.INT,
-          i,
-        })),
+        attribute: Object.entries(n.attributes ?? {}).map(([name, value]) =>
+          Array.isArray(value)
+            ? { name, type: onnx.AttributeProto.AttributeType.INTS, ints: value }
+            : typeof value === "number"
+              ? { name, type: onnx.AttributeProto.AttributeType.INT, i: value }
+              : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: value.float },
+        ),
       })),
       input: inputs.map(valueInfo),
       output: outputs.map(valueInfo),
@@ -100,7 +103,7 @@ export interface Graph {
   nodes: GraphNode[];
   inputs: TensorSpec[];
   outputs: TensorSpec[];
-  /** Float and int64 initializers, decoded. */
+  /** Float and int64 initializers and Constant nodes' values, decoded. */
   constants: Map<string, { dims: number[]; values: Float32Array | BigInt64Array }>;
 }
 
@@ -134,6 +137,17 @@ export function readGraph(bytes: Uint8Array): Graph {
         case onnx.AttributeProto.AttributeType.FLOAT:
           attributes[name] = a.f ?? 0;
           break;
+        case onnx.AttributeProto.AttributeType.FLOATS:
+          attributes[name] = (a.floats ?? []).map(Number);
+          break;
+        case onnx.AttributeProto.AttributeType.TENSOR:
+          // A Constant node's value is a constant like any initializer.
+          if (node.opType === "Constant" && a.t && node.output?.[0]) {
+            const values = decodeConstant(a.t);
+            const dims = (a.t.dims ?? []).map(Number);
+            if (values) constants.set(node.output[0], { dims, values });
+          }
+          break;
         case onnx.AttributeProto.AttributeType.INT:
           attributes[name] = Number(a.i ?? 0);
           break;
@@ -143,6 +157,15 @@ export function readGraph(bytes: Uint8Array): Graph {
         case onnx.AttributeProto.AttributeType.STRING:
           attributes[name] = new TextDecoder().decode(a.s ?? new Uint8Array(0));
           break;
+      }
+    }
+    if (node.opType === "Constant" && node.output?.[0] && !constants.has(node.output[0])) {
+      const scalar = attributes.value_float ?? attributes.value_int;
+      const list = attributes.value_floats ?? attributes.value_ints;
+      if (typeof scalar === "number") {
+        constants.set(node.output[0], { dims: [], values: Float32Array.of(scalar) });
+      } else if (Array.isArray(list)) {
+        constants.set(node.output[0], { dims: [list.length], values: Float32Array.from(list) });
       }
     }
     return {

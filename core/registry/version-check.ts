@@ -9,7 +9,13 @@
  */
 import { invalid, PinionError } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
-import { decodePlanHeader, type PlanMetadata } from "../runtimes/int8/plan";
+import { decodeGraphPlan, type GraphPlan } from "../runtimes/int8/graph-plan";
+import {
+  decodePlanHeader,
+  GRAPH_PLAN_VERSION,
+  planFormatVersion,
+  type PlanMetadata,
+} from "../runtimes/int8/plan";
 import { checkGolden, parseStoredGolden } from "./golden";
 import { checkLabels, parseLabels } from "./labels";
 import type { ArtifactRole } from "./manifest";
@@ -104,9 +110,10 @@ export function checkInt8Plan(
   bytes: Uint8Array,
   declared: DeclaredSignature,
   totalBytes = bytes.byteLength,
-): PlanMetadata {
+): PlanMetadata | GraphPlan {
   return checking("int8", () => {
-    const plan = decodePlanHeader(bytes, totalBytes);
+    const graph = planFormatVersion(bytes) === GRAPH_PLAN_VERSION;
+    const plan = graph ? decodeGraphPlan(bytes, totalBytes) : decodePlanHeader(bytes, totalBytes);
     const [input, output] = [declared.inputs[0], declared.outputs[0]];
     if (declared.inputs.length !== 1 || declared.outputs.length !== 1 || !input || !output) {
       throw invalid("an int8 plan serves models with one input and one output");
@@ -118,6 +125,17 @@ export function checkInt8Plan(
       throw invalid(
         `the plan maps '${plan.input.name.slice(0, 256)}' to '${plan.output.name.slice(0, 256)}'; the version declares '${input.name}' to '${output.name}'`,
       );
+    }
+    if ("steps" in plan) {
+      // A graph plan's buffers were checked against its steps; its ends must be the version's shapes.
+      const same = (a: number[], b: number[]) =>
+        a.length === b.length && a.every((d, i) => d === b[i]);
+      if (!same(plan.input.shape, input.shape) || !same(plan.output.shape, output.shape)) {
+        throw invalid(
+          `the plan takes [${plan.input.shape.join(", ")}] to [${plan.output.shape.join(", ")}]; the version declares [${input.shape.join(", ")}] to [${output.shape.join(", ")}]`,
+        );
+      }
+      return plan;
     }
     plan.layers.forEach((layer, i) => {
       const next = plan.layers[i + 1];

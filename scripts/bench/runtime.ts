@@ -19,10 +19,11 @@
  * The table goes into docs/benchmarks.md (section bench:runtime; see `report.ts`).
  */
 import autocannon from "autocannon";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startDevServer, type DevServer } from "../lib/dev-server";
+import { mobileNetV2 } from "../lib/mobilenet";
 import { recordBench } from "./report";
 
 // workerd's clock ticks in whole milliseconds, so a sample reruns the compute
@@ -39,18 +40,40 @@ const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
 const RUNTIMES = ["int8", "ort"] as const;
 
-const body = JSON.stringify({
-  inputs: [
-    {
-      name: "input",
-      shape: [1, 64],
-      datatype: "FP32",
-      data: Array.from({ length: 64 }, (_, i) => (i % 17) / 16),
-    },
-  ],
-});
-const path = (runtime: string, extra = "") =>
-  `/v2/models/digits-mlp/versions/2/infer?runtime=${runtime}${extra}`;
+/** A model the bench measures: its infer path (version pinned) and one sample's shape. */
+interface Subject {
+  title: string;
+  model: string;
+  version: number;
+  shape: number[];
+  /** Multiply-accumulates per sample in group-1 convolutions and dense layers (for GOP/s). */
+  gemmMacs?: number;
+}
+
+const MLP: Subject = { title: "digits-mlp", model: "digits-mlp", version: 2, shape: [1, 64] };
+
+function requestBody(subject: Subject): string {
+  const count = subject.shape.reduce((a, b) => a * b, 1);
+  return JSON.stringify({
+    inputs: [
+      {
+        name: "input",
+        shape: subject.shape,
+        datatype: "FP32",
+        data: Array.from({ length: count }, (_, i) => (i % 17) / 16),
+      },
+    ],
+  });
+}
+const bodies = new Map<Subject, string>();
+const bodyOf = (subject: Subject) => {
+  if (!bodies.has(subject)) bodies.set(subject, requestBody(subject));
+  return bodies.get(subject)!;
+};
+const pathOf = (subject: Subject, runtime: string, extra = "") =>
+  `/v2/models/${subject.model}/versions/${subject.version}/infer?runtime=${runtime}${extra}`;
+const body = bodyOf(MLP);
+const path = (runtime: string, extra = "") => pathOf(MLP, runtime, extra);
 
 function phase(header: string | null, name: string): number {
   const match = new RegExp(`${name};dur=([\\d.]+)`).exec(header ?? "");
@@ -60,8 +83,12 @@ function phase(header: string | null, name: string): number {
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-async function withServer<T>(work: (server: DevServer) => Promise<T>): Promise<T> {
+async function withServer<T>(
+  work: (server: DevServer) => Promise<T>,
+  seed: (persistTo: string) => Promise<void> = async () => {},
+): Promise<T> {
   const persistTo = await mkdtemp(join(tmpdir(), "pinion-bench-"));
+  await seed(persistTo);
   const server = await startDevServer(persistTo, [
     "--var",
     `PINION_BENCH_REPEAT_MAX:${REPEAT_MAX}`,
@@ -74,10 +101,10 @@ async function withServer<T>(work: (server: DevServer) => Promise<T>): Promise<T
   }
 }
 
-async function post(base: string, url: string) {
+async function post(base: string, url: string, data = body) {
   const response = await fetch(base + url, {
     method: "POST",
-    body,
+    body: data,
     headers: { "content-type": "application/json" },
   });
   if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
@@ -85,21 +112,102 @@ async function post(base: string, url: string) {
   return response;
 }
 
-async function coldFirstInference(runtime: string) {
+async function coldFirstInference(
+  runtime: string,
+  subject: Subject = MLP,
+  seed?: (persistTo: string) => Promise<void>,
+) {
   return withServer(async (server) => {
     const ready = await fetch(`${server.base}/v2/health/ready`);
     if (!ready.ok) throw new Error(`not ready: ${ready.status} ${await ready.text()}`);
     const start = performance.now();
-    const response = await post(server.base, path(runtime));
+    const response = await post(server.base, pathOf(subject, runtime), bodyOf(subject));
     const wall = performance.now() - start;
     const timing = response.headers.get("server-timing");
     return { wall, load: phase(timing, "load"), compute: phase(timing, "compute") };
-  });
+  }, seed);
+}
+
+/**
+ * In-worker compute per request at batch 1, int8 against onnxruntime-web,
+ * samples alternating, each sized from a probe to last about SAMPLE_MS.
+ */
+async function computeSamples(server: DevServer, subject: Subject, samples = SAMPLES) {
+  const data = bodyOf(subject);
+  const repeat: Record<string, number> = {};
+  for (const runtime of RUNTIMES) {
+    await post(server.base, pathOf(subject, runtime), data); // load, warm
+    let probe = 10;
+    for (;;) {
+      const response = await post(server.base, pathOf(subject, runtime, `&repeat=${probe}`), data);
+      const ms = phase(response.headers.get("server-timing"), "compute");
+      if (ms >= SAMPLE_MS / 5 || probe >= REPEAT_MAX) {
+        repeat[runtime] = Math.max(1, Math.min(REPEAT_MAX, Math.round((probe * SAMPLE_MS) / ms)));
+        break;
+      }
+      probe = Math.min(REPEAT_MAX, probe * 10);
+    }
+  }
+  const us: Record<string, number[]> = { int8: [], ort: [] };
+  for (let i = 0; i < samples; i++) {
+    for (const runtime of RUNTIMES) {
+      const response = await post(
+        server.base,
+        pathOf(subject, runtime, `&repeat=${repeat[runtime]}`),
+        data,
+      );
+      us[runtime]!.push(
+        (phase(response.headers.get("server-timing"), "compute") / repeat[runtime]!) * 1000,
+      );
+    }
+  }
+  return Object.fromEntries(
+    RUNTIMES.map((runtime) => [
+      runtime,
+      {
+        us: median(us[runtime]!),
+        range: `${Math.min(...us[runtime]!).toFixed(1)}–${Math.max(...us[runtime]!).toFixed(1)}`,
+        repeat: repeat[runtime]!,
+      },
+    ]),
+  ) as Record<(typeof RUNTIMES)[number], { us: number; range: string; repeat: number }>;
+}
+
+/** Publishes the CNN subjects that are not demo models (cnn-small, a generated MobileNetV2) as int8 versions. */
+async function seedCnns(persistTo: string, mobilenet: Uint8Array | undefined): Promise<void> {
+  const { openLocalR2 } = await import("../../origin/stores/local-r2");
+  const { ModelRegistry } = await import("../../core/registry/registry");
+  const { prepareVersion } = await import("../lib/prepare");
+  const r2 = await openLocalR2(persistTo);
+  try {
+    const registry = new ModelRegistry(r2.store);
+    const files: [string, string][] = [
+      ["cnn-small", new URL("../../fixtures/cnn-small/cnn_small.onnx", import.meta.url).pathname],
+    ];
+    if (mobilenet) {
+      const file = join(persistTo, "mobilenet_v2_96.onnx");
+      await writeFile(file, mobilenet);
+      files.push(["mobilenet-v2-96", file]);
+    }
+    for (const [name, file] of files) {
+      const prepared = await prepareVersion(file, { quantize: "int8" });
+      if (prepared.int8NotCompiled) throw new Error(`${name}: ${prepared.int8NotCompiled}`);
+      await registry.publish({ name, ...prepared.fields, artifacts: prepared.artifacts });
+    }
+  } finally {
+    await r2.dispose();
+  }
+}
+
+/** The peak of the int8 GEMM's instruction: two `pmaddwd` (8 MACs each) per cycle at the CPU's clock. */
+function pmaddwdPeakGops(): { gops: number; mhz: number } | undefined {
+  const mhz = cpus()[0]?.speed ?? 0;
+  return mhz > 0 ? { gops: (2 * 8 * 2 * mhz * 1e6) / 1e9, mhz } : undefined;
 }
 
 async function main(): Promise<void> {
   console.log(
-    "Pinion runtime benchmark: digits-mlp (64→128→64→10) at batch 1, wrangler dev on loopback",
+    "Pinion runtime benchmark: int8 plans against onnxruntime-web at batch 1, wrangler dev on loopback; digits-mlp (64→128→64→10) first",
   );
   console.log(
     `compute: median of ${SAMPLES} requests of ~${SAMPLE_MS} ms of in-worker runs each, alternating; load: ${CONNECTIONS} connections for ${LOAD_SECONDS} s; cold: median of ${COLD_SAMPLES} fresh wrangler dev starts per runtime\n`,
@@ -203,6 +311,79 @@ async function main(): Promise<void> {
     ratio(cold.int8!.wall, cold.ort!.wall, "lower"),
   ]);
   row(["  of which load (ms)", String(cold.int8!.load), String(cold.ort!.load), ""]);
+
+  // Convolutional networks: graph plans against onnxruntime-web, same versions, batch 1.
+  const net = mobileNetV2();
+  const cnns: Subject[] = [
+    { title: "digits-cnn", model: "digits-cnn", version: 2, shape: [1, 1, 8, 8] },
+    { title: "cnn-small", model: "cnn-small", version: 1, shape: [1, 3, 16, 16] },
+    {
+      title: `MobileNetV2 96×96`,
+      model: "mobilenet-v2-96",
+      version: 1,
+      shape: [1, 3, 96, 96],
+      gemmMacs: net.gemmMacs,
+    },
+  ];
+  console.log(
+    `\nCNNs: digits-cnn (demo v2), cnn-small (fixture) and a generated MobileNetV2 at 96×96 (${(net.macs / 1e6).toFixed(1)} M MACs, ${(net.parameters / 1e6).toFixed(2)} M parameters, synthetic weights), published with --quantize int8\n`,
+  );
+  const conv = await withServer(
+    async (server) => {
+      const out = new Map<Subject, Awaited<ReturnType<typeof computeSamples>>>();
+      for (const subject of cnns) {
+        out.set(subject, await computeSamples(server, subject, subject.gemmMacs ? 7 : SAMPLES));
+      }
+      return out;
+    },
+    (dir) => seedCnns(dir, net.onnx),
+  );
+  const cnnCold: Record<string, number[]> = { int8: [], ort: [] };
+  for (let i = 0; i < COLD_SAMPLES; i++) {
+    for (const runtime of RUNTIMES) {
+      const run = await coldFirstInference(runtime, cnns[1]!, (dir) => seedCnns(dir, undefined));
+      cnnCold[runtime]!.push(run.wall);
+    }
+  }
+  row(["", "int8", "ort", "int8 vs ort"]);
+  for (const subject of cnns) {
+    const r = conv.get(subject)!;
+    row([
+      `${subject.title} (µs)`,
+      r.int8.us.toFixed(1),
+      r.ort.us.toFixed(1),
+      ratio(r.int8.us, r.ort.us, "lower"),
+    ]);
+    row(["  min–max of samples", r.int8.range, r.ort.range, ""]);
+  }
+  const big = conv.get(cnns[2]!)!;
+  const gops = (2 * net.gemmMacs) / (big.int8.us * 1e3);
+  const peak = pmaddwdPeakGops();
+  row([
+    "  int8 GOP/s (conv+fc)",
+    gops.toFixed(1),
+    ((2 * net.gemmMacs) / (big.ort.us * 1e3)).toFixed(1),
+    "",
+  ]);
+  if (peak) {
+    row([
+      `  of pmaddwd peak`,
+      `${((100 * gops) / peak.gops).toFixed(0)} %`,
+      "",
+      `(${peak.gops.toFixed(0)} GOP/s)`,
+    ]);
+  }
+  row([
+    "cnn-small cold (ms)",
+    median(cnnCold.int8!).toFixed(0),
+    median(cnnCold.ort!).toFixed(0),
+    ratio(median(cnnCold.int8!), median(cnnCold.ort!), "lower"),
+  ]);
+  if (peak) {
+    const note = `pmaddwd peak: 2 per cycle × 8 MACs × 2 ops at ${peak.mhz} MHz (the clock Node reports); GOP/s counts group-1 conv and dense MACs over the whole model's time (depthwise and pooling included)`;
+    console.log(note);
+    printed.push(note);
+  }
   await recordBench("runtime", printed.join("\n"));
 }
 

@@ -31,7 +31,7 @@ export const DEMO_MODELS = [
     file: fixture("digits-cnn/digits_cnn.onnx"),
     golden: fixture("digits-cnn/testset.json"),
     labels: fixture("digits-labels.txt"),
-    int8: false,
+    int8: true,
   },
   {
     // A transformer encoder over INT64 token ids: onnxruntime only (for now).

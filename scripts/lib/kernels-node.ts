@@ -14,11 +14,18 @@ export const kernelsPath = (build: KernelBuild = "release") =>
     import.meta.url,
   );
 
-export async function loadKernels(build: KernelBuild = "release"): Promise<Int8Kernels> {
+/** The compiled kernels module (what workerd imports), for runtimes that instantiate their own. */
+export async function loadKernelsModule(
+  build: KernelBuild = "release",
+): Promise<WebAssembly.Module> {
   const bytes = await readFile(kernelsPath(build)).catch((error: unknown) => {
     throw new Error(`cannot read ${kernelsPath(build).pathname}; run \`npm run asbuild\` first`, {
       cause: error,
     });
   });
-  return Int8Kernels.instantiate(await WebAssembly.compile(new Uint8Array(bytes)));
+  return WebAssembly.compile(new Uint8Array(bytes));
+}
+
+export async function loadKernels(build: KernelBuild = "release"): Promise<Int8Kernels> {
+  return Int8Kernels.instantiate(await loadKernelsModule(build));
 }

@@ -17,12 +17,12 @@ import { valueShapedOutputs, type ValueShapedOutput } from "../../convert/value-
 import { invalid } from "../../core/errors";
 import type { TensorSpec } from "../../core/protocol/datatypes";
 import type { ArtifactRole, Placement, Quantization } from "../../core/registry/manifest";
-import { PlanExecutor } from "../../core/runtimes/int8/executor";
+import { loadProgram } from "../../core/runtimes/int8/int8-runtime";
 import type { VersionFields } from "../../core/registry/registry";
 import { checkVersionArtifacts } from "../../core/registry/version-check";
 import { encodeLabels, LABELS_MEDIA_TYPE, parseLabels } from "../../core/registry/labels";
 import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
-import { loadKernels } from "./kernels-node";
+import { loadKernels, loadKernelsModule } from "./kernels-node";
 
 ort.env.wasm.numThreads = 1;
 ort.env.logLevel = "error";
@@ -95,7 +95,7 @@ async function quantize(
   const outcome = compileInt8(onnx, kernels);
   if (!outcome.ok) return { reason: outcome.reason };
   // The int8 runtime's loader must take the plan, as the admin API checks before committing.
-  const executor = new PlanExecutor(kernels, outcome.plan);
+  const program = await loadProgram(await loadKernelsModule(), outcome.plan);
   const quantization: Quantization = {
     scheme: "int8-per-channel-symmetric-weights-dynamic-u8-activations",
     layers: outcome.layers,
@@ -119,7 +119,7 @@ async function quantize(
       const all = out[golden.outputName]!.data as Float32Array;
       const n = all.length / inputs.length;
       const fp32 = inputs.map((_, i) => all.slice(i * n, (i + 1) * n));
-      quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
+      quantization.accuracy = measureAccuracy((x) => program.run(x, 1), {
         inputs,
         fp32,
         ...(golden.labels ? { labels: golden.labels } : {}),

@@ -49,10 +49,19 @@ describe("int8 compiler", () => {
   });
 
   it("says which node stops compilation", () => {
-    const cnn = compileInt8(fixture("digits-cnn/digits_cnn.onnx"), kernels);
-    expect(cnn).toEqual({
+    const model = buildModel(
+      [
+        { op: "MatMul", inputs: ["x", "W"], outputs: ["h"] },
+        { op: "Sin", inputs: ["h"], outputs: ["y"] },
+      ],
+      [{ name: "x", type: ElemType.FLOAT, dims: ["batch", 4] }],
+      [{ name: "y", type: ElemType.FLOAT, dims: ["batch", 4] }],
+      13,
+      [{ name: "W", type: ElemType.FLOAT, dims: [4, 4], data: new Float32Array(16).fill(0.5) }],
+    );
+    expect(compileInt8(model, kernels)).toEqual({
       ok: false,
-      reason: "node 0 (Conv '/conv1/Conv') is not a dense layer or a supported activation",
+      reason: "node 1 (Sin 'Sin_1') is not a dense layer or a supported activation",
     });
   });
 
@@ -75,7 +84,7 @@ describe("int8 compiler", () => {
     const nodes: NodeSpec[] = [];
     const inits: Initializer[] = [];
     let current = "input";
-    outcome.quantised.forEach((layer, i) => {
+    outcome.quantised!.forEach((layer, i) => {
       const { k, n, activation } = outcome.layers[i]!;
       const p = `l${i}`;
       inits.push(

@@ -17,6 +17,10 @@ beforeAll(async () => {
   await publishFixture("q-digits", "digits-mlp/digits_mlp.onnx", 2, { int8: true });
   await publishFixture("q-simple", "seed-simple/simple_model.onnx", 1);
   await publishFixture("q-simple", "seed-simple/simple_model.onnx", 2, { int8: true });
+  await publishFixture("q-cnn", "digits-cnn/digits_cnn.onnx", 1);
+  await publishFixture("q-cnn", "digits-cnn/digits_cnn.onnx", 2, { int8: true });
+  await publishFixture("q-cnn-small", "cnn-small/cnn_small.onnx", 1);
+  await publishFixture("q-cnn-small", "cnn-small/cnn_small.onnx", 2, { int8: true });
 });
 
 const request = (name: string, data: number[], parameters?: Record<string, string>) => ({
@@ -133,4 +137,50 @@ describe("int8 acceptance, through the API", () => {
     }
     expect(worst).toBeGreaterThanOrEqual(0.999);
   });
+});
+
+describe("convolutional networks on int8 graph plans, through the API", () => {
+  for (const [model, testset, shape] of [
+    ["q-cnn", "digits-cnn/testset.json", [1, 8, 8]],
+    ["q-cnn-small", "cnn-small/testset.json", [3, 16, 16]],
+  ] as const) {
+    it(`${model}: answers on int8, accuracy within 0.5 points of fp32, classes agree on ≥ 99 %`, async () => {
+      const set = await fixtureJson<{ inputs: unknown[]; labels: number[] }>(testset);
+      const n = set.inputs.length;
+      // In requests of 40 samples (the test worker's body limit is 1 MB).
+      const logits = async (version: number) => {
+        const all: number[] = [];
+        for (let at = 0; at < n; at += 40) {
+          const rows = set.inputs.slice(at, at + 40);
+          const { response, body } = await infer(`/v2/models/${model}/versions/${version}/infer`, {
+            inputs: [
+              { name: "input", shape: [rows.length, ...shape], datatype: "FP32", data: rows },
+            ],
+          });
+          expect(response.status, body.error).toBe(200);
+          expect(response.headers.get("x-pinion-runtime")).toBe(version === 1 ? "ort" : "int8");
+          all.push(...body.outputs[0]!.data);
+        }
+        return all;
+      };
+      const [fp32, int8] = [await logits(1), await logits(2)];
+      const width = fp32.length / n;
+      let [fp32Correct, int8Correct, agree] = [0, 0, 0];
+      for (let i = 0; i < n; i++) {
+        const a = argmax(int8.slice(i * width, (i + 1) * width));
+        const b = argmax(fp32.slice(i * width, (i + 1) * width));
+        if (a === set.labels[i]) int8Correct++;
+        if (b === set.labels[i]) fp32Correct++;
+        if (a === b) agree++;
+      }
+      expect(Math.abs(int8Correct - fp32Correct) / n).toBeLessThanOrEqual(0.005);
+      expect(agree / n).toBeGreaterThanOrEqual(0.99);
+      // One sample alone gets exactly the answer it got inside the batch.
+      const first = await infer(`/v2/models/${model}/infer`, {
+        inputs: [{ name: "input", shape: [1, ...shape], datatype: "FP32", data: [set.inputs[0]] }],
+      });
+      expect(first.body.model_version).toBe("2");
+      expect(first.body.outputs[0]!.data).toEqual(int8.slice(0, width));
+    });
+  }
 });

@@ -12,7 +12,7 @@ import { ModelRegistry, type PublishInput } from "../../core/registry/registry";
 import type { Manifest, Quantization } from "../../core/registry/manifest";
 import { flatten } from "../../core/registry/golden";
 import { encodeLabels, LABELS_MEDIA_TYPE } from "../../core/registry/labels";
-import { PlanExecutor } from "../../core/runtimes/int8/executor";
+import { loadProgram } from "../../core/runtimes/int8/int8-runtime";
 import { Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadOrt } from "../../worker/ort-workerd";
 import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
@@ -81,8 +81,8 @@ export async function publishFixture(
       });
       const all = result[golden.outputName]!.data as Float32Array;
       const n = all.length / rows.length;
-      const executor = new PlanExecutor(kernels, outcome.plan);
-      quantization.accuracy = measureAccuracy((x) => executor.run(x, 1), {
+      const program = await loadProgram(kernelsWasm, outcome.plan);
+      quantization.accuracy = measureAccuracy((x) => program.run(x, 1), {
         inputs: rows,
         fp32: rows.map((_, i) => all.slice(i * n, (i + 1) * n)),
         ...(golden.labels ? { labels: golden.labels } : {}),

@@ -27,6 +27,8 @@ import { invalid } from "../../errors";
 
 export const PLAN_MAGIC = "PINT8PLN";
 export const PLAN_FORMAT_VERSION = 2;
+/** Graph plans (convolutional networks and other DAGs): see `graph-plan.ts`. */
+export const GRAPH_PLAN_VERSION = 3;
 /** Older versions this build still reads (see `unpackV1Weights`). */
 const READABLE_VERSIONS = [1, PLAN_FORMAT_VERSION];
 export const PLAN_HEADER_BYTES = 16;
@@ -81,6 +83,97 @@ export interface PlanBlobs {
 
 const pad = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
+/** A typed array's bytes, as a view (no copy). */
+export function bytesOf(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/**
+ * Writes a plan file: header, the metadata `describe` returns given where each
+ * blob lands (16-byte aligned, in the order given), then the blobs. Every plan
+ * format version shares this container.
+ */
+export function encodeContainer(
+  version: number,
+  blobs: readonly Uint8Array[],
+  describe: (refs: BlobRef[]) => unknown,
+): Uint8Array {
+  // Blob offsets depend on the metadata length, which depends on the offsets'
+  // digits: lay out with a generous placeholder, then fix the header size.
+  const layout = (start: number) => {
+    let at = start;
+    const refs = blobs.map((blob) => {
+      const ref = { offset: at, bytes: blob.byteLength };
+      at = pad(at + blob.byteLength);
+      return ref;
+    });
+    return { refs, end: at };
+  };
+  let start = pad(HEADER_BYTES + 256);
+  let json = "";
+  let placed: ReturnType<typeof layout>;
+  for (;;) {
+    placed = layout(start);
+    json = JSON.stringify(describe(placed.refs));
+    const needed = pad(HEADER_BYTES + new TextEncoder().encode(json).byteLength);
+    if (needed <= start) break;
+    start = needed;
+  }
+  const out = new Uint8Array(placed.end);
+  const view = new DataView(out.buffer);
+  out.set(new TextEncoder().encode(PLAN_MAGIC), 0);
+  view.setUint32(8, version, true);
+  const metaBytes = new TextEncoder().encode(json.padEnd(start - HEADER_BYTES, " "));
+  view.setUint32(12, metaBytes.byteLength, true);
+  out.set(metaBytes, HEADER_BYTES);
+  blobs.forEach((blob, i) => out.set(blob, placed.refs[i]!.offset));
+  return out;
+}
+
+/**
+ * Reads a plan file's header: its format version and metadata JSON (parsed,
+ * unchecked). `totalBytes` is the whole file's size when `bytes` holds only
+ * its head.
+ */
+export function decodeContainer(
+  bytes: Uint8Array,
+  readable: readonly number[] = READABLE_VERSIONS,
+): { version: number; metadata: unknown } {
+  if (
+    bytes.byteLength < HEADER_BYTES ||
+    new TextDecoder().decode(bytes.subarray(0, 8)) !== PLAN_MAGIC
+  ) {
+    throw invalid("not an int8 plan (bad magic)");
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint32(8, true);
+  if (!readable.includes(version)) {
+    throw invalid(
+      `int8 plan format version ${version} is not supported (this build reads ${readable.join(", ")})`,
+    );
+  }
+  const length = view.getUint32(12, true);
+  if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
+  try {
+    const text = new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length));
+    return { version, metadata: JSON.parse(text) };
+  } catch (error) {
+    throw invalid(`int8 plan metadata is invalid: ${(error as Error).message.slice(0, 200)}`);
+  }
+}
+
+/** The format version of a plan file (after checking its magic). */
+export function planFormatVersion(bytes: Uint8Array): number {
+  return decodeContainer(bytes, [...READABLE_VERSIONS, GRAPH_PLAN_VERSION]).version;
+}
+
+/** Checks that a blob lies inside the file, 16-byte aligned. */
+export function checkBlob(ref: BlobRef, totalBytes: number, what: string): void {
+  if (ref.offset % ALIGN !== 0 || ref.offset + ref.bytes > totalBytes) {
+    throw invalid(`int8 plan ${what} points outside the file`);
+  }
+}
+
 /** Writes a plan: `layers` in metadata order, each with its blobs. */
 export function encodePlan(
   meta: Omit<PlanMetadata, "layers" | "formatVersion"> & {
@@ -88,59 +181,21 @@ export function encodePlan(
   },
   blobs: PlanBlobs[],
 ): Uint8Array {
-  // Blob offsets depend on the metadata length, which depends on the offsets'
-  // digits: lay out with a generous placeholder, then fix the header size.
-  const layout = (start: number) => {
-    let at = start;
-    const place = (bytes: number): BlobRef => {
-      const ref = { offset: at, bytes };
-      at = pad(at + bytes);
-      return ref;
-    };
+  const files = blobs.flatMap((b) => [
+    b.packedWeights,
+    bytesOf(b.scales),
+    ...(b.bias ? [bytesOf(b.bias)] : []),
+  ]);
+  return encodeContainer(PLAN_FORMAT_VERSION, files, (refs) => {
+    let next = 0;
     const layers = meta.layers.map((layer, i) => ({
       ...layer,
-      packedWeights: place(blobs[i]!.packedWeights.byteLength),
-      scales: place(blobs[i]!.scales.byteLength),
-      bias: blobs[i]!.bias ? place(blobs[i]!.bias!.byteLength) : null,
+      packedWeights: refs[next++]!,
+      scales: refs[next++]!,
+      bias: blobs[i]!.bias ? refs[next++]! : null,
     }));
-    return { metadata: { ...meta, layers }, end: at };
-  };
-  let start = pad(HEADER_BYTES + 256);
-  let json = "";
-  let end = 0;
-  for (;;) {
-    const { metadata, end: e } = layout(start);
-    json = JSON.stringify(planMetadataSchema.parse(metadata));
-    const needed = pad(HEADER_BYTES + new TextEncoder().encode(json).byteLength);
-    if (needed <= start) {
-      end = e;
-      break;
-    }
-    start = needed;
-  }
-  const out = new Uint8Array(end);
-  const view = new DataView(out.buffer);
-  out.set(new TextEncoder().encode(PLAN_MAGIC), 0);
-  view.setUint32(8, PLAN_FORMAT_VERSION, true);
-  const metaBytes = new TextEncoder().encode(json.padEnd(start - HEADER_BYTES, " "));
-  view.setUint32(12, metaBytes.byteLength, true);
-  out.set(metaBytes, HEADER_BYTES);
-  const metadata = decodePlanHeader(out);
-  metadata.layers.forEach((layer, i) => {
-    const b = blobs[i]!;
-    out.set(b.packedWeights, layer.packedWeights.offset);
-    out.set(
-      new Uint8Array(b.scales.buffer, b.scales.byteOffset, b.scales.byteLength),
-      layer.scales.offset,
-    );
-    if (b.bias && layer.bias) {
-      out.set(
-        new Uint8Array(b.bias.buffer, b.bias.byteOffset, b.bias.byteLength),
-        layer.bias.offset,
-      );
-    }
+    return planMetadataSchema.parse({ ...meta, layers });
   });
-  return out;
 }
 
 /**
@@ -151,39 +206,16 @@ export function decodePlanHeader(
   bytes: Uint8Array,
   totalBytes: number = bytes.byteLength,
 ): PlanMetadata {
-  if (
-    bytes.byteLength < HEADER_BYTES ||
-    new TextDecoder().decode(bytes.subarray(0, 8)) !== PLAN_MAGIC
-  ) {
-    throw invalid("not an int8 plan (bad magic)");
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = view.getUint32(8, true);
-  if (!READABLE_VERSIONS.includes(version)) {
-    throw invalid(
-      `int8 plan format version ${version} is not supported (this build reads ${READABLE_VERSIONS.join(" and ")})`,
-    );
-  }
-  const length = view.getUint32(12, true);
-  if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
+  const { version, metadata: json } = decodeContainer(bytes);
   let metadata: PlanMetadata;
   try {
-    metadata = {
-      ...planMetadataSchema.parse(
-        JSON.parse(new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length))),
-      ),
-      formatVersion: version,
-    };
+    metadata = { ...planMetadataSchema.parse(json), formatVersion: version };
   } catch (error) {
     throw invalid(`int8 plan metadata is invalid: ${(error as Error).message.slice(0, 200)}`);
   }
   for (const layer of metadata.layers) {
     const refs = [layer.packedWeights, layer.scales, ...(layer.bias ? [layer.bias] : [])];
-    for (const ref of refs) {
-      if (ref.offset % ALIGN !== 0 || ref.offset + ref.bytes > totalBytes) {
-        throw invalid(`int8 plan layer ${layer.name} points outside the file`);
-      }
-    }
+    for (const ref of refs) checkBlob(ref, totalBytes, `layer ${layer.name}`);
     if (layer.scales.bytes !== layer.n * 4 || (layer.bias && layer.bias.bytes !== layer.n * 4)) {
       throw invalid(`int8 plan layer ${layer.name} has scales or bias of the wrong size`);
     }
