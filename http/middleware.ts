@@ -26,6 +26,9 @@ export function traceHeaders(): MiddlewareHandler<{ Variables: AppVariables }> {
     if (trace.alias !== undefined) headers.set("x-pinion-alias", trace.alias);
     if (trace.runtime !== undefined) headers.set("x-pinion-runtime", trace.runtime);
     if (trace.repeat !== undefined) headers.set("x-pinion-compute-repeat", String(trace.repeat));
+    if (trace.decodeRepeat !== undefined) {
+      headers.set("x-pinion-decode-repeat", String(trace.decodeRepeat));
+    }
     const metrics = trace.timing.entries().map(([phase, ms]) => `${phase};dur=${ms.toFixed(2)}`);
     metrics.push(`total;dur=${(performance.now() - started).toFixed(2)}`);
     headers.set("Server-Timing", metrics.join(", "));

@@ -54,7 +54,6 @@ function requestBody(c: Ctx): RequestBody {
   const length = Number(c.req.header("content-length") ?? NaN);
   return {
     ...(Number.isInteger(length) ? { length } : {}),
-    text: () => c.req.text().catch(unreadable),
     bytes: async () => new Uint8Array(await c.req.arrayBuffer().catch(unreadable)),
     stream: () => c.req.raw.body,
   };
@@ -156,6 +155,9 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
             : {}),
           ...(c.req.query("runtime") !== undefined ? { runtime: c.req.query("runtime")! } : {}),
           ...(c.req.query("repeat") !== undefined ? { repeat: c.req.query("repeat")! } : {}),
+          ...(c.req.query("repeat_decode") !== undefined
+            ? { repeatDecode: c.req.query("repeat_decode")! }
+            : {}),
           requestId: c.var.requestId,
           ...traceparent(c),
         },

@@ -49,9 +49,9 @@ export const servingConfigSchema = z.object({
   /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
   SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
   /**
-   * Benchmarks only: the most times `?repeat=N` may rerun an inference's compute
-   * in one request (0, the default, disables it). workerd's clock is coarse, so
-   * in-worker compute time is measured over many runs.
+   * Benchmarks only: the most times `?repeat=N` may rerun an inference's compute,
+   * and `?repeat_decode=N` its decode, in one request (0, the default, disables
+   * both). workerd's clock is coarse, so in-worker phases are measured over many runs.
    */
   PINION_BENCH_REPEAT_MAX: z.coerce.number().int().min(0).default(0),
 });

@@ -57,7 +57,7 @@ const NOT_READY = new Set<ErrorKind>(["unavailable", "upstream_failed", "upstrea
 export interface RequestBody {
   /** The declared length in bytes, when the client sent one. */
   readonly length?: number;
-  text(): Promise<string>;
+  /** The whole body (its UTF-8 is decoded in the decode phase, so that it is timed). */
   bytes(): Promise<Uint8Array>;
   /** The unread body, to pass on as it arrives. */
   stream(): ReadableStream<Uint8Array> | null;
@@ -78,6 +78,8 @@ export interface InferCall {
   runtime?: string;
   /** `?repeat=`: benchmarks only, honoured where `benchRepeatMax` allows. */
   repeat?: string;
+  /** `?repeat_decode=`: benchmarks only, like `repeat` but for the decode phase. */
+  repeatDecode?: string;
   requestId: string;
   traceparent?: string;
 }
@@ -114,7 +116,7 @@ export interface DataPlaneParts {
   shadow?: ShadowRecorder;
   /** Largest request body accepted, in bytes. */
   maxRequestBytes: number;
-  /** The most times `?repeat=N` may rerun a compute (0: not at all). */
+  /** The most times `?repeat=N` may rerun a compute, or `?repeat_decode=N` a decode (0: not at all). */
   benchRepeatMax?: number;
 }
 
@@ -140,7 +142,8 @@ export class DataPlane {
   async infer(call: InferCall, trace: Trace): Promise<Answer> {
     const { reference, body } = call;
     const timing = trace.timing;
-    const repeat = this.repeatOf(call.repeat);
+    const repeat = this.repeatOf(call.repeat, "repeat");
+    const repeatDecode = this.repeatOf(call.repeatDecode, "repeat_decode");
     let resolution: Resolution | undefined;
     if (this.forwarder && (reference.version !== undefined || reference.alias !== undefined)) {
       // The path names the version: an origin-placed one gets the body as a stream, unread.
@@ -158,22 +161,27 @@ export class DataPlane {
     }
     // The JSON first, since an OIP request may name its alias in its parameters;
     // a body that does not parse is reported after resolving, like any bad request.
+    // Reading the body is I/O; parsing it (UTF-8, JSON.parse, the binary framing) is the
+    // `decode` phase, with turning the inputs into typed arrays (see `decodeRequest`).
     let json: unknown;
     let bodyError: unknown;
-    // With binary tensor data: the body as it came (forwarded unchanged), and its binary section.
-    let bytes: Uint8Array | undefined;
+    // The body as it came; with binary tensor data it is forwarded unchanged.
+    let raw: Uint8Array | undefined;
+    let headerLength: number | undefined;
     let binary: Uint8Array | undefined;
     try {
-      if (call.inferenceHeaderLength === undefined) {
-        json = decodeRequestJson(await body.text());
-      } else {
-        const headerLength = parseHeaderLength(call.inferenceHeaderLength);
-        bytes = await body.bytes();
-        if (headerLength > 0) ({ header: json, binary } = splitBinaryBody(bytes, headerLength));
+      if (call.inferenceHeaderLength !== undefined) {
+        headerLength = parseHeaderLength(call.inferenceHeaderLength);
       }
+      const read = await body.bytes();
+      raw = read;
+      ({ json, binary } = await timing.measure("decode", async () =>
+        parseBody(read, headerLength),
+      ));
     } catch (error) {
       bodyError = error;
     }
+    const bytes = headerLength === undefined ? undefined : raw;
     const parameterAlias = (json as { parameters?: { alias?: unknown } } | null)?.parameters?.alias;
     const chosen =
       typeof parameterAlias === "string" && reference.alias === undefined
@@ -193,22 +201,25 @@ export class DataPlane {
       const forwarded = bytes ?? new TextEncoder().encode(JSON.stringify(json));
       return this.relay(manifest, forwarded, call, trace);
     }
-    const label = `${manifest.name}@${manifest.version}`;
-    let request: InferenceRequest;
-    if (bytes !== undefined && binary === undefined) {
-      request = rawBinaryRequest(label, manifest.inputs, bytes);
-    } else {
-      request = parseInferenceRequest(json);
-      bindBinaryInputs(request, binary);
-    }
+    const request = await timing.measure("decode", async () => {
+      // Benchmarks rerun the whole decode, from the body's bytes, to measure it with
+      // workerd's coarse clock (the executor reruns its part, the inputs, as often).
+      for (let i = 1; i < repeatDecode; i++) {
+        const again = parseBody(raw!, headerLength);
+        decodeRequest(manifest, again.json, again.binary, bytes);
+      }
+      return decodeRequest(manifest, json, binary, bytes);
+    });
     const execution = await this.executor.run(manifest, request, timing, {
       ...(call.runtime !== undefined ? { runtime: call.runtime } : {}),
       repeat,
+      repeatDecode,
       onRuntime: (name) => (trace.runtime = name),
     });
     const { response, runtime } = execution;
     trace.runtime = runtime;
     if (repeat > 1) trace.repeat = repeat;
+    if (repeatDecode > 1) trace.decodeRepeat = repeatDecode;
     // Shadow runs mirror JSON requests and answers; binary ones are not mirrored.
     const background =
       this.shadow &&
@@ -408,15 +419,47 @@ export class DataPlane {
     return { kind: "relayed", status: reply.status, headers: reply.headers, body: reply.body };
   }
 
-  private repeatOf(value: string | undefined): number {
+  private repeatOf(value: string | undefined, what: string): number {
     const max = this.benchRepeatMax;
     if (value === undefined || max === 0) return 1;
     const repeat = Number(value);
     if (!Number.isInteger(repeat) || repeat < 1 || repeat > max) {
-      throw invalid(`repeat must be an integer from 1 to ${max}`);
+      throw invalid(`${what} must be an integer from 1 to ${max}`);
     }
     return repeat;
   }
+}
+
+/**
+ * A request body's JSON, parsed: the whole body as JSON, or with an
+ * `Inference-Header-Content-Length`, its JSON header and binary section (a raw
+ * binary request, length 0, has neither: its body is the tensor).
+ */
+function parseBody(
+  body: Uint8Array,
+  headerLength: number | undefined,
+): { json?: unknown; binary?: Uint8Array } {
+  if (headerLength === undefined) {
+    return { json: decodeRequestJson(new TextDecoder().decode(body)) };
+  }
+  if (headerLength === 0) return {};
+  const { header, binary } = splitBinaryBody(body, headerLength);
+  return { json: header, binary };
+}
+
+/** The inference request a parsed body makes; `raw` is the body of a binary request. */
+function decodeRequest(
+  manifest: Manifest,
+  json: unknown,
+  binary: Uint8Array | undefined,
+  raw: Uint8Array | undefined,
+): InferenceRequest {
+  if (raw !== undefined && binary === undefined) {
+    return rawBinaryRequest(`${manifest.name}@${manifest.version}`, manifest.inputs, raw);
+  }
+  const request = parseInferenceRequest(json);
+  bindBinaryInputs(request, binary);
+  return request;
 }
 
 function served(trace: Trace, resolution: Resolution): void {

@@ -121,13 +121,19 @@ export class Executor {
   /**
    * Runs a request against a resolved version. `runtime` is what the caller
    * asked for (`?runtime=`), else the request's `runtime` parameter decides;
-   * `repeat` reruns the compute (benchmarks only).
+   * `repeat` reruns the compute, `repeatDecode` the decoding of the inputs
+   * (benchmarks only).
    */
   async run(
     manifest: Manifest,
     request: InferenceRequest,
     timing: Timing,
-    options: { runtime?: string; repeat?: number; onRuntime?: (name: RuntimeName) => void } = {},
+    options: {
+      runtime?: string;
+      repeat?: number;
+      repeatDecode?: number;
+      onRuntime?: (name: RuntimeName) => void;
+    } = {},
   ): Promise<Execution> {
     const parameter = request.parameters?.runtime;
     const runtime = this.runtimeFor(
@@ -135,7 +141,11 @@ export class Executor {
       options.runtime ?? (parameter === undefined ? undefined : String(parameter)),
     );
     options.onRuntime?.(runtime.name);
-    const inputs = this.decodeInputs(manifest, request);
+    const repeatDecode = options.repeatDecode ?? 1;
+    const inputs = await timing.measure("decode", async () => {
+      for (let i = 1; i < repeatDecode; i++) this.decodeInputs(manifest, request);
+      return this.decodeInputs(manifest, request);
+    });
     const outputs = this.selectOutputs(manifest, request);
     const binary = outputs.map((o) => wantsBinary(o.parameters, request.parameters));
     const narrowed = outputs.map((o) =>

@@ -5,11 +5,17 @@
  * computation can read 0 ms in production even though it took time.
  */
 
-export type Phase = "resolve" | "load" | "compute";
+/**
+ * `decode` is the request body parsed (UTF-8 and JSON.parse, or the binary
+ * tensor data framing) and its inputs decoded into typed arrays; reading the
+ * body off the wire is not in it.
+ */
+export type Phase = "resolve" | "decode" | "load" | "compute";
 
 export class Timing {
   private readonly durations = new Map<Phase, number>([
     ["resolve", 0],
+    ["decode", 0],
     ["load", 0],
     ["compute", 0],
   ]);

@@ -18,4 +18,6 @@ export class Trace {
   runtime?: RuntimeName;
   /** How many times the compute ran (benchmarks only; unset means once). */
   repeat?: number;
+  /** How many times the decode ran (benchmarks only; unset means once). */
+  decodeRepeat?: number;
 }

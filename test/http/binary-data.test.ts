@@ -223,6 +223,51 @@ describe("binary tensor data requests", () => {
   });
 });
 
+describe("the decode phase", () => {
+  const timingOf = (response: Response) => response.headers.get("server-timing") ?? "";
+
+  it("reports decode in Server-Timing for binary and JSON inferences", async () => {
+    const { body, headerLength } = binaryBody(
+      {
+        inputs: [
+          {
+            name: "input",
+            shape: [1, 10],
+            datatype: "FP32",
+            parameters: { binary_data_size: 40 },
+          },
+        ],
+      },
+      fp32Bytes(cases.inputs[0]!),
+    );
+    const binary = await postBinary(INFER, body, headerLength);
+    expect(binary.status).toBe(200);
+    const json = await postJson(INFER, {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: cases.inputs[0] }],
+    });
+    expect(json.status).toBe(200);
+    for (const response of [binary, json]) {
+      expect(timingOf(response)).toMatch(
+        /^resolve;dur=[\d.]+, decode;dur=[\d.]+, load;dur=[\d.]+, compute;dur=[\d.]+, total;dur=[\d.]+$/,
+      );
+    }
+  });
+
+  it("reports decode on a request whose body does not parse, too", async () => {
+    const response = await api(INFER, { method: "POST", body: "{oops" });
+    expect(response.status).toBe(400);
+    expect(timingOf(response)).toMatch(/decode;dur=[\d.]+/);
+  });
+
+  it("ignores ?repeat_decode unless a benchmark enables it (PINION_BENCH_REPEAT_MAX)", async () => {
+    const response = await postJson(`${INFER}?repeat_decode=1000`, {
+      inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: cases.inputs[0] }],
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("x-pinion-decode-repeat")).toBeNull();
+  });
+});
+
 describe("FP16 outputs", () => {
   /** FP16 bits to the number they are (written independently of the server's table). */
   const fromHalf = (h: number) => {

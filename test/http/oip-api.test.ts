@@ -194,7 +194,7 @@ describe("inference", () => {
     expect(response.headers.get("x-pinion-runtime")).toBe("ort");
     expect(response.headers.get("x-request-id")).toBe("trace-abc");
     expect(response.headers.get("server-timing")).toMatch(
-      /resolve;dur=[\d.]+, load;dur=[\d.]+, compute;dur=[\d.]+, total;dur=[\d.]+/,
+      /resolve;dur=[\d.]+, decode;dur=[\d.]+, load;dur=[\d.]+, compute;dur=[\d.]+, total;dur=[\d.]+/,
     );
 
     const pinned = await postJson(

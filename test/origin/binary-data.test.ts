@@ -165,7 +165,6 @@ describe("binary tensor data on the origin", () => {
         reference: { name: "seed-on-origin", key: "k" },
         body: {
           length: body.length,
-          text: async () => new TextDecoder().decode(body),
           bytes: async () => body,
           stream: () => new Response(body).body,
         },

@@ -123,7 +123,7 @@ describe("origin server over HTTP (directory store)", () => {
     expect(response.headers.get("x-pinion-runtime")).toBe("origin");
     expect(response.headers.get("x-request-id")).toBe("edge-req-42");
     expect(response.headers.get("server-timing")).toMatch(
-      /resolve;dur=[\d.]+, load;dur=[\d.]+, compute;dur=[\d.]+, total;dur=[\d.]+/,
+      /resolve;dur=[\d.]+, decode;dur=[\d.]+, load;dur=[\d.]+, compute;dur=[\d.]+, total;dur=[\d.]+/,
     );
     const body = (await response.json()) as InferBody;
     expect(body).toMatchObject({ model_name: "seed", model_version: "1", id: "batch-1" });

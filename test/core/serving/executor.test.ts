@@ -3,9 +3,11 @@ import { PinionError } from "../../../core/errors";
 import type { Manifest } from "../../../core/registry/manifest";
 import type { ArtifactSource, LoadedModel, Runtime } from "../../../core/runtimes/runtime";
 import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
+import { DataPlane, type RequestBody } from "../../../core/serving/data-plane";
 import { Executor } from "../../../core/serving/executor";
 import { ModelCache } from "../../../core/serving/model-cache";
 import { ModelResolver } from "../../../core/serving/resolver";
+import { Trace } from "../../../core/serving/trace";
 import { loadOrt } from "../../../worker/ort-workerd";
 import { publishFixture, registry } from "../../worker/helpers";
 
@@ -103,5 +105,52 @@ describe("Executor", () => {
     await failure(p.load(mlp));
     expect(runtime.loads).toEqual(["dp-big@1", "dp-big@1"]);
     expect(cache.keys()).toEqual([]);
+  });
+});
+
+describe("DataPlane decode repeats (benchmarks only)", () => {
+  const text = JSON.stringify({
+    inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: new Array(10).fill(0.5) }],
+  });
+  const body = (): RequestBody => ({
+    bytes: async () => new TextEncoder().encode(text),
+    stream: () => null,
+  });
+  const call = (repeatDecode: string) => ({
+    reference: { name: "dp-decode", key: "k" },
+    body: body(),
+    requestId: "r",
+    repeatDecode,
+  });
+
+  it("reruns the decode ?repeat_decode=N times where benchRepeatMax allows, and reports it", async () => {
+    await publishFixture("dp-decode", "seed-simple/simple_model.onnx");
+    const { p, resolver } = executor(1 << 20);
+    const plane = new DataPlane({
+      resolver,
+      executor: p,
+      maxRequestBytes: 1 << 20,
+      benchRepeatMax: 10,
+    });
+    const trace = new Trace();
+    const answer = await plane.infer(call("7"), trace);
+    expect(answer.kind).toBe("response");
+    expect(trace.decodeRepeat).toBe(7);
+    expect(trace.repeat).toBeUndefined();
+    expect(trace.timing.entries().map(([phase]) => phase)).toEqual([
+      "resolve",
+      "decode",
+      "load",
+      "compute",
+    ]);
+    const error = await failure(plane.infer(call("11"), new Trace()));
+    expect(error.kind).toBe("invalid_argument");
+    expect(error.message).toMatch(/repeat_decode must be an integer from 1 to 10/);
+
+    // Without benchRepeatMax (the default), the knob is ignored.
+    const off = new DataPlane({ resolver, executor: p, maxRequestBytes: 1 << 20 });
+    const plain = new Trace();
+    await off.infer(call("7"), plain);
+    expect(plain.decodeRepeat).toBeUndefined();
   });
 });
