@@ -16,6 +16,13 @@
  *     sending the first inference request to its answer; the median of
  *     `BENCH_COLD_SAMPLES` starts per runtime, alternating.
  *
+ * Then the convolutional networks — digits-cnn (the demo's int8 version),
+ * cnn-small (the fixture) and a MobileNetV2 at 96×96 generated here
+ * (`scripts/lib/mobilenet.ts`, synthetic weights) — each published with
+ * `--quantize int8` and run on both runtimes: in-worker compute at batch 1,
+ * MobileNetV2's GOP/s against the `pmaddwd` peak, and cnn-small's cold first
+ * answer.
+ *
  * The table goes into docs/benchmarks.md (section bench:runtime; see `report.ts`).
  */
 import autocannon from "autocannon";
