@@ -1,0 +1,255 @@
+/**
+ * Convolutions over f32 NHWC activations (one sample after another).
+ *
+ * `convInt8` (group 1) runs through the int8 GEMM, per sample:
+ *   DynamicQuantizeLinear over the sample's h·w·c values (so a sample's answer
+ *   never depends on the other samples of a batch) → im2col straight into
+ *   `gemmI16`'s A layout as i16 (x_q − zero_point; padding taps are 0, the
+ *   real zero) → `gemmI16` against weights packed by `packColumns` → y =
+ *   act(f32(acc) · (x_scale · w_scale[co]) + bias[co]), the f32 ops in
+ *   `dequantizeAccumulators`' order, then the activation.
+ * Weights are K×N int8, symmetric per output channel, K index
+ * (ky·kw + kx)·c + ci, N = cout. Output pixels go through the GEMM in tiles
+ * of TILE rows, so the scratch (and the working set) stays small whatever
+ * the image size; a 1×1, stride-1, unpadded conv is a plain GEMM over the
+ * NHWC pixels and skips im2col (its rows are quantised straight into A).
+ *
+ * `depthwiseConv` (group = c, multiplier 1) is f32 with SIMD over channels:
+ * y = act(Σ_taps x·w + bias), taps in (ky, kx) order, padded taps skipped.
+ */
+import { dynamicRange, dynamicScale, dynamicZeroPoint } from "./quantize";
+import { gemmI16, paddedK, quantizeRowsI16 } from "./gemm";
+import { activate1, activate4 } from "./elementwise";
+
+/** Output pixels per GEMM call (even, so row pairs never straddle tiles). */
+const TILE: i32 = 64;
+
+// @ts-ignore: decorator
+@inline
+function align16(bytes: usize): usize {
+  return (bytes + 15) & ~15;
+}
+
+// @ts-ignore: decorator
+@inline
+function tileRows(outH: i32, outW: i32): i32 {
+  return min(TILE, outH * outW);
+}
+
+/** Scratch bytes `convInt8` needs (for one sample; reused sample after sample). */
+export function convInt8ScratchBytes(h: i32, w: i32, c: i32, kh: i32, kw: i32, outH: i32, outW: i32, cout: i32): usize {
+  const kp = <usize>paddedK(kh * kw * c);
+  const t = <usize>tileRows(outH, outW);
+  return align16(<usize>paddedK(h * w * c) << 1) // the quantised sample
+    + align16(kp << 2) // two im2col rows before interleaving
+    + align16((t * kp) << 1) // A tile
+    + align16((t * <usize>cout) << 2); // accumulators
+}
+
+/**
+ * Writes output pixel `p`'s receptive field (K = kh·kw·c values of `xq`,
+ * zeros for padding taps and up to Kp) as plain i16 at `dst`.
+ */
+function im2colRow(
+  xq: usize, h: i32, w: i32, c: i32, kh: i32, kw: i32,
+  strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outW: i32, p: i32, dst: usize,
+): void {
+  const oy = p / outW;
+  const ox = p - oy * outW;
+  const iy0 = oy * strideH - padTop;
+  const ix0 = ox * strideW - padLeft;
+  const kx0 = max(0, -ix0);
+  const kx1 = min(kw, w - ix0);
+  const tap = <usize>c << 1;
+  const rowBytes = <usize>kw * tap;
+  for (let ky = 0; ky < kh; ky++) {
+    const d = dst + <usize>ky * rowBytes;
+    const iy = iy0 + ky;
+    if (iy < 0 || iy >= h || kx1 <= kx0) {
+      memory.fill(d, 0, rowBytes);
+      continue;
+    }
+    if (kx0 > 0) memory.fill(d, 0, <usize>kx0 * tap);
+    memory.copy(d + <usize>kx0 * tap, xq + <usize>(iy * w + ix0 + kx0) * tap, <usize>(kx1 - kx0) * tap);
+    if (kx1 < kw) memory.fill(d + <usize>kx1 * tap, 0, <usize>(kw - kx1) * tap);
+  }
+  const k = kh * kw * c;
+  const kp = paddedK(k);
+  if (kp > k) memory.fill(dst + (<usize>k << 1), 0, <usize>(kp - k) << 1);
+}
+
+/**
+ * y[M×N] = act(f32(acc) · (aScale · wScales[col]) + bias[col]): the f32 ops
+ * of `dequantizeAccumulators` in the same order, then any activation.
+ */
+function dequantizeActivate(
+  acc: usize, m: i32, n: i32, aScale: f32, wScales: usize, bias: usize,
+  act: i32, p0: f32, p1: f32, y: usize,
+): void {
+  const as = f32x4.splat(aScale);
+  for (let r = 0; r < m; r++) {
+    const rowAcc = acc + ((<usize>r * <usize>n) << 2);
+    const rowOut = y + ((<usize>r * <usize>n) << 2);
+    let col = 0;
+    for (; col + 4 <= n; col += 4) {
+      const off = <usize>col << 2;
+      let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(rowAcc + off)), f32x4.mul(as, v128.load(wScales + off)));
+      if (bias) v = f32x4.add(v, v128.load(bias + off));
+      v128.store(rowOut + off, activate4(v, act, p0, p1));
+    }
+    for (; col < n; col++) {
+      const off = <usize>col << 2;
+      let v: f32 = <f32>load<i32>(rowAcc + off) * (aScale * load<f32>(wScales + off));
+      if (bias) v = v + load<f32>(bias + off);
+      store<f32>(rowOut + off, activate1(v, act, p0, p1));
+    }
+  }
+}
+
+/**
+ * Group-1 convolution through the int8 GEMM (see the top of this file).
+ * NHWC [batch, h, w, c] to NHWC [batch, outH, outW, cout]. Returns 0, or 1
+ * when a sample holds NaN or ±Inf (the samples before it are written).
+ */
+export function convInt8(
+  x: usize, batch: i32, h: i32, w: i32, c: i32, kh: i32, kw: i32,
+  strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32,
+  packedW: usize, cout: i32, wScales: usize, bias: usize,
+  act: i32, p0: f32, p1: f32, y: usize, scratch: usize,
+): i32 {
+  const k = kh * kw * c;
+  const kp = paddedK(k);
+  const n = h * w * c;
+  const rows = outH * outW;
+  const tile = tileRows(outH, outW);
+  const xq = scratch;
+  const pair = xq + align16(<usize>paddedK(n) << 1);
+  const pair1 = pair + (<usize>kp << 1);
+  const a16 = pair + align16(<usize>kp << 2);
+  const acc = a16 + align16((<usize>tile * <usize>kp) << 1);
+  const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
+  for (let b = 0; b < batch; b++) {
+    const xs = x + ((<usize>b * <usize>n) << 2);
+    const ys = y + ((<usize>b * <usize>rows * <usize>cout) << 2);
+    if (dynamicRange(xs, n) != 0) return 1;
+    const scale = dynamicScale();
+    const zp = dynamicZeroPoint();
+    // A lone row's A layout is its values in order: the whole sample quantised once.
+    if (!direct) quantizeRowsI16(xs, 1, n, scale, zp, xq);
+    for (let r0 = 0; r0 < rows; r0 += tile) {
+      const mt = min(tile, rows - r0);
+      if (direct) {
+        quantizeRowsI16(xs + ((<usize>r0 * <usize>c) << 2), mt, c, scale, zp, a16);
+      } else {
+        for (let r = 0; r < mt; r += 2) {
+          const dst = a16 + ((<usize>r * <usize>kp) << 1);
+          if (r + 1 < mt) {
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r, pair);
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r + 1, pair1);
+            // Interleave the two rows k-pair by k-pair, as `gemmI16` reads a row pair.
+            for (let i = 0; i < kp; i += 8) {
+              const v0 = v128.load(pair + (<usize>i << 1));
+              const v1 = v128.load(pair1 + (<usize>i << 1));
+              const at = dst + (<usize>i << 2);
+              v128.store(at, i32x4.shuffle(v0, v1, 0, 4, 1, 5));
+              v128.store(at, i32x4.shuffle(v0, v1, 2, 6, 3, 7), 16);
+            }
+          } else {
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r, dst);
+          }
+        }
+      }
+      gemmI16(a16, mt, k, packedW, cout, acc);
+      dequantizeActivate(acc, mt, cout, scale, wScales, bias, act, p0, p1, ys + ((<usize>r0 * <usize>cout) << 2));
+    }
+  }
+  return 0;
+}
+
+/**
+ * Depthwise convolution (group = c, channel multiplier 1), f32. `weights`
+ * holds kh·kw·c floats, tap-major with the channel fastest; `bias` c floats
+ * or 0. NHWC [batch, h, w, c] to [batch, outH, outW, c].
+ */
+export function depthwiseConv(
+  x: usize, batch: i32, h: i32, w: i32, c: i32, kh: i32, kw: i32,
+  strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32,
+  weights: usize, bias: usize, act: i32, p0: f32, p1: f32, y: usize,
+): void {
+  const pixel = <usize>c << 2;
+  const wRow = <usize>kw * pixel; // one kernel row of taps
+  for (let b = 0; b < batch; b++) {
+    const xs = x + <usize>b * <usize>h * <usize>w * pixel;
+    const ys = y + <usize>b * <usize>outH * <usize>outW * pixel;
+    for (let oy = 0; oy < outH; oy++) {
+      const iy0 = oy * strideH - padTop;
+      const ky0 = max(0, -iy0);
+      const ky1 = min(kh, h - iy0);
+      for (let ox = 0; ox < outW; ox++) {
+        const ix0 = ox * strideW - padLeft;
+        const kx0 = max(0, -ix0);
+        const kx1 = min(kw, w - ix0);
+        const out = ys + <usize>(oy * outW + ox) * pixel;
+        // The window's first valid input pixel and weight tap; channel offsets are added below.
+        const x0 = xs + <usize>((iy0 + ky0) * w + ix0 + kx0) * pixel;
+        const w0 = weights + <usize>ky0 * wRow + <usize>kx0 * pixel;
+        const xRow = <usize>w * pixel;
+        let ch = 0;
+        for (; ch + 16 <= c; ch += 16) {
+          const off = <usize>ch << 2;
+          let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+          let xr = x0 + off;
+          let wr = w0 + off;
+          for (let ky = ky0; ky < ky1; ky++, xr += xRow, wr += wRow) {
+            let xp = xr;
+            let wp = wr;
+            for (let kx = kx0; kx < kx1; kx++, xp += pixel, wp += pixel) {
+              a0 = f32x4.add(a0, f32x4.mul(v128.load(xp), v128.load(wp)));
+              a1 = f32x4.add(a1, f32x4.mul(v128.load(xp, 16), v128.load(wp, 16)));
+              a2 = f32x4.add(a2, f32x4.mul(v128.load(xp, 32), v128.load(wp, 32)));
+              a3 = f32x4.add(a3, f32x4.mul(v128.load(xp, 48), v128.load(wp, 48)));
+            }
+          }
+          if (bias) {
+            a0 = f32x4.add(a0, v128.load(bias + off));
+            a1 = f32x4.add(a1, v128.load(bias + off, 16));
+            a2 = f32x4.add(a2, v128.load(bias + off, 32));
+            a3 = f32x4.add(a3, v128.load(bias + off, 48));
+          }
+          v128.store(out + off, activate4(a0, act, p0, p1));
+          v128.store(out + off, activate4(a1, act, p0, p1), 16);
+          v128.store(out + off, activate4(a2, act, p0, p1), 32);
+          v128.store(out + off, activate4(a3, act, p0, p1), 48);
+        }
+        for (; ch + 4 <= c; ch += 4) {
+          const off = <usize>ch << 2;
+          let a = f32x4.splat(0);
+          let xr = x0 + off;
+          let wr = w0 + off;
+          for (let ky = ky0; ky < ky1; ky++, xr += xRow, wr += wRow) {
+            let xp = xr;
+            let wp = wr;
+            for (let kx = kx0; kx < kx1; kx++, xp += pixel, wp += pixel) {
+              a = f32x4.add(a, f32x4.mul(v128.load(xp), v128.load(wp)));
+            }
+          }
+          if (bias) a = f32x4.add(a, v128.load(bias + off));
+          v128.store(out + off, activate4(a, act, p0, p1));
+        }
+        for (; ch < c; ch++) {
+          const off = <usize>ch << 2;
+          let a: f32 = 0;
+          let xr = x0 + off;
+          let wr = w0 + off;
+          for (let ky = ky0; ky < ky1; ky++, xr += xRow, wr += wRow) {
+            let xp = xr;
+            let wp = wr;
+            for (let kx = kx0; kx < kx1; kx++, xp += pixel, wp += pixel) a = a + load<f32>(xp) * load<f32>(wp);
+          }
+          if (bias) a = a + load<f32>(bias + off);
+          store<f32>(out + off, activate1(a, act, p0, p1));
+        }
+      }
+    }
+  }
+}
