@@ -15,11 +15,12 @@
  * NHWC pixels and skips im2col (its rows are quantised straight into A).
  *
  * `depthwiseConv` (group = c, multiplier 1) is f32 with SIMD over channels:
- * y = act(Σ_taps x·w + bias), taps in (ky, kx) order, padded taps skipped.
+ * y = act(Σ_taps x·w + bias), taps in (ky, kx) order, padded taps skipped;
+ * the activation runs over each finished output row.
  */
 import { dynamicRange, dynamicScale, dynamicZeroPoint } from "./quantize";
 import { gemmI16, paddedK, quantizeRowsI16 } from "./gemm";
-import { activate1, activate4 } from "./elementwise";
+import { activate, activate1, activate4 } from "./elementwise";
 
 /** Output pixels per GEMM call (even, so row pairs never straddle tiles). */
 const TILE: i32 = 64;
@@ -40,15 +41,42 @@ function tileRows(outH: i32, outW: i32): i32 {
 export function convInt8ScratchBytes(h: i32, w: i32, c: i32, kh: i32, kw: i32, outH: i32, outW: i32, cout: i32): usize {
   const kp = <usize>paddedK(kh * kw * c);
   const t = <usize>tileRows(outH, outW);
-  return align16(<usize>paddedK(h * w * c) << 1) // the quantised sample
-    + align16(kp << 2) // two im2col rows before interleaving
-    + align16((t * kp) << 1) // A tile
+  return align16(<usize>paddedK(h * w * c) << 1) + SLACK // the quantised sample (copies read past it)
+    + align16(kp << 2) + SLACK // two im2col rows before interleaving
+    + align16((t * kp) << 1) + SLACK // A tile
     + align16((t * <usize>cout) << 2); // accumulators
 }
 
 /**
+ * Bytes a row write may run past its end: `copyRun`/`zeroRun` move 16 bytes
+ * at a time, and im2col writes each row front to back, so a run's overhang is
+ * overwritten by the next run; only a row's last run leaves it behind.
+ */
+const SLACK: usize = 16;
+
+/**
+ * Copies `bytes` (even) from `src` to `dst` 16 at a time, writing (and
+ * reading) up to 14 bytes past the end. Tiny runs (c·2 bytes per tap) are
+ * what im2col moves, where `memory.copy`'s call costs more than the copy.
+ */
+// @ts-ignore: decorator
+@inline
+function copyRun(dst: usize, src: usize, bytes: usize): void {
+  for (let i: usize = 0; i < bytes; i += 16) v128.store(dst + i, v128.load(src + i));
+}
+
+/** Zeroes `bytes` at `dst` 16 at a time, with the same overhang. */
+// @ts-ignore: decorator
+@inline
+function zeroRun(dst: usize, bytes: usize): void {
+  const zero = i32x4.splat(0);
+  for (let i: usize = 0; i < bytes; i += 16) v128.store(dst + i, zero);
+}
+
+/**
  * Writes output pixel `p`'s receptive field (K = kh·kw·c values of `xq`,
- * zeros for padding taps and up to Kp) as plain i16 at `dst`.
+ * zeros for padding taps and up to Kp) as plain i16 at `dst`, front to back
+ * (up to SLACK bytes past Kp are clobbered).
  */
 function im2colRow(
   xq: usize, h: i32, w: i32, c: i32, kh: i32, kw: i32,
@@ -66,16 +94,16 @@ function im2colRow(
     const d = dst + <usize>ky * rowBytes;
     const iy = iy0 + ky;
     if (iy < 0 || iy >= h || kx1 <= kx0) {
-      memory.fill(d, 0, rowBytes);
+      zeroRun(d, rowBytes);
       continue;
     }
-    if (kx0 > 0) memory.fill(d, 0, <usize>kx0 * tap);
-    memory.copy(d + <usize>kx0 * tap, xq + <usize>(iy * w + ix0 + kx0) * tap, <usize>(kx1 - kx0) * tap);
-    if (kx1 < kw) memory.fill(d + <usize>kx1 * tap, 0, <usize>(kw - kx1) * tap);
+    if (kx0 > 0) zeroRun(d, <usize>kx0 * tap);
+    copyRun(d + <usize>kx0 * tap, xq + <usize>(iy * w + ix0 + kx0) * tap, <usize>(kx1 - kx0) * tap);
+    if (kx1 < kw) zeroRun(d + <usize>kx1 * tap, <usize>(kw - kx1) * tap);
   }
   const k = kh * kw * c;
   const kp = paddedK(k);
-  if (kp > k) memory.fill(dst + (<usize>k << 1), 0, <usize>(kp - k) << 1);
+  if (kp > k) zeroRun(dst + (<usize>k << 1), <usize>(kp - k) << 1);
 }
 
 /**
@@ -123,10 +151,10 @@ export function convInt8(
   const rows = outH * outW;
   const tile = tileRows(outH, outW);
   const xq = scratch;
-  const pair = xq + align16(<usize>paddedK(n) << 1);
+  const pair = xq + align16(<usize>paddedK(n) << 1) + SLACK;
   const pair1 = pair + (<usize>kp << 1);
-  const a16 = pair + align16(<usize>kp << 2);
-  const acc = a16 + align16((<usize>tile * <usize>kp) << 1);
+  const a16 = pair + align16(<usize>kp << 2) + SLACK;
+  const acc = a16 + align16((<usize>tile * <usize>kp) << 1) + SLACK;
   const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
   for (let b = 0; b < batch; b++) {
     const xs = x + ((<usize>b * <usize>n) << 2);
@@ -216,10 +244,10 @@ export function depthwiseConv(
             a2 = f32x4.add(a2, v128.load(bias + off, 32));
             a3 = f32x4.add(a3, v128.load(bias + off, 48));
           }
-          v128.store(out + off, activate4(a0, act, p0, p1));
-          v128.store(out + off, activate4(a1, act, p0, p1), 16);
-          v128.store(out + off, activate4(a2, act, p0, p1), 32);
-          v128.store(out + off, activate4(a3, act, p0, p1), 48);
+          v128.store(out + off, a0);
+          v128.store(out + off, a1, 16);
+          v128.store(out + off, a2, 32);
+          v128.store(out + off, a3, 48);
         }
         for (; ch + 4 <= c; ch += 4) {
           const off = <usize>ch << 2;
@@ -234,7 +262,7 @@ export function depthwiseConv(
             }
           }
           if (bias) a = f32x4.add(a, v128.load(bias + off));
-          v128.store(out + off, activate4(a, act, p0, p1));
+          v128.store(out + off, a);
         }
         for (; ch < c; ch++) {
           const off = <usize>ch << 2;
@@ -247,8 +275,13 @@ export function depthwiseConv(
             for (let kx = kx0; kx < kx1; kx++, xp += pixel, wp += pixel) a = a + load<f32>(xp) * load<f32>(wp);
           }
           if (bias) a = a + load<f32>(bias + off);
-          store<f32>(out + off, activate1(a, act, p0, p1));
+          store<f32>(out + off, a);
         }
+      }
+      // The activation over the output row while it is in L1: one copy of its code, out of the tap loops.
+      if (act != 0) {
+        const row = ys + <usize>oy * <usize>outW * pixel;
+        activate(row, outW * c, act, p0, p1, row);
       }
     }
   }

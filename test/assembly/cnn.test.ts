@@ -11,15 +11,13 @@
  */
 import { readFileSync } from "node:fs";
 import ort from "onnxruntime-node";
-import pkg from "onnx-proto";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ElemType, buildModel } from "../../convert/onnx";
 import { kernelsPath } from "../../scripts/lib/kernels-node";
+import { oneNodeModel } from "../../scripts/lib/onnx-node-model";
 import { Random } from "./random";
 import { referenceDynamicQuantize } from "./reference";
 
 const f32 = Math.fround;
-const { onnx } = pkg;
 
 /** The exports used here (pointers and sizes are plain numbers). */
 interface Cnn {
@@ -402,30 +400,6 @@ function runPool(s: Shape, xNhwc: Float32Array, kind: "max" | "avg", countInclud
 
 // ---- onnxruntime-node graphs ----
 
-/** One-node ONNX model whose node carries integer-list attributes (buildModel writes ints only). */
-function oneNode(
-  op: string,
-  inputs: { name: string; dims: number[] }[],
-  initializers: { name: string; dims: number[]; data: Float32Array }[],
-  attributes: Record<string, number | number[]>,
-): Uint8Array {
-  const bytes = buildModel(
-    [{ op, inputs: [...inputs, ...initializers].map((i) => i.name), outputs: ["y"] }],
-    inputs.map(({ name, dims }) => ({ name, type: ElemType.FLOAT, dims })),
-    [{ name: "y", type: ElemType.FLOAT, dims: [] }],
-    13,
-    initializers.map((i) => ({ ...i, type: ElemType.FLOAT })),
-  );
-  const model = onnx.ModelProto.decode(bytes);
-  model.graph!.output![0]!.type!.tensorType!.shape = null;
-  model.graph!.node![0]!.attribute = Object.entries(attributes).map(([name, v]) =>
-    typeof v === "number"
-      ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
-      : { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v },
-  );
-  return new Uint8Array(onnx.ModelProto.encode(model).finish());
-}
-
 async function ortRun(model: Uint8Array, x: Float32Array, dims: number[]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(model);
   try {
@@ -559,7 +533,7 @@ describe("convInt8", () => {
         w,
         (v, j) => v * wScales[Math.floor(j / (s.c * s.kh * s.kw))]!,
       );
-      const model = oneNode(
+      const model = oneNodeModel(
         "Conv",
         [{ name: "x", dims: [s.batch, s.c, s.h, s.w] }],
         [
@@ -613,7 +587,7 @@ describe("depthwiseConv", () => {
       const x = randomInput(rng, s.batch * s.c * s.h * s.w);
       const w = Float32Array.from({ length: s.c * s.kh * s.kw }, () => rng.normal());
       const bias = Float32Array.from({ length: s.c }, () => rng.normal());
-      const model = oneNode(
+      const model = oneNodeModel(
         "Conv",
         [{ name: "x", dims: [s.batch, s.c, s.h, s.w] }],
         [
@@ -660,7 +634,7 @@ describe("pooling", () => {
       const x = randomInput(rng, s.batch * s.c * s.h * s.w);
       const kind = i % 3 === 0 ? "max" : "avg";
       const include = i % 3 === 2;
-      const model = oneNode(
+      const model = oneNodeModel(
         kind === "max" ? "MaxPool" : "AveragePool",
         [{ name: "x", dims: [s.batch, s.c, s.h, s.w] }],
         [],
