@@ -44,7 +44,8 @@ export function convInt8ScratchBytes(h: i32, w: i32, c: i32, kh: i32, kw: i32, o
   return align16(<usize>paddedK(h * w * c) << 1) + SLACK // the quantised sample (copies read past it)
     + align16(kp << 2) + SLACK // two im2col rows before interleaving
     + align16((t * kp) << 1) + SLACK // A tile
-    + align16((t * <usize>cout) << 2); // accumulators
+    + align16((t * <usize>cout) << 2) // accumulators
+    + align16(<usize>cout << 2); // x_scale · w_scale per output channel
 }
 
 /**
@@ -74,16 +75,16 @@ function zeroRun(dst: usize, bytes: usize): void {
 }
 
 /**
- * Writes output pixel `p`'s receptive field (K = kh·kw·c values of `xq`,
+ * Writes output pixel (oy, ox)'s receptive field (K = kh·kw·c values of `xq`,
  * zeros for padding taps and up to Kp) as plain i16 at `dst`, front to back
  * (up to SLACK bytes past Kp are clobbered).
  */
+// @ts-ignore: decorator
+@inline
 function im2colRow(
   xq: usize, h: i32, w: i32, c: i32, kh: i32, kw: i32,
-  strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outW: i32, p: i32, dst: usize,
+  strideH: i32, strideW: i32, padTop: i32, padLeft: i32, oy: i32, ox: i32, dst: usize,
 ): void {
-  const oy = p / outW;
-  const ox = p - oy * outW;
   const iy0 = oy * strideH - padTop;
   const ix0 = ox * strideW - padLeft;
   const kx0 = max(0, -ix0);
@@ -107,27 +108,27 @@ function im2colRow(
 }
 
 /**
- * y[M×N] = act(f32(acc) · (aScale · wScales[col]) + bias[col]): the f32 ops
- * of `dequantizeAccumulators` in the same order, then any activation.
+ * y[M×N] = act(f32(acc) · multipliers[col] + bias[col]), multipliers[col]
+ * = f32(aScale · wScales[col]) computed once per sample: the f32 ops of
+ * `dequantizeAccumulators` in the same order, then any activation.
  */
 function dequantizeActivate(
-  acc: usize, m: i32, n: i32, aScale: f32, wScales: usize, bias: usize,
+  acc: usize, m: i32, n: i32, multipliers: usize, bias: usize,
   act: i32, p0: f32, p1: f32, y: usize,
 ): void {
-  const as = f32x4.splat(aScale);
   for (let r = 0; r < m; r++) {
     const rowAcc = acc + ((<usize>r * <usize>n) << 2);
     const rowOut = y + ((<usize>r * <usize>n) << 2);
     let col = 0;
     for (; col + 4 <= n; col += 4) {
       const off = <usize>col << 2;
-      let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(rowAcc + off)), f32x4.mul(as, v128.load(wScales + off)));
+      let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(rowAcc + off)), v128.load(multipliers + off));
       if (bias) v = f32x4.add(v, v128.load(bias + off));
       v128.store(rowOut + off, activate4(v, act, p0, p1));
     }
     for (; col < n; col++) {
       const off = <usize>col << 2;
-      let v: f32 = <f32>load<i32>(rowAcc + off) * (aScale * load<f32>(wScales + off));
+      let v: f32 = <f32>load<i32>(rowAcc + off) * load<f32>(multipliers + off);
       if (bias) v = v + load<f32>(bias + off);
       store<f32>(rowOut + off, activate1(v, act, p0, p1));
     }
@@ -155,6 +156,7 @@ export function convInt8(
   const pair1 = pair + (<usize>kp << 1);
   const a16 = pair + align16(<usize>kp << 2) + SLACK;
   const acc = a16 + align16((<usize>tile * <usize>kp) << 1) + SLACK;
+  const multipliers = acc + align16((<usize>tile * <usize>cout) << 2);
   const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
   for (let b = 0; b < batch; b++) {
     const xs = x + ((<usize>b * <usize>n) << 2);
@@ -162,6 +164,13 @@ export function convInt8(
     if (dynamicRange(xs, n) != 0) return 1;
     const scale = dynamicScale();
     const zp = dynamicZeroPoint();
+    const as = f32x4.splat(scale);
+    let col = 0;
+    for (; col + 4 <= cout; col += 4) {
+      const off = <usize>col << 2;
+      v128.store(multipliers + off, f32x4.mul(as, v128.load(wScales + off)));
+    }
+    for (; col < cout; col++) store<f32>(multipliers + (<usize>col << 2), scale * load<f32>(wScales + (<usize>col << 2)));
     // A lone row's A layout is its values in order: the whole sample quantised once.
     if (!direct) quantizeRowsI16(xs, 1, n, scale, zp, xq);
     for (let r0 = 0; r0 < rows; r0 += tile) {
@@ -169,11 +178,15 @@ export function convInt8(
       if (direct) {
         quantizeRowsI16(xs + ((<usize>r0 * <usize>c) << 2), mt, c, scale, zp, a16);
       } else {
+        let oy = r0 / outW;
+        let ox = r0 - oy * outW;
         for (let r = 0; r < mt; r += 2) {
           const dst = a16 + ((<usize>r * <usize>kp) << 1);
           if (r + 1 < mt) {
-            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r, pair);
-            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r + 1, pair1);
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, oy, ox, pair);
+            if (++ox == outW) { ox = 0; oy++; }
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, oy, ox, pair1);
+            if (++ox == outW) { ox = 0; oy++; }
             // Interleave the two rows k-pair by k-pair, as `gemmI16` reads a row pair.
             for (let i = 0; i < kp; i += 8) {
               const v0 = v128.load(pair + (<usize>i << 1));
@@ -183,12 +196,12 @@ export function convInt8(
               v128.store(at, i32x4.shuffle(v0, v1, 2, 6, 3, 7), 16);
             }
           } else {
-            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outW, r0 + r, dst);
+            im2colRow(xq, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, oy, ox, dst);
           }
         }
       }
       gemmI16(a16, mt, k, packedW, cout, acc);
-      dequantizeActivate(acc, mt, cout, scale, wScales, bias, act, p0, p1, ys + ((<usize>r0 * <usize>cout) << 2));
+      dequantizeActivate(acc, mt, cout, multipliers, bias, act, p0, p1, ys + ((<usize>r0 * <usize>cout) << 2));
     }
   }
   return 0;
