@@ -208,6 +208,47 @@ export function convInt8(
 }
 
 /**
+ * `count` output pixels of a 3×3 depthwise row whose windows lie wholly
+ * inside the input, channels 0 to c & ~3: `x0` is the first window's top-left
+ * input pixel, `xRow` an input row's bytes, `step` the stride in bytes. Same
+ * sums in the same order as the general loop (0, then taps in (ky, kx) order,
+ * then the bias), so the bits are the same.
+ */
+function depthwise3x3Row(
+  x0: usize, xRow: usize, step: usize, out: usize, count: i32, c: i32, weights: usize, bias: usize,
+): void {
+  const pixel = <usize>c << 2;
+  const p2 = pixel << 1;
+  const r2 = xRow << 1;
+  for (let ch = 0; ch + 4 <= c; ch += 4) {
+    const off = <usize>ch << 2;
+    const wp = weights + off;
+    const w0 = v128.load(wp), w1 = v128.load(wp + pixel), w2 = v128.load(wp + p2);
+    const wq = wp + 3 * pixel;
+    const w3 = v128.load(wq), w4 = v128.load(wq + pixel), w5 = v128.load(wq + p2);
+    const wr = wp + 6 * pixel;
+    const w6 = v128.load(wr), w7 = v128.load(wr + pixel), w8 = v128.load(wr + p2);
+    const bv = bias ? v128.load(bias + off) : f32x4.splat(0);
+    let xp = x0 + off;
+    let op = out + off;
+    for (let i = 0; i < count; i++, xp += step, op += pixel) {
+      let a = f32x4.add(f32x4.splat(0), f32x4.mul(v128.load(xp), w0));
+      a = f32x4.add(a, f32x4.mul(v128.load(xp + pixel), w1));
+      a = f32x4.add(a, f32x4.mul(v128.load(xp + p2), w2));
+      const xq = xp + xRow;
+      a = f32x4.add(a, f32x4.mul(v128.load(xq), w3));
+      a = f32x4.add(a, f32x4.mul(v128.load(xq + pixel), w4));
+      a = f32x4.add(a, f32x4.mul(v128.load(xq + p2), w5));
+      const xr = xp + r2;
+      a = f32x4.add(a, f32x4.mul(v128.load(xr), w6));
+      a = f32x4.add(a, f32x4.mul(v128.load(xr + pixel), w7));
+      a = f32x4.add(a, f32x4.mul(v128.load(xr + p2), w8));
+      v128.store(op, bias ? f32x4.add(a, bv) : a);
+    }
+  }
+}
+
+/**
  * Depthwise convolution (group = c, channel multiplier 1), f32. `weights`
  * holds kh·kw·c floats, tap-major with the channel fastest; `bias` c floats
  * or 0. NHWC [batch, h, w, c] to [batch, outH, outW, c].
@@ -226,6 +267,24 @@ export function depthwiseConv(
       const iy0 = oy * strideH - padTop;
       const ky0 = max(0, -iy0);
       const ky1 = min(kh, h - iy0);
+      // 3×3 windows wholly inside: output pixels [oxLo, oxHi) of this row run
+      // channel block by block with the block's nine weight vectors held in
+      // registers (one load per multiply-add instead of two).
+      let oxLo = outW;
+      let oxHi = outW;
+      if (kh == 3 && kw == 3 && ky0 == 0 && ky1 == 3 && c >= 4 && w + padLeft >= 3) {
+        oxLo = (padLeft + strideW - 1) / strideW;
+        oxHi = min(outW, (w + padLeft - 3) / strideW + 1);
+        if (oxLo < oxHi) {
+          depthwise3x3Row(
+            xs + <usize>(iy0 * w + oxLo * strideW - padLeft) * pixel, <usize>w * pixel, <usize>strideW * pixel,
+            ys + <usize>(oy * outW + oxLo) * pixel, oxHi - oxLo, c, weights, bias,
+          );
+        } else {
+          oxLo = outW;
+          oxHi = outW;
+        }
+      }
       for (let ox = 0; ox < outW; ox++) {
         const ix0 = ox * strideW - padLeft;
         const kx0 = max(0, -ix0);
@@ -235,7 +294,8 @@ export function depthwiseConv(
         const x0 = xs + <usize>((iy0 + ky0) * w + ix0 + kx0) * pixel;
         const w0 = weights + <usize>ky0 * wRow + <usize>kx0 * pixel;
         const xRow = <usize>w * pixel;
-        let ch = 0;
+        // Pixels done by depthwise3x3Row have only their last c % 4 channels left.
+        let ch = ox >= oxLo && ox < oxHi ? c & ~3 : 0;
         for (; ch + 16 <= c; ch += 16) {
           const off = <usize>ch << 2;
           let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
