@@ -15,3 +15,14 @@ export {
 export { widenRows, packColumns, packedBytes, gemmI16 } from "./gemm";
 export { requantize, dequantizeAccumulators } from "./epilogue";
 export { fusedLinear, fusedScratchBytes, denseChain, denseChainScratchBytes } from "./fused";
+export { convInt8, convInt8ScratchBytes, depthwiseConv } from "./conv";
+export { maxPool, averagePool, globalAveragePool } from "./pool";
+export {
+  activate,
+  add,
+  mul,
+  mulChannels,
+  concatChannels,
+  nchwToNhwc,
+  nhwcToNchw,
+} from "./elementwise";

@@ -4,7 +4,8 @@
  * against onnxruntime-web (MatMulInteger u8×s8 and fp32 MatMul, WASM, one
  * thread) and a plain JS loop, all in this one process and run. Prints the
  * median GOP/s (2·M·K·N / time) of each, the ratios to ORT, and the share of
- * this machine's single-core pmaddwd peak.
+ * this machine's single-core pmaddwd peak; then MobileNetV2-like convolutions
+ * (int8 conv, depthwise) against ORT's fp32 Conv (`cnn-kernels.ts`).
  *
  * A full run (no BENCH_ONLY) records the table in docs/benchmarks.md
  * (section bench:kernels; see `report.ts`).
@@ -14,6 +15,7 @@ import { createRequire } from "node:module";
 import { cpus } from "node:os";
 import { kernelsPath, loadKernels } from "../lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../lib/onnx-graph";
+import { benchConvolutions } from "./cnn-kernels";
 import { recordBench } from "./report";
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
@@ -232,6 +234,8 @@ async function main(): Promise<void> {
     );
   }
   kernels.reset();
+  // BENCH_ONLY=cnn runs the convolutions alone (their labels start with "cnn").
+  if (!ONLY || ONLY.startsWith("cnn")) await benchConvolutions(measure, print, peak, ONLY);
   // A run of one shape (BENCH_ONLY) is not the whole table: it is printed, not recorded.
   if (!ONLY) await recordBench("kernels", printed.join("\n"));
 }
