@@ -48,7 +48,12 @@ export function section(table: string, date = new Date()): string {
     `Measured ${date.toISOString().slice(0, 10)} on ${machine()}, with \`${command()}\`:`,
     "",
     `${fence}text`,
-    table.replace(/\s+$/, ""),
+    // Without trailing spaces, as Prettier would leave the file.
+    table
+      .split("\n")
+      .map((line) => line.trimEnd())
+      .join("\n")
+      .replace(/\s+$/, ""),
     fence,
   ].join("\n");
 }
