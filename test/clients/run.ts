@@ -5,8 +5,8 @@
  * a fresh local R2 (its own process group, ended when done), then runs
  * `test_tritonclient.py` under Debian's `/usr/bin/python3` with the client on
  * PYTHONPATH. The client is third-party code and stays outside the project:
- * `../shared/clients/tritonclient-python` beside the checkout, or wherever
- * PINION_TRITONCLIENT points. A missing client or missing Python packages fail
+ * `../shared/clients/tritonclient-python` beside the checkout (or beside the
+ * checkout it was cloned from), or wherever PINION_TRITONCLIENT points. A missing client or missing Python packages fail
  * the run with what to install: a conformance suite that silently skips proves
  * nothing.
  */
@@ -14,15 +14,13 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { root, startDevServer } from "../../scripts/lib/dev-server";
 
 const ROOT = fileURLToPath(root);
 const PYTHON = process.env.PINION_PYTHON || "/usr/bin/python3";
-const CLIENT = resolve(
-  process.env.PINION_TRITONCLIENT || join(ROOT, "..", "shared", "clients", "tritonclient-python"),
-);
+const CLIENT = findClient();
 /** Debian packages the client imports (numpy, its HTTP stack, its JSON codec, the aio client's HTTP). */
 const PACKAGES = {
   numpy: "python3-numpy",
@@ -31,6 +29,22 @@ const PACKAGES = {
   rapidjson: "python3-rapidjson",
   aiohttp: "python3-aiohttp",
 };
+
+/**
+ * Where the client is: PINION_TRITONCLIENT, else `../shared/clients/tritonclient-python`
+ * beside this checkout, else beside the checkout this one was cloned from (CI
+ * runs in a fresh clone of the working checkout, which may live elsewhere).
+ */
+function findClient(): string {
+  if (process.env.PINION_TRITONCLIENT) return resolve(process.env.PINION_TRITONCLIENT);
+  const beside = (dir: string) => resolve(dir, "..", "shared", "clients", "tritonclient-python");
+  const candidates = [beside(ROOT)];
+  const origin = spawnSync("git", ["-C", ROOT, "config", "--get", "remote.origin.url"], {
+    encoding: "utf8",
+  }).stdout?.trim();
+  if (origin && isAbsolute(origin) && existsSync(origin)) candidates.push(beside(origin));
+  return candidates.find((dir) => existsSync(dir)) ?? candidates[0]!;
+}
 
 function fail(message: string): never {
   console.error(`test:clients: ${message}`);
