@@ -26,6 +26,7 @@
  * The table goes into docs/benchmarks.md (section bench:runtime; see `report.ts`).
  */
 import autocannon from "autocannon";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -86,6 +87,9 @@ function phase(header: string | null, name: string): number {
   const match = new RegExp(`${name};dur=([\\d.]+)`).exec(header ?? "");
   return match ? Number(match[1]) : NaN;
 }
+
+/** One decimal below 100, none above (so the columns stay apart). */
+const fixed = (value: number) => value.toFixed(value < 100 ? 1 : 0);
 
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -173,7 +177,7 @@ async function computeSamples(server: DevServer, subject: Subject, samples = SAM
       runtime,
       {
         us: median(us[runtime]!),
-        range: `${Math.min(...us[runtime]!).toFixed(1)}–${Math.max(...us[runtime]!).toFixed(1)}`,
+        range: `${fixed(Math.min(...us[runtime]!))}–${fixed(Math.max(...us[runtime]!))}`,
         repeat: repeat[runtime]!,
       },
     ]),
@@ -208,7 +212,17 @@ async function seedCnns(persistTo: string, mobilenet: Uint8Array | undefined): P
 
 /** The peak of the int8 GEMM's instruction: two `pmaddwd` (8 MACs each) per cycle at the CPU's clock. */
 function pmaddwdPeakGops(): { gops: number; mhz: number } | undefined {
-  const mhz = cpus()[0]?.speed ?? 0;
+  // Node reports 0 on some VMs; /proc/cpuinfo still says the clock.
+  let mhz = cpus()[0]?.speed ?? 0;
+  if (!mhz) {
+    try {
+      mhz = Math.round(
+        Number(/cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? 0),
+      );
+    } catch {
+      mhz = 0;
+    }
+  }
   return mhz > 0 ? { gops: (2 * 8 * 2 * mhz * 1e6) / 1e9, mhz } : undefined;
 }
 
@@ -287,7 +301,7 @@ async function main(): Promise<void> {
 
   const printed: string[] = [];
   const row = (cells: string[]) => {
-    const line = cells.map((c, i) => (i === 0 ? c.padEnd(24) : c.padStart(12))).join("");
+    const line = cells.map((c, i) => (i === 0 ? c.padEnd(24) : ` ${c}`.padStart(12))).join("");
     console.log(line);
     printed.push(line);
   };
