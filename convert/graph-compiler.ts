@@ -83,22 +83,17 @@ export function compileGraph(graph: Graph): GraphCompileOutcome {
   }
 }
 
-function compile(graph: Graph): GraphCompileOutcome {
+/**
+ * What every int8 plan needs of a graph, whichever compiler takes it: one FP32
+ * input and output, and finite weights (scales come from each channel's
+ * absmax: one NaN or Infinity would poison the plan). The reason when not.
+ */
+export function int8Preconditions(graph: Graph): string | undefined {
   if (graph.inputs.length !== 1 || graph.outputs.length !== 1) {
-    throw new Unsupported(
-      `the graph has ${graph.inputs.length} inputs and ${graph.outputs.length} outputs; int8 plans take one of each`,
-    );
+    return `the graph has ${graph.inputs.length} inputs and ${graph.outputs.length} outputs; int8 plans take one of each`;
   }
-  const input = graph.inputs[0]!;
-  const output = graph.outputs[0]!;
-  if (input.datatype !== "FP32" || output.datatype !== "FP32") {
-    throw new Unsupported("int8 plans take and return FP32 tensors");
-  }
-  const [batch, ...rest] = input.shape;
-  if (batch !== -1 || rest.some((d) => d <= 0) || (rest.length !== 3 && rest.length !== 1)) {
-    throw new Unsupported(
-      `input '${input.name}' has shape [${input.shape.join(", ")}]; graph plans take [batch, C, H, W] or [batch, K] with fixed sizes after the batch axis`,
-    );
+  if (graph.inputs[0]!.datatype !== "FP32" || graph.outputs[0]!.datatype !== "FP32") {
+    return "int8 plans take and return FP32 tensors";
   }
   const nonFinite = [...graph.constants]
     .map(([name, { values }]) =>
@@ -106,11 +101,22 @@ function compile(graph: Graph): GraphCompileOutcome {
     )
     .filter((hit) => hit !== undefined);
   if (nonFinite.length > 0) {
+    return `int8 cannot quantise non-finite weights: ${describeNonFinite(nonFinite)}`;
+  }
+  return undefined;
+}
+
+function compile(graph: Graph): GraphCompileOutcome {
+  const unfit = int8Preconditions(graph);
+  if (unfit) throw new Unsupported(unfit);
+  const input = graph.inputs[0]!;
+  const output = graph.outputs[0]!;
+  const [batch, ...rest] = input.shape;
+  if (batch !== -1 || rest.some((d) => d <= 0) || (rest.length !== 3 && rest.length !== 1)) {
     throw new Unsupported(
-      `int8 cannot quantise non-finite weights: ${describeNonFinite(nonFinite)}`,
+      `input '${input.name}' has shape [${input.shape.join(", ")}]; graph plans take [batch, C, H, W] or [batch, K] with fixed sizes after the batch axis`,
     );
   }
-
   const buffers: number[] = []; // values per sample, by buffer id
   const newBuffer = (elements: number) => buffers.push(elements) - 1;
   const steps: Draft[] = [];

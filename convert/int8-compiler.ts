@@ -14,8 +14,7 @@ import {
   type PlanBlobs,
   type PlanLayer,
 } from "../core/runtimes/int8/plan";
-import { describeNonFinite, scanValues } from "./finite";
-import { compileGraph } from "./graph-compiler";
+import { compileGraph, int8Preconditions } from "./graph-compiler";
 import { readGraph, type Graph, type GraphNode } from "./onnx";
 import { db, quantiseWeights } from "./weight-quantisation";
 
@@ -69,16 +68,10 @@ function near(value: number, target: number): boolean {
 
 /** Matches the graph as a chain of dense layers; throws `Unsupported` with the reason otherwise. */
 function matchDenseChain(graph: Graph): { layers: DenseLayer[]; softmax: boolean; width: number } {
-  if (graph.inputs.length !== 1 || graph.outputs.length !== 1) {
-    throw new Unsupported(
-      `the graph has ${graph.inputs.length} inputs and ${graph.outputs.length} outputs; int8 plans take one of each`,
-    );
-  }
+  const unfit = int8Preconditions(graph);
+  if (unfit) throw new Unsupported(unfit);
   const input = graph.inputs[0]!;
   const output = graph.outputs[0]!;
-  if (input.datatype !== "FP32" || output.datatype !== "FP32") {
-    throw new Unsupported("int8 plans take and return FP32 tensors");
-  }
   const consumers = new Map<string, GraphNode[]>();
   for (const node of graph.nodes) {
     for (const name of node.inputs) consumers.set(name, [...(consumers.get(name) ?? []), node]);
@@ -280,18 +273,6 @@ function compileChain(graph: Graph, kernels: Int8Kernels): CompileOutcome {
   } catch (error) {
     if (error instanceof Unsupported) return { ok: false, reason: error.message };
     throw error;
-  }
-  // int8 scales come from each channel's absmax: one NaN or Infinity would poison the plan.
-  const nonFinite = [...graph.constants]
-    .map(([name, { values }]) =>
-      values instanceof Float32Array ? scanValues(name, values) : undefined,
-    )
-    .filter((hit) => hit !== undefined);
-  if (nonFinite.length > 0) {
-    return {
-      ok: false,
-      reason: `int8 cannot quantise non-finite weights: ${describeNonFinite(nonFinite)}`,
-    };
   }
   const reports: LayerReport[] = [];
   const metaLayers: Omit<PlanLayer, "packedWeights" | "scales" | "bias">[] = [];
