@@ -10,7 +10,7 @@
  * evaluated in f32 on that row alone (a batch of one), so a row's answer never
  * depends on the other rows of the call.
  */
-import { dynamicRange, dynamicScale, dynamicZeroPoint } from "./quantize";
+import { rowRanges } from "./quantize";
 import { gemmI16, paddedK, quantizeRowsI16 } from "./gemm";
 import { dequantizeAccumulators } from "./epilogue";
 
@@ -44,11 +44,7 @@ export function fusedLinear(
   const rowScales = acc + align16((<usize>m * <usize>n) << 2);
   const rowZeroPoints = rowScales + align16(<usize>m << 2);
   // Each row's DynamicQuantizeLinear range; all rows are checked before anything is written.
-  for (let r = 0; r < m; r++) {
-    if (dynamicRange(x + ((<usize>r * <usize>k) << 2), k) != 0) return 1;
-    store<f32>(rowScales + (<usize>r << 2), dynamicScale());
-    store<i32>(rowZeroPoints + (<usize>r << 2), dynamicZeroPoint());
-  }
+  if (rowRanges(x, m, k, rowScales, rowZeroPoints) != 0) return 1;
   quantizeRowsI16(x, m, k, rowScales, rowZeroPoints, a16);
   gemmI16(a16, m, k, packedW, n, acc);
   dequantizeAccumulators(acc, m, n, rowScales, wScales, bias, activation, y);

@@ -156,6 +156,18 @@ describe("fused int8 layer", () => {
     expect(() =>
       kernels.fusedLinear(Float32Array.of(1, NaN, 3), 1, packed, scales, undefined, "relu"),
     ).toThrow(/NaN or infinite/);
+    // In a group of four rows, and in a row left over after one.
+    for (const [at, bad] of [
+      [7, NaN],
+      [2, -Infinity],
+      [14, Infinity],
+    ] as const) {
+      const x = Float32Array.from({ length: 15 }, (_, i) => i);
+      x[at] = bad;
+      expect(() => kernels.fusedLinear(x, 5, packed, scales, undefined, "none"), `${bad}`).toThrow(
+        /NaN or infinite/,
+      );
+    }
     const ok = kernels.fusedLinear(Float32Array.of(1, 2, 3), 1, packed, scales, undefined, "none");
     expect(ok).toHaveLength(2);
     kernels.reset();
