@@ -45,7 +45,8 @@ export function convInt8ScratchBytes(h: i32, w: i32, c: i32, kh: i32, kw: i32, o
     + align16(kp << 2) + SLACK // two im2col rows before interleaving
     + align16((t * kp) << 1) + SLACK // A tile
     + align16((t * <usize>cout) << 2) // accumulators
-    + align16(<usize>cout << 2); // x_scale · w_scale per output channel
+    + align16(<usize>cout << 2) // x_scale · w_scale per output channel
+    + (align16(t << 2) << 1); // the sample's scale and zero point, once per row of a tile
 }
 
 /**
@@ -157,6 +158,9 @@ export function convInt8(
   const a16 = pair + align16(<usize>kp << 2) + SLACK;
   const acc = a16 + align16((<usize>tile * <usize>kp) << 1) + SLACK;
   const multipliers = acc + align16((<usize>tile * <usize>cout) << 2);
+  // `quantizeRowsI16` takes a scale and zero point per row: here every row is the sample's.
+  const rowScales = multipliers + align16(<usize>cout << 2);
+  const rowZeros = rowScales + align16(<usize>tile << 2);
   const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
   for (let b = 0; b < batch; b++) {
     const xs = x + ((<usize>b * <usize>n) << 2);
@@ -164,6 +168,10 @@ export function convInt8(
     if (dynamicRange(xs, n) != 0) return 1;
     const scale = dynamicScale();
     const zp = dynamicZeroPoint();
+    for (let r = 0; r < tile; r++) {
+      store<f32>(rowScales + (<usize>r << 2), scale);
+      store<i32>(rowZeros + (<usize>r << 2), zp);
+    }
     const as = f32x4.splat(scale);
     let col = 0;
     for (; col + 4 <= cout; col += 4) {
@@ -172,11 +180,11 @@ export function convInt8(
     }
     for (; col < cout; col++) store<f32>(multipliers + (<usize>col << 2), scale * load<f32>(wScales + (<usize>col << 2)));
     // A lone row's A layout is its values in order: the whole sample quantised once.
-    if (!direct) quantizeRowsI16(xs, 1, n, scale, zp, xq);
+    if (!direct) quantizeRowsI16(xs, 1, n, rowScales, rowZeros, xq);
     for (let r0 = 0; r0 < rows; r0 += tile) {
       const mt = min(tile, rows - r0);
       if (direct) {
-        quantizeRowsI16(xs + ((<usize>r0 * <usize>c) << 2), mt, c, scale, zp, a16);
+        quantizeRowsI16(xs + ((<usize>r0 * <usize>c) << 2), mt, c, rowScales, rowZeros, a16);
       } else {
         let oy = r0 / outW;
         let ox = r0 - oy * outW;

@@ -3,7 +3,7 @@
  *
  *   requantize (QLinearMatMul):  y = saturate(nearest(f32(acc) * multiplier[col]) + zero_point)
  *                                multiplier[col] = (a_scale * b_scale[col]) / y_scale, in f32
- *   dequantize (fused layers):   y = act(f32(acc) * (a_scale * w_scale[col]) + bias[col])
+ *   dequantize (fused layers):   y = act(f32(acc) * (a_scale[row] * w_scale[col]) + bias[col])
  *
  * Both as ONNX Runtime computes them, op for op in f32, so results are bit-exact.
  */
@@ -36,16 +36,20 @@ export function requantize(
 }
 
 /**
- * Dequantises M×N int32 accumulators to f32 with per-column weight scales,
- * adds the bias (none when `bias` is 0) and applies the activation.
+ * Dequantises M×N int32 accumulators to f32: each row with its own activation
+ * scale (one f32 per row at `aScales`), each column with its weight scale;
+ * adds the bias (none when `bias` is 0) and applies the activation. The
+ * product a_scale[row] · w_scale[col] is rounded to f32 first, then the
+ * accumulator is multiplied by it, as the ONNX graph does.
  */
 export function dequantizeAccumulators(
   acc: usize, m: i32, n: i32,
-  aScale: f32, wScales: usize, bias: usize, activation: i32, y: usize,
+  aScales: usize, wScales: usize, bias: usize, activation: i32, y: usize,
 ): void {
-  const as = f32x4.splat(aScale);
   const zero = f32x4.splat(0);
   for (let r = 0; r < m; r++) {
+    const aScale = load<f32>(aScales + (<usize>r << 2));
+    const as = f32x4.splat(aScale);
     const rowAcc = acc + ((<usize>r * <usize>n) << 2);
     const rowOut = y + ((<usize>r * <usize>n) << 2);
     let col = 0;

@@ -1,14 +1,16 @@
 /**
- * The fused inference layer: dynamic u8 quantisation of the activations →
- * int8 GEMM against pre-packed symmetric weights → dequantisation with
- * per-output-channel weight scales → bias → activation, writing f32.
+ * The fused inference layer: dynamic u8 quantisation of the activations, each
+ * row (sample) with its own scale and zero point → int8 GEMM against
+ * pre-packed symmetric weights → dequantisation with the row's activation
+ * scale and per-output-channel weight scales → bias → activation, writing f32.
  *
- * Its result equals, bit for bit, the ONNX graph
- *   DynamicQuantizeLinear(x) → MatMulInteger(·, W, a_zp, 0) → Cast(f32)
+ * Row r of its result equals, bit for bit, the ONNX graph
+ *   DynamicQuantizeLinear(x[r]) → MatMulInteger(·, W, a_zp, 0) → Cast(f32)
  *   → Mul(a_scale · w_scale) → Add(bias) → Relu
- * evaluated in f32.
+ * evaluated in f32 on that row alone (a batch of one), so a row's answer never
+ * depends on the other rows of the call.
  */
-import { dynamicRange, dynamicScale, dynamicZeroPoint } from "./quantize";
+import { rowRanges } from "./quantize";
 import { gemmI16, paddedK, quantizeRowsI16 } from "./gemm";
 import { dequantizeAccumulators } from "./epilogue";
 
@@ -20,13 +22,18 @@ function align16(bytes: usize): usize {
 
 /** Scratch bytes `fusedLinear` needs for an M×K input and N outputs. */
 export function fusedScratchBytes(m: i32, k: i32, n: i32): usize {
-  return align16((<usize>m * <usize>paddedK(k)) << 1) + align16((<usize>m * <usize>n) << 2);
+  return (
+    align16((<usize>m * <usize>paddedK(k)) << 1) +
+    align16((<usize>m * <usize>n) << 2) +
+    (align16(<usize>m << 2) << 1)
+  );
 }
 
 /**
- * y[M×N] = act(dequant(quant(x[M×K]) · W) + bias). `packedW` comes from
- * `packColumns` over the K×N int8 weights with zero point 0. Returns 0, or 1
- * when `x` holds NaN or ±Inf (then `y` is untouched).
+ * y[M×N] = act(dequant(quant(x[M×K]) · W) + bias), quantising each row of `x`
+ * on its own. `packedW` comes from `packColumns` over the K×N int8 weights
+ * with zero point 0. Returns 0, or 1 when `x` holds NaN or ±Inf (then `y` is
+ * untouched).
  */
 export function fusedLinear(
   x: usize, m: i32, k: i32, packedW: usize, n: i32,
@@ -34,10 +41,13 @@ export function fusedLinear(
 ): i32 {
   const a16 = scratch;
   const acc = a16 + align16((<usize>m * <usize>paddedK(k)) << 1);
-  if (dynamicRange(x, m * k) != 0) return 1;
-  quantizeRowsI16(x, m, k, dynamicScale(), dynamicZeroPoint(), a16);
+  const rowScales = acc + align16((<usize>m * <usize>n) << 2);
+  const rowZeroPoints = rowScales + align16(<usize>m << 2);
+  // Each row's DynamicQuantizeLinear range; all rows are checked before anything is written.
+  if (rowRanges(x, m, k, rowScales, rowZeroPoints) != 0) return 1;
+  quantizeRowsI16(x, m, k, rowScales, rowZeroPoints, a16);
   gemmI16(a16, m, k, packedW, n, acc);
-  dequantizeAccumulators(acc, m, n, dynamicScale(), wScales, bias, activation, y);
+  dequantizeAccumulators(acc, m, n, rowScales, wScales, bias, activation, y);
   return 0;
 }
 

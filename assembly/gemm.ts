@@ -140,48 +140,74 @@ function quantizeSmall4(x: v128, scale: v128): v128 {
   return i32x4.sub(f32x4.add(f32x4.div(x, scale), f32x4.splat(ROUNDING_MAGIC)), i32x4.splat(ROUNDING_MAGIC_BITS));
 }
 
+/** Quantises 8 floats of a row to u8 (QuantizeLinear's steps: saturate, add the zero point, clamp) minus the zero point, as i16. */
+// @ts-ignore: decorator
+@inline
+function quantize8(p: usize, s: v128, zp: v128): v128 {
+  const q = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(p), s), quantizeSmall4(v128.load(p, 16), s));
+  return i16x8.sub(i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q, zp), i16x8.splat(0)), i16x8.splat(255)), zp);
+}
+
+/** One value of a row, quantised as `quantize8` does (through the same vector steps), minus the zero point. */
+// @ts-ignore: decorator
+@inline
+function quantize1(v: f32, scale: f32, zeroPoint: i32): i32 {
+  const q = quantize4(f32x4.splat(v), f32x4.splat(scale));
+  const zp = i16x8.splat(<i16>zeroPoint);
+  const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q, q), zp), i16x8.splat(0)), i16x8.splat(255));
+  return <i32>i16x8.extract_lane_s(u8, 0) - zeroPoint;
+}
+
 /**
  * The fused path's shortcut through `quantizeLinear` + `widenRows`: quantises
- * M×K floats (u8, `scale`, `zeroPoint`: exactly QuantizeLinear's values) and
- * writes them minus the zero point straight into the A layout. `scale` must
- * span the values (|x / scale| < 2^22), as a dynamic range does.
+ * M×K floats to u8 and writes them minus the zero point straight into the A
+ * layout. Each row has its own scale and zero point (f32 at `scales`, i32 at
+ * `zeroPoints`, one per row: exactly QuantizeLinear's values for that row).
+ * A scale must span its row's values (|x / scale| < 2^22), as a dynamic range
+ * does. Row pairs and a last odd row have loops of their own, so neither
+ * carries the other's registers.
  */
-export function quantizeRowsI16(x: usize, m: i32, k: i32, scale: f32, zeroPoint: i32, out: usize): void {
+export function quantizeRowsI16(x: usize, m: i32, k: i32, scales: usize, zeroPoints: usize, out: usize): void {
   const kp = paddedK(k);
-  const s = f32x4.splat(scale);
-  const zp = i16x8.splat(<i16>zeroPoint);
-  const lo = i16x8.splat(0);
-  const hi = i16x8.splat(255);
-  for (let r = 0; r < m; r += 2) {
-    const paired = r + 1 < m;
-    const rows = paired ? 2 : 1;
+  let r = 0;
+  for (; r + 2 <= m; r += 2) {
+    const scale0 = load<f32>(scales + (<usize>r << 2));
+    const scale1 = load<f32>(scales + (<usize>r << 2), 4);
+    const zero0 = load<i32>(zeroPoints + (<usize>r << 2));
+    const zero1 = load<i32>(zeroPoints + (<usize>r << 2), 4);
+    const s0 = f32x4.splat(scale0);
+    const s1 = f32x4.splat(scale1);
+    const zp0 = i16x8.splat(<i16>zero0);
+    const zp1 = i16x8.splat(<i16>zero1);
     const src0 = x + ((<usize>r * <usize>k) << 2);
     const src1 = src0 + (<usize>k << 2);
     const base = out + ((<usize>r * <usize>kp) << 1);
     let c = 0;
     for (; (c + 1) * 8 <= k; c++) {
       const at = <usize>c << 5;
-      // Same steps as QuantizeLinear to u8 (saturate, add zero point, clamp), then minus the zero point.
-      const q0 = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(src0 + at), s), quantizeSmall4(v128.load(src0 + at, 16), s));
-      const v0 = i16x8.sub(i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q0, zp), lo), hi), zp);
-      let v1 = v0;
-      if (paired) {
-        const q1 = i16x8.narrow_i32x4_s(quantizeSmall4(v128.load(src1 + at), s), quantizeSmall4(v128.load(src1 + at, 16), s));
-        v1 = i16x8.sub(i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(q1, zp), lo), hi), zp);
-      }
-      storeChunk(base, c, v0, v1, paired);
+      storeChunk(base, c, quantize8(src0 + at, s0, zp0), quantize8(src1 + at, s1, zp1), true);
     }
     for (let i = c << 3; i < kp; i++) {
-      for (let lane = 0; lane < rows; lane++) {
-        let v: i32 = 0;
-        if (i < k) {
-          const q = quantize4(f32x4.splat(load<f32>((lane ? src1 : src0) + (<usize>i << 2))), s);
-          const u8 = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q, q), zp), lo), hi);
-          v = <i32>i16x8.extract_lane_s(u8, 0) - zeroPoint;
-        }
-        store<i16>(base + aOffset(i, rows, lane), <i16>v);
-      }
+      const inside = i < k;
+      const at = <usize>i << 2;
+      store<i16>(base + aOffset(i, 2, 0), inside ? <i16>quantize1(load<f32>(src0 + at), scale0, zero0) : 0);
+      store<i16>(base + aOffset(i, 2, 1), inside ? <i16>quantize1(load<f32>(src1 + at), scale1, zero1) : 0);
     }
+  }
+  if (r == m) return;
+  // A last odd row (the whole of a batch of 1): its k-pairs in order.
+  const scale = load<f32>(scales + (<usize>r << 2));
+  const zero = load<i32>(zeroPoints + (<usize>r << 2));
+  const s = f32x4.splat(scale);
+  const zp = i16x8.splat(<i16>zero);
+  const src = x + ((<usize>r * <usize>k) << 2);
+  const base = out + ((<usize>r * <usize>kp) << 1);
+  let c = 0;
+  for (; (c + 1) * 8 <= k; c++) {
+    v128.store(base + (<usize>c << 4), quantize8(src + (<usize>c << 5), s, zp));
+  }
+  for (let i = c << 3; i < kp; i++) {
+    store<i16>(base + aOffset(i, 1, 0), i < k ? <i16>quantize1(load<f32>(src + (<usize>i << 2)), scale, zero) : 0);
   }
 }
 

@@ -196,3 +196,87 @@ export function dynamicRange(x: usize, n: i32): i32 {
   lastZeroPoint = zeroPoint;
   return 0;
 }
+
+/** Lane-wise minimum (`pmin`) or maximum of four vectors, reduced: lane j holds vector j's extreme. */
+// @ts-ignore: decorator
+@inline
+function reduceAcross(a: v128, b: v128, c: v128, d: v128, lowest: bool): v128 {
+  const ab0 = i32x4.shuffle(a, b, 0, 1, 4, 5);
+  const ab1 = i32x4.shuffle(a, b, 2, 3, 6, 7);
+  const cd0 = i32x4.shuffle(c, d, 0, 1, 4, 5);
+  const cd1 = i32x4.shuffle(c, d, 2, 3, 6, 7);
+  const ab = lowest ? f32x4.pmin(ab0, ab1) : f32x4.pmax(ab0, ab1); // a01 a23 b01 b23
+  const cd = lowest ? f32x4.pmin(cd0, cd1) : f32x4.pmax(cd0, cd1);
+  const x = i32x4.shuffle(ab, cd, 0, 2, 4, 6);
+  const y = i32x4.shuffle(ab, cd, 1, 3, 5, 7);
+  return lowest ? f32x4.pmin(x, y) : f32x4.pmax(x, y);
+}
+
+/** Each row's running min (lanes 0–15 bytes per row) and max (from byte 64) for `rowRanges`. */
+const STAGE: usize = memory.data(128, 16);
+
+/**
+ * DynamicQuantizeLinear's scale and zero point for each of the M rows of the
+ * M×K floats at `x`, each row on its own: f32 per row at `scales`, i32 per row
+ * at `zeroPoints`. Returns 1 (with what it wrote meaningless) when any value
+ * is NaN or ±Inf.
+ *
+ * Four rows at a time: each row is scanned as `dynamicRange` scans (two sets
+ * of running min/max, non-finite values caught by their exponent bits), its
+ * lane-wise extremes are staged, the four rows' are reduced together by
+ * shuffles, and the four scales and zero points come out of one vector
+ * division each, with exactly `dynamicRange`'s f32 operations lane by lane
+ * (min and max are exact in any order, and the sign of a zero extreme changes
+ * neither the scale nor the zero point). Rows left over (fewer than four, a
+ * lone row included) go through `dynamicRange` itself.
+ */
+export function rowRanges(x: usize, m: i32, k: i32, scales: usize, zeroPoints: usize): i32 {
+  const expMask = i32x4.splat(EXPONENT_BITS);
+  const rowBytes = <usize>k << 2;
+  const end8 = <usize>(k & ~7) << 2;
+  let exp = i32x4.splat(0);
+  let r = 0;
+  for (; r + 4 <= m; r += 4) {
+    for (let j = 0; j < 4; j++) {
+      const p = x + <usize>(r + j) * rowBytes;
+      let lo0 = f32x4.splat(0), lo1 = f32x4.splat(0);
+      let hi0 = f32x4.splat(0), hi1 = f32x4.splat(0);
+      let exp0 = i32x4.splat(0), exp1 = i32x4.splat(0);
+      let at: usize = 0;
+      for (; at < end8; at += 32) {
+        const a = v128.load(p + at);
+        const b = v128.load(p + at, 16);
+        lo0 = f32x4.pmin(lo0, a);
+        hi0 = f32x4.pmax(hi0, a);
+        exp0 = i32x4.max_u(exp0, v128.and(a, expMask));
+        lo1 = f32x4.pmin(lo1, b);
+        hi1 = f32x4.pmax(hi1, b);
+        exp1 = i32x4.max_u(exp1, v128.and(b, expMask));
+      }
+      for (; at < rowBytes; at += 4) {
+        const a = v128.load32_splat(p + at);
+        lo0 = f32x4.pmin(lo0, a);
+        hi0 = f32x4.pmax(hi0, a);
+        exp0 = i32x4.max_u(exp0, v128.and(a, expMask));
+      }
+      const stage = STAGE + (<usize>j << 4);
+      v128.store(stage, f32x4.pmin(lo0, lo1));
+      v128.store(stage, f32x4.pmax(hi0, hi1), 64);
+      exp = i32x4.max_u(exp, i32x4.max_u(exp0, exp1));
+    }
+    if (v128.any_true(i32x4.eq(exp, expMask))) return 1;
+    const lo = reduceAcross(v128.load(STAGE), v128.load(STAGE, 16), v128.load(STAGE, 32), v128.load(STAGE, 48), true);
+    const hi = reduceAcross(v128.load(STAGE, 64), v128.load(STAGE, 80), v128.load(STAGE, 96), v128.load(STAGE, 112), false);
+    // As dynamicRange, lane by lane: scale 1 for an all-zero row, else (max - min) / 255.
+    const scale = v128.bitselect(f32x4.splat(1), f32x4.div(f32x4.sub(hi, lo), f32x4.splat(255)), f32x4.eq(hi, lo));
+    const zp = f32x4.pmin(f32x4.pmax(f32x4.sub(f32x4.splat(0), f32x4.div(lo, scale)), f32x4.splat(0)), f32x4.splat(255));
+    v128.store(scales + (<usize>r << 2), scale);
+    v128.store(zeroPoints + (<usize>r << 2), i32x4.trunc_sat_f32x4_s(f32x4.nearest(zp)));
+  }
+  for (; r < m; r++) {
+    if (dynamicRange(x + <usize>r * rowBytes, k) != 0) return 1;
+    store<f32>(scales + (<usize>r << 2), lastScale);
+    store<i32>(zeroPoints + (<usize>r << 2), lastZeroPoint);
+  }
+  return 0;
+}

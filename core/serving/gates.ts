@@ -31,9 +31,9 @@ const message = (error: unknown) =>
   error instanceof PinionError ? error.message : `unexpected error: ${String(error)}`;
 
 /**
- * Runs every golden case as its own batch-1 request, as callers send them:
- * int8 quantises activations per batch, so this is what the accuracy report
- * measured at publish and what production answers look like.
+ * Runs every golden case as its own batch-1 request, as callers send them and
+ * as the accuracy report measured at publish (int8 quantises activations per
+ * row, so a batch would give the same answers).
  */
 async function outputsFor(plane: DataPlane, manifest: Manifest, golden: Golden) {
   const spec = manifest.inputs.find((s) => s.name === golden.inputName);

@@ -1,9 +1,10 @@
 /**
- * The fused int8 layer (dynamic quantisation → int8 GEMM → per-channel
+ * The fused int8 layer (dynamic quantisation per row → int8 GEMM → per-channel
  * dequantisation → bias → ReLU) against two references: the plain TypeScript
  * oracle, and onnxruntime-web running the equivalent ONNX graph node by node
  * (DynamicQuantizeLinear → MatMulInteger → Cast → Mul(a_scale·w_scale) → Add → Relu,
- * graph optimisations off). Both comparisons are bit-exact.
+ * graph optimisations off) on each row alone, since ONNX's DynamicQuantizeLinear
+ * has one range per tensor. Both comparisons are bit-exact.
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Int8Kernels } from "../../core/runtimes/int8/kernels";
@@ -98,18 +99,39 @@ describe("fused int8 layer", () => {
     const rng = new Random(31337);
     for (let i = 0; i < 60; i++) {
       const l = { ...randomLayer(rng), activation: "relu" as const };
-      const expected = await graph.run({
-        x: new ort.Tensor("float32", l.x, [l.m, l.k]),
-        w: new ort.Tensor("int8", l.w, [l.k, l.n]),
-        w_zp: new ort.Tensor("int8", Int8Array.of(0), []),
-        w_scale: new ort.Tensor("float32", l.wScales, [l.n]),
-        bias: new ort.Tensor("float32", l.bias, [l.n]),
-      });
+      const expected = new Float32Array(l.m * l.n);
+      for (let r = 0; r < l.m; r++) {
+        const row = await graph.run({
+          x: new ort.Tensor("float32", l.x.slice(r * l.k, (r + 1) * l.k), [1, l.k]),
+          w: new ort.Tensor("int8", l.w, [l.k, l.n]),
+          w_zp: new ort.Tensor("int8", Int8Array.of(0), []),
+          w_scale: new ort.Tensor("float32", l.wScales, [l.n]),
+          bias: new ort.Tensor("float32", l.bias, [l.n]),
+        });
+        expected.set(row.y!.data as Float32Array, r * l.n);
+      }
       const packed = kernels.packWeights(l.w, l.k, l.n);
       const got = kernels.fusedLinear(l.x, l.m, packed, l.wScales, l.bias, "relu");
-      expect(bits(got), `layer ${i}: ${l.m}x${l.k}x${l.n}`).toEqual(
-        bits(expected.y!.data as Float32Array),
-      );
+      expect(bits(got), `layer ${i}: ${l.m}x${l.k}x${l.n}`).toEqual(bits(expected));
+      kernels.reset();
+    }
+  });
+
+  it("gives each row the same bits alone as inside a batch of 100", () => {
+    const rng = new Random(100);
+    for (let i = 0; i < 20; i++) {
+      const { k, n, w, wScales, bias, activation } = randomLayer(rng);
+      const m = 100;
+      // Rows of very different magnitudes: one shared range would crush the small ones.
+      const x = Float32Array.from({ length: m * k }, (_, j) => rng.normal() * 10 ** ((j / k) % 5 | 0));
+      const packed = kernels.packWeights(w, k, n);
+      const batch = kernels.fusedLinear(x, m, packed, wScales, bias, activation);
+      for (let r = 0; r < m; r++) {
+        const alone = kernels.fusedLinear(x.subarray(r * k, (r + 1) * k), 1, packed, wScales, bias, activation);
+        expect(bits(batch.subarray(r * n, (r + 1) * n)), `layer ${i} ${k}x${n} row ${r}`).toEqual(
+          bits(alone),
+        );
+      }
       kernels.reset();
     }
   });
@@ -134,6 +156,18 @@ describe("fused int8 layer", () => {
     expect(() =>
       kernels.fusedLinear(Float32Array.of(1, NaN, 3), 1, packed, scales, undefined, "relu"),
     ).toThrow(/NaN or infinite/);
+    // In a group of four rows, and in a row left over after one.
+    for (const [at, bad] of [
+      [7, NaN],
+      [2, -Infinity],
+      [14, Infinity],
+    ] as const) {
+      const x = Float32Array.from({ length: 15 }, (_, i) => i);
+      x[at] = bad;
+      expect(() => kernels.fusedLinear(x, 5, packed, scales, undefined, "none"), `${bad}`).toThrow(
+        /NaN or infinite/,
+      );
+    }
     const ok = kernels.fusedLinear(Float32Array.of(1, 2, 3), 1, packed, scales, undefined, "none");
     expect(ok).toHaveLength(2);
     kernels.reset();

@@ -29,7 +29,8 @@ export function referenceDynamicQuantize(x: Float32Array) {
 
 /**
  * y = act(f32(Σ (q − zp)·w) · f32(a_scale · w_scale[n]) + bias[n]), with
- * (q, a_scale, zp) the dynamic quantisation of x. `w` is K×N row-major int8.
+ * (q, a_scale, zp) the dynamic quantisation of x's row, each row on its own
+ * (the batch never changes a row's answer). `w` is K×N row-major int8.
  */
 export function referenceFusedLinear(
   x: Float32Array,
@@ -38,15 +39,15 @@ export function referenceFusedLinear(
   w: Int8Array,
   n: number,
   wScales: Float32Array,
-  bias: Float32Array | undefined,
+  bias: Float32Array | null | undefined,
   activation: "none" | "relu",
 ): Float32Array {
-  const { y: q, scale, zeroPoint } = referenceDynamicQuantize(x);
   const out = new Float32Array(m * n);
   for (let r = 0; r < m; r++) {
+    const { y: q, scale, zeroPoint } = referenceDynamicQuantize(x.subarray(r * k, (r + 1) * k));
     for (let c = 0; c < n; c++) {
       let acc = 0;
-      for (let i = 0; i < k; i++) acc += (q[r * k + i]! - zeroPoint) * w[i * n + c]!;
+      for (let i = 0; i < k; i++) acc += (q[i]! - zeroPoint) * w[i * n + c]!;
       let v = f32(f32(acc) * f32(scale * wScales[c]!));
       if (bias) v = f32(v + bias[c]!);
       if (activation === "relu") v = Math.max(v, 0);
@@ -54,4 +55,31 @@ export function referenceFusedLinear(
     }
   }
   return out;
+}
+
+/** A compiled dense layer as the reference reads it: K×N int8 weights and f32 scales and bias. */
+export interface ReferenceLayer {
+  k: number;
+  n: number;
+  activation: string;
+  weights: Int8Array;
+  scales: Float32Array;
+  bias: Float32Array | null;
+}
+
+/**
+ * A whole int8 plan of ReLU/linear layers (what the kernels run in one call),
+ * one row at a time: every row is quantised alone at every layer, which is
+ * also what the per-tensor DynamicQuantizeLinear of a batch of one gives.
+ */
+export function referencePlan(layers: readonly ReferenceLayer[], x: Float32Array): Float32Array {
+  let values = x;
+  for (const l of layers) {
+    if (l.activation !== "relu" && l.activation !== "none") {
+      throw new Error(`the reference runs ReLU and linear layers only, not ${l.activation}`);
+    }
+    const rows = values.length / l.k;
+    values = referenceFusedLinear(values, rows, l.k, l.weights, l.n, l.scales, l.bias, l.activation);
+  }
+  return values;
 }

@@ -10,6 +10,7 @@ import { decodePlanHeader, encodePlan, unpackV1Weights } from "../../core/runtim
 import { loadKernels } from "../../scripts/lib/kernels-node";
 import { ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "../assembly/random";
+import { referencePlan } from "../assembly/reference";
 
 const fixture = (path: string) =>
   new Uint8Array(readFileSync(new URL(`../../fixtures/${path}`, import.meta.url)));
@@ -146,6 +147,48 @@ describe("int8 compiler", () => {
     }
   });
 
+  describe.each([
+    ["seed SimpleModel", "seed-simple/simple_model.onnx", "seed-simple/cases.json"],
+    ["digits MLP", "digits-mlp/digits_mlp.onnx", "digits-mlp/testset.json"],
+  ])("%s: answers do not depend on the batch", (_, model, cases) => {
+    const compiled = () => {
+      const outcome = compileInt8(fixture(model), kernels);
+      if (!outcome.ok) throw new Error(outcome.reason);
+      const { inputs } = JSON.parse(new TextDecoder().decode(fixture(cases))) as {
+        inputs: number[][];
+      };
+      const layers = outcome.layers.map((l, i) => ({ ...l, ...outcome.quantised![i]! }));
+      return { outcome, layers, rows: inputs.slice(0, 100).map((row) => Float32Array.from(row)) };
+    };
+
+    it("gives each row alone and inside a batch of 100 the same bits", () => {
+      const { outcome, rows } = compiled();
+      const executor = new PlanExecutor(kernels, outcome.plan);
+      const width = executor.inputWidth;
+      const out = executor.outputWidth;
+      expect(rows).toHaveLength(100);
+      const x = new Float32Array(rows.length * width);
+      rows.forEach((row, i) => x.set(row, i * width));
+      const batch = executor.run(x, rows.length);
+      rows.forEach((row, i) => {
+        expect(bits(batch.subarray(i * out, (i + 1) * out)), `row ${i}`).toEqual(
+          bits(executor.run(row, 1)),
+        );
+      });
+    });
+
+    it("answers a batch of 1 exactly as before: DynamicQuantizeLinear of the one row, per layer", () => {
+      // The reference quantises each row alone at every layer; for a batch of
+      // one that is the per-tensor DynamicQuantizeLinear the kernels used
+      // before quantisation went per row, so batch-1 answers are unchanged.
+      const { outcome, layers, rows } = compiled();
+      const executor = new PlanExecutor(kernels, outcome.plan);
+      for (const [i, row] of rows.entries()) {
+        expect(bits(executor.run(row, 1)), `row ${i}`).toEqual(bits(referencePlan(layers, row)));
+      }
+    });
+  });
+
   it("runs large batches in blocks of 256 rows, keeping WASM memory bounded", async () => {
     const outcome = compileInt8(fixture("digits-mlp/digits_mlp.onnx"), kernels);
     if (!outcome.ok) throw new Error(outcome.reason);
@@ -167,6 +210,12 @@ describe("int8 compiler", () => {
       const n = Math.min(MAX_BLOCK_ROWS, rows - row);
       const block = executor.run(x.subarray(row * 64, (row + n) * 64), n);
       expect(bits(all.subarray(row * 10, (row + n) * 10))).toEqual(bits(block));
+    }
+    // Rows are quantised one by one, so block boundaries change nothing either.
+    for (const row of [0, 255, 256, 1999]) {
+      expect(bits(all.subarray(row * 10, (row + 1) * 10))).toEqual(
+        bits(executor.run(x.subarray(row * 64, (row + 1) * 64), 1)),
+      );
     }
   });
 

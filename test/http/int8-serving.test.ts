@@ -96,6 +96,32 @@ describe("choosing the runtime", () => {
   });
 });
 
+describe("batch-independent int8 answers, through the API", () => {
+  it.each([
+    ["q-simple", "seed-simple/cases.json"],
+    ["q-digits", "digits-mlp/testset.json"],
+  ])(
+    "%s@2: each row alone and inside a batch of 100 gives the same answer",
+    async (name, cases) => {
+      const rows = (await fixtureJson<{ inputs: number[][] }>(cases)).inputs.slice(0, 100);
+      expect(rows).toHaveLength(100);
+      const width = rows[0]!.length;
+      const batch = await infer(`/v2/models/${name}/versions/2/infer`, {
+        inputs: [{ name: "input", shape: [rows.length, width], datatype: "FP32", data: rows }],
+      });
+      expect(batch.response.headers.get("x-pinion-runtime")).toBe("int8");
+      const all = batch.body.outputs[0]!.data;
+      const out = all.length / rows.length;
+      for (const [i, row] of rows.entries()) {
+        const alone = await infer(`/v2/models/${name}/versions/2/infer`, request(name, row));
+        expect(alone.response.headers.get("x-pinion-runtime")).toBe("int8");
+        // JSON keeps every FP32 value apart (but the sign of zero): equal numbers, equal bits.
+        expect(all.slice(i * out, (i + 1) * out), `row ${i}`).toEqual(alone.body.outputs[0]!.data);
+      }
+    },
+  );
+});
+
 describe("int8 acceptance, through the API", () => {
   it("digits-mlp: accuracy within 0.5 points of fp32, classes agree on ≥ 99 %", async () => {
     const set = await fixtureJson<{ inputs: number[][]; labels: number[] }>(

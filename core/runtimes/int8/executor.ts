@@ -1,8 +1,8 @@
 /**
  * @module
  * Runs an int8 plan on the WASM kernels: per layer the fused kernel
- * (dynamic quantisation → int8 GEMM → per-channel dequantisation → bias →
- * ReLU), then any other activation in JS, then the optional softmax. The same
+ * (dynamic quantisation per row → int8 GEMM → per-channel dequantisation →
+ * bias → ReLU), then any other activation in JS, then the optional softmax. The same
  * code runs in the worker and in the compiler's accuracy report.
  */
 import { invalid } from "../../errors";
@@ -60,8 +60,9 @@ function softmaxRows(values: Float32Array, width: number): void {
 }
 
 /**
- * Rows quantised and run together at most. A request's batch up to this size
- * shares one activation range (as ONNX's DynamicQuantizeLinear over the batch).
+ * Rows run together at most (bounding the kernels' memory). Every row is
+ * quantised with its own activation range (DynamicQuantizeLinear of that row
+ * alone), so neither the batch nor its blocks change a row's answer.
  */
 export const MAX_BLOCK_ROWS = 256;
 
@@ -133,7 +134,8 @@ export class PlanExecutor {
     }
     if (batch <= MAX_BLOCK_ROWS) return this.runBlock(x, batch);
     // Large batches go through in blocks, so the kernels' memory (which never
-    // shrinks) stays bounded; each block gets its own activation range.
+    // shrinks) stays bounded; rows are quantised one by one, so the blocks
+    // change no answer.
     const width = this.inputWidth;
     const y = new Float32Array(batch * this.outputWidth);
     for (let row = 0; row < batch; row += MAX_BLOCK_ROWS) {

@@ -82,12 +82,17 @@ export class GraphExecutor {
     this.inputElements = plan.buffers[plan.input.buffer]!.elements;
     this.outputElements = plan.buffers[plan.output.buffer]!.elements;
     this.resident = plan.steps.map((step) => this.load(step, bytes));
-    // Per-sample scratch: the largest convolution's im2col and accumulators, or a dense layer's.
-    let scratchPerSample = 0;
+    const perSample = plan.arenaElements * 4;
+    this.blockSamples = Math.max(
+      1,
+      Math.min(MAX_GRAPH_BLOCK, Math.floor(ARENA_BUDGET_BYTES / perSample)),
+    );
+    // Scratch: the largest convolution's (per sample, reused) or a dense layer's (per block).
+    let scratch = 0;
     for (const step of plan.steps) {
       if (step.op === "conv") {
-        scratchPerSample = Math.max(
-          scratchPerSample,
+        scratch = Math.max(
+          scratch,
           abi.convInt8ScratchBytes(
             step.h,
             step.w,
@@ -100,16 +105,11 @@ export class GraphExecutor {
           ),
         );
       } else if (step.op === "dense") {
-        scratchPerSample = Math.max(scratchPerSample, abi.fusedScratchBytes(1, step.k, step.n));
+        scratch = Math.max(scratch, abi.fusedScratchBytes(this.blockSamples, step.k, step.n));
       }
     }
-    const perSample = plan.arenaElements * 4;
-    this.blockSamples = Math.max(
-      1,
-      Math.min(MAX_GRAPH_BLOCK, Math.floor(ARENA_BUDGET_BYTES / perSample)),
-    );
     this.arena = this.alloc(perSample * this.blockSamples);
-    this.scratch = this.alloc(scratchPerSample);
+    this.scratch = this.alloc(scratch);
   }
 
   static async instantiate(module: WebAssembly.Module, plan: Uint8Array): Promise<GraphExecutor> {
@@ -298,24 +298,20 @@ export class GraphExecutor {
           at(step.output),
         );
       case "dense": {
-        // One sample at a time: each gets its own activation range.
-        const x = at(step.input);
-        const y = at(step.output);
-        for (let s = 0; s < n; s++) {
-          const status = abi.fusedLinear(
-            x + s * step.k * 4,
-            1,
-            step.k,
-            weights,
-            step.n,
-            scales,
-            bias,
-            ACTIVATION_CODES[step.act],
-            y + s * step.n * 4,
-            this.scratch,
-          );
-          if (status !== 0) throw nonFinite();
-        }
+        // fusedLinear quantises each row (sample) on its own: one call for the block.
+        const status = abi.fusedLinear(
+          at(step.input),
+          n,
+          step.k,
+          weights,
+          step.n,
+          scales,
+          bias,
+          ACTIVATION_CODES[step.act],
+          at(step.output),
+          this.scratch,
+        );
+        if (status !== 0) throw nonFinite();
         return;
       }
       case "softmax": {

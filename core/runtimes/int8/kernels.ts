@@ -81,7 +81,7 @@ interface Abi {
     acc: number,
     m: number,
     n: number,
-    aScale: number,
+    aScales: number,
     wScales: number,
     bias: number,
     activation: number,
