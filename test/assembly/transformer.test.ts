@@ -532,6 +532,24 @@ describe("erf, tanh and gelu", () => {
   });
 });
 
+describe("gelu against the opset-20 Gelu op", () => {
+  it("agrees with onnxruntime-node's Gelu (approximate none)", async () => {
+    const r = new Random(43);
+    const n = 5 * 77;
+    const x = Float32Array.from({ length: n }, () => 4 * r.normal());
+    const model = graph([{ op: "Gelu", inputs: ["x"], outputs: ["y"] }], [{ name: "x", dims: [n] }], [n], 20);
+    const want = await ortRun(model, { x: [x, [n]] });
+    const got = scoped(() => {
+      const y = k.allocate(x.byteLength);
+      k.gelu(put(x), n, 0, y);
+      return floats(y, n);
+    });
+    // ORT forms 0.5·x·(1 + erf(x·M_SQRT1_2)) in f32: within our 1e-6 relative of float64
+    // plus its own 0.5·|x|·2u absolute from 1 + erf near erf ≈ −1.
+    expectWithin(got, want, (i) => 2e-6 * Math.abs(want[i]!) + 0.5 * Math.abs(x[i]!) * 2 * U, "ort Gelu-20");
+  });
+});
+
 describe("batchedMatMul", () => {
   // Bound: |scale·Σ a·b − y| ≤ (k + 2)·u·|scale|·Σ|a·b| (the standard forward error of
   // a k-term f32 dot product, any summation order, plus the product with scale).
