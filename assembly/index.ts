@@ -26,3 +26,16 @@ export {
   nchwToNhwc,
   nhwcToNchw,
 } from "./elementwise";
+export {
+  gatherRows,
+  gatherRowsI8,
+  layerNorm,
+  softmaxRows,
+  gelu,
+  erf,
+  tanhRows,
+  batchedMatMul,
+  batchedMatMulStrided,
+  addBias,
+  meanPoolMasked,
+} from "./transformer";

@@ -5,7 +5,9 @@
  * thread) and a plain JS loop, all in this one process and run. Prints the
  * median GOP/s (2·M·K·N / time) of each, the ratios to ORT, and the share of
  * this machine's single-core pmaddwd peak; then MobileNetV2-like convolutions
- * (int8 conv, depthwise) against ORT's fp32 Conv (`cnn-kernels.ts`).
+ * (int8 conv, depthwise) against ORT's fp32 Conv (`cnn-kernels.ts`), and the
+ * fp32 transformer-encoder kernels at MiniLM sizes against ORT's one-op graphs
+ * (`text-kernels.ts`; `BENCH_ONLY=text` alone).
  *
  * A full run (no BENCH_ONLY) records the table in docs/benchmarks.md
  * (section bench:kernels; see `report.ts`).
@@ -16,6 +18,7 @@ import { cpus } from "node:os";
 import { kernelsPath, loadKernels } from "../lib/kernels-node";
 import { ElemType, buildModel, ort, session } from "../lib/onnx-graph";
 import { benchConvolutions } from "./cnn-kernels";
+import { benchTransformer } from "./text-kernels";
 import { recordBench } from "./report";
 
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 15);
@@ -236,6 +239,8 @@ async function main(): Promise<void> {
   kernels.reset();
   // BENCH_ONLY=cnn runs the convolutions alone (their labels start with "cnn").
   if (!ONLY || ONLY.startsWith("cnn")) await benchConvolutions(measure, print, peak, ONLY);
+  // BENCH_ONLY=text runs the transformer kernels alone (their labels start with "text").
+  if (!ONLY || ONLY.startsWith("text")) await benchTransformer(measure, print, ONLY);
   // A run of one shape (BENCH_ONLY) is not the whole table: it is printed, not recorded.
   if (!ONLY) await recordBench("kernels", printed.join("\n"));
 }
