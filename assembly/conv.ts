@@ -122,9 +122,10 @@ function im2colRow(
  * fixed offset from the window's top-left corner, whatever the pixel. A
  * table made once per call lists, for each 8-value vector of the im2col row
  * (k = 8v … 8v+7), the runs that feed it: a byte offset from the window
- * corner and an `i8x16.swizzle` mask that moves the run's values to their
- * lanes (0xFF, i.e. zero, elsewhere). A pixel's row is then a few loads,
- * swizzles and ORs in registers, and a pixel pair is interleaved k-pair by
+ * corner, chosen so that an unaligned load puts the run's values on their
+ * own lanes, and a mask of those lanes. A pixel's row is then a few loads,
+ * ANDs and ORs in registers (loads may read up to 14 bytes before the image
+ * or 16 past it; what they read there is masked off), and a pixel pair is interleaved k-pair by
  * k-pair as it is stored: no per-tap bounds, no 16-byte run copies, no
  * separate interleave pass. The values are the same i16 as the copy path's
  * (padding taps are the real zero), so the accumulators are the same.
@@ -218,14 +219,11 @@ function buildGatherTable(kh: i32, kw: i32, c: i32, rowValues: i32, table: usize
       const ky = kk / run;
       const segEnd = min(k1, (ky + 1) * run);
       const rec = table + <usize>e * ENTRY;
-      v128.store(rec, i8x16.splat(-1));
-      for (let j = kk; j < segEnd; j++) {
-        const lane = <usize>(j - k0) << 1;
-        const src = <u8>((j - kk) << 1);
-        store<u8>(rec + lane, src);
-        store<u8>(rec + lane + 1, src + 1);
-      }
-      store<i32>(rec + 16, (ky * rowValues + kk - ky * run) << 1);
+      // Loaded from `lead` values before the run, its values land on their own lanes.
+      const lead = kk - k0;
+      v128.store(rec, i32x4.splat(0));
+      for (let j = kk; j < segEnd; j++) store<i16>(rec + (<usize>(j - k0) << 1), -1);
+      store<i32>(rec + 16, (ky * rowValues + kk - ky * run - lead) << 1);
       e++;
       kk = segEnd;
     }
@@ -264,8 +262,8 @@ function gatherTile(
           const rec = table + <usize>e * ENTRY;
           const mask = v128.load(rec);
           const off = <usize>load<i32>(rec + 16);
-          a = v128.or(a, i8x16.swizzle(v128.load(pA + off), mask));
-          b = v128.or(b, i8x16.swizzle(v128.load(pB + off), mask));
+          a = v128.or(a, v128.and(v128.load(pA + off), mask));
+          b = v128.or(b, v128.and(v128.load(pB + off), mask));
         }
         const at = dst + (<usize>v << 5);
         v128.store(at, i32x4.shuffle(a, b, 0, 4, 1, 5));
@@ -278,7 +276,7 @@ function gatherTile(
         let a = i32x4.splat(0);
         for (; e < end; e++) {
           const rec = table + <usize>e * ENTRY;
-          a = v128.or(a, i8x16.swizzle(v128.load(pA + <usize>load<i32>(rec + 16)), v128.load(rec)));
+          a = v128.or(a, v128.and(v128.load(pA + <usize>load<i32>(rec + 16)), v128.load(rec)));
         }
         v128.store(dst + (<usize>v << 4), a);
       }

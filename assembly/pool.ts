@@ -19,6 +19,9 @@ function endTap(o: i32, stride: i32, pad: i32, k: i32, size: i32): i32 {
   return min(k, size + pad - o * stride);
 }
 
+// Inlined into maxPool and averagePool with `average` constant, so neither carries the other's branches.
+// @ts-ignore: decorator
+@inline
 function pool(
   x: usize, batch: i32, h: i32, w: i32, c: i32, kh: i32, kw: i32,
   strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32,
