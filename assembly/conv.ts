@@ -340,6 +340,22 @@ function dequantizeFlat(
   const rowBytes = <usize>n << 2;
   let col: usize = 0;
   const end = <usize>total << 2;
+  if (n == 8) {
+    // Eight columns (a common thin layer): multipliers and bias in registers, a row per step.
+    const m0 = v128.load(multipliers), m1 = v128.load(multipliers, 16);
+    const b0 = hasBias ? v128.load(bias) : m0, b1 = hasBias ? v128.load(bias, 16) : m1;
+    for (let i: usize = 0; i < end; i += 32) {
+      let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i)), m0);
+      let u = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i, 16)), m1);
+      if (hasBias) {
+        v = f32x4.add(v, b0);
+        u = f32x4.add(u, b1);
+      }
+      v128.store(y + i, activate4(v, act, p0, p1));
+      v128.store(y + i, activate4(u, act, p0, p1), 16);
+    }
+    return;
+  }
   for (let i: usize = 0; i < end; i += 16) {
     let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i)), v128.load(multipliers + col));
     if (hasBias) v = f32x4.add(v, v128.load(bias + col));

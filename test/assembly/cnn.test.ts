@@ -673,6 +673,37 @@ describe("pooling", () => {
     }
   });
 
+  it("maxPool's 2×2 path (windows inside, c % 4 == 0) equals the reference, -0 and +0 included", () => {
+    const rng = new Random(1618);
+    for (let i = 0; i < 40; i++) {
+      const [sh, sw] = [rng.pick([1, 2, 2, 3]), rng.pick([1, 2, 2, 3])];
+      const [h, w] = [rng.int(2, 14), rng.int(2, 14)];
+      const s: Shape = {
+        batch: rng.pick([1, 2, 5]),
+        h,
+        w,
+        c: rng.pick([4, 8, 12, 16, 32]),
+        kh: 2,
+        kw: 2,
+        sh,
+        sw,
+        pt: 0,
+        pl: 0,
+        pb: 0,
+        pr: 0,
+        outH: Math.floor((h - 2) / sh) + 1,
+        outW: Math.floor((w - 2) / sw) + 1,
+      };
+      // Some signed zeros and repeated values, where max's rules matter.
+      const x = randomInput(rng, s.batch * s.c * s.h * s.w).map((v, j) =>
+        j % 7 === 0 ? (j % 2 ? -0 : 0) : j % 5 === 0 ? 1.5 : v,
+      );
+      const got = runPool(s, toNhwc(x, s.batch, s.c, s.h * s.w), "max", false);
+      const want = toNhwc(referencePool(s, x, "max", false), s.batch, s.c, s.outH * s.outW);
+      expect(bits(got), `case ${i}: ${describeShape(s)}`).toEqual(bits(want));
+    }
+  });
+
   it("match onnxruntime-node's MaxPool and AveragePool", async () => {
     const rng = new Random(31415);
     for (let i = 0; i < 30; i++) {
