@@ -3,7 +3,9 @@
  * Runs a graph plan (`graph-plan.ts`) on the WASM kernels: at load, the
  * weights are packed into the module's memory and the arena is allocated for
  * the largest block of samples; per request, each block of samples is copied
- * into the arena and every step is one kernel call over the block. Each
+ * into the arena and every step is one kernel call over the block (the calls,
+ * with every pointer bound, and views of the block's input and output are
+ * made once per block size; a one-block run allocates only its result). Each
  * sample is quantised on its own (per-sample activation ranges), so a
  * sample's answer never depends on the other samples of the request.
  */
