@@ -41,7 +41,15 @@ function tileRows(outH: i32, outW: i32): i32 {
 export function convInt8ScratchBytes(h: i32, w: i32, c: i32, kh: i32, kw: i32, outH: i32, outW: i32, cout: i32): usize {
   const kp = <usize>paddedK(kh * kw * c);
   const t = <usize>tileRows(outH, outW);
-  return align16(<usize>paddedK(h * w * c) << 1) + SLACK // the quantised sample (copies read past it)
+  let sample = align16(<usize>paddedK(h * w * c) << 1);
+  let table: usize = 0;
+  if (kp <= <usize>GATHER_MAX_KP) {
+    // The zero-padded quantised image (pads of at most k − 1 on each side) and the gather table.
+    sample = max(sample, align16(<usize>(h + 2 * (kh - 1)) * <usize>(w + 2 * (kw - 1)) * <usize>c << 1));
+    table = gatherTableBytes(<i32>kp, kh);
+  }
+  return sample + SLACK // the quantised sample (copies read past it)
+    + table
     + align16(kp << 2) + SLACK // two im2col rows before interleaving
     + align16((t * kp) << 1) + SLACK // A tile
     + align16((t * <usize>cout) << 2) // accumulators
@@ -109,6 +117,175 @@ function im2colRow(
 }
 
 /**
+ * The gather path (small images, thin K: the RGB or grey stem, small-c
+ * layers): the sample is quantised into a zero-padded NHWC image, so every
+ * output pixel's receptive field is kh runs of kw·c contiguous values at a
+ * fixed offset from the window's top-left corner, whatever the pixel. A
+ * table made once per call lists, for each 8-value vector of the im2col row
+ * (k = 8v … 8v+7), the runs that feed it: a byte offset from the window
+ * corner, chosen so that an unaligned load puts the run's values on their
+ * own lanes, and a mask of those lanes. A pixel's row is then a few loads,
+ * ANDs and ORs in registers (loads may read up to 14 bytes before the image
+ * or 16 past it; what they read there is masked off), and a pixel pair is interleaved k-pair by
+ * k-pair as it is stored: no per-tap bounds, no 16-byte run copies, no
+ * separate interleave pass. The values are the same i16 as the copy path's
+ * (padding taps are the real zero), so the accumulators are the same.
+ */
+const GATHER_MAX_KP: i32 = 128;
+/** Bytes per table entry: the mask (16), the offset (i32), padding. */
+const ENTRY: usize = 32;
+
+// @ts-ignore: decorator
+@inline
+function gatherTableBytes(kp: i32, kh: i32): usize {
+  // Each row vector has one entry per kernel row it touches: at most kp/8 + kh − 1 in all.
+  return align16(<usize>((kp >> 3) + kh) * ENTRY + (<usize>(kp >> 3) << 2)) + SLACK;
+}
+
+/** Padding past the input a conv's windows reach on the far side (bottom or right). */
+// @ts-ignore: decorator
+@inline
+function farPad(size: i32, k: i32, stride: i32, pad: i32, out: i32): i32 {
+  return max(0, (out - 1) * stride + k - pad - size);
+}
+
+/** 1.5 · 2^23: adding it rounds a float below 2^22 in magnitude half to even into the low mantissa bits. */
+const ROUNDING_MAGIC: f32 = 12582912.0;
+const ROUNDING_MAGIC_BITS: i32 = 0x4b400000;
+
+/**
+ * x_q − zero_point as i16 for 8 floats: QuantizeLinear to u8 (x / scale
+ * rounded half to even, which for |x / scale| ≤ 255 is what
+ * `f32.nearest` + saturating truncation give, then + zero point with i16
+ * saturation, clamped to [0, 255]), minus the zero point: the steps and bits
+ * of `quantizeRowsI16`.
+ */
+// @ts-ignore: decorator
+@inline
+function quantize8(x: usize, s: v128, zp: v128): v128 {
+  const magic = f32x4.splat(ROUNDING_MAGIC);
+  const bits = i32x4.splat(ROUNDING_MAGIC_BITS);
+  const q0 = i32x4.sub(f32x4.add(f32x4.div(v128.load(x), s), magic), bits);
+  const q1 = i32x4.sub(f32x4.add(f32x4.div(v128.load(x, 16), s), magic), bits);
+  const u = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q0, q1), zp), i16x8.splat(0)), i16x8.splat(255));
+  return i16x8.sub(u, zp);
+}
+
+/**
+ * Quantises sample `xs` (h×w×c) into the zero-padded image at `img`
+ * (hp×wp×c i16, the input at row padTop, column padLeft).
+ */
+function quantizePadded(
+  xs: usize, h: i32, w: i32, c: i32, padTop: i32, padLeft: i32, hp: i32, wp: i32,
+  scale: f32, zeroPoint: i32, img: usize,
+): void {
+  const zero = i32x4.splat(0);
+  const bytes = (<usize>hp * <usize>wp * <usize>c) << 1;
+  for (let i: usize = 0; i < bytes; i += 16) v128.store(img + i, zero);
+  const s = f32x4.splat(scale);
+  const zp = i16x8.splat(<i16>zeroPoint);
+  const run = w * c;
+  for (let y = 0; y < h; y++) {
+    const src = xs + ((<usize>y * <usize>run) << 2);
+    const dst = img + ((<usize>((y + padTop) * wp + padLeft) * <usize>c) << 1);
+    let i = 0;
+    for (; i + 8 <= run; i += 8) v128.store(dst + (<usize>i << 1), quantize8(src + (<usize>i << 2), s, zp));
+    for (; i < run; i++) {
+      // One value through the same lanes (the others are copies of it).
+      const v = f32x4.splat(load<f32>(src + (<usize>i << 2)));
+      const q = i32x4.sub(f32x4.add(f32x4.div(v, s), f32x4.splat(ROUNDING_MAGIC)), i32x4.splat(ROUNDING_MAGIC_BITS));
+      const u = i16x8.min_s(i16x8.max_s(i16x8.add_sat_s(i16x8.narrow_i32x4_s(q, q), zp), i16x8.splat(0)), i16x8.splat(255));
+      store<i16>(dst + (<usize>i << 1), i16x8.extract_lane_s(i16x8.sub(u, zp), 0));
+    }
+  }
+}
+
+/**
+ * Builds the gather table at `table` for K = kh·kw·c over an image `rowValues`
+ * (wp·c) values wide; returns nothing, the per-vector entry ends follow the
+ * entries (at table + (kp/8 + kh)·ENTRY).
+ */
+function buildGatherTable(kh: i32, kw: i32, c: i32, rowValues: i32, table: usize): void {
+  const k = kh * kw * c;
+  const kp = paddedK(k);
+  const vectors = kp >> 3;
+  const ends = table + <usize>(vectors + kh) * ENTRY;
+  const run = kw * c;
+  let e = 0;
+  for (let v = 0; v < vectors; v++) {
+    const k0 = v << 3;
+    const k1 = min(k0 + 8, k);
+    let kk = k0;
+    while (kk < k1) {
+      const ky = kk / run;
+      const segEnd = min(k1, (ky + 1) * run);
+      const rec = table + <usize>e * ENTRY;
+      // Loaded from `lead` values before the run, its values land on their own lanes.
+      const lead = kk - k0;
+      v128.store(rec, i32x4.splat(0));
+      for (let j = kk; j < segEnd; j++) store<i16>(rec + (<usize>(j - k0) << 1), -1);
+      store<i32>(rec + 16, (ky * rowValues + kk - ky * run - lead) << 1);
+      e++;
+      kk = segEnd;
+    }
+    store<i32>(ends + (<usize>v << 2), e);
+  }
+}
+
+/**
+ * Rows of the A tile for `mt` output pixels from (oy, ox) on, through the
+ * gather table (see GATHER_MAX_KP): pairs interleaved as `gemmI16` reads
+ * them, a last odd row plain.
+ */
+function gatherTile(
+  img: usize, c: i32, wp: i32, strideH: i32, strideW: i32, outW: i32, kp: i32,
+  table: usize, kh: i32, oy: i32, ox: i32, mt: i32, a16: usize,
+): void {
+  const vectors = kp >> 3;
+  const ends = table + <usize>(vectors + kh) * ENTRY;
+  const rowBytes = (<usize>strideH * <usize>wp * <usize>c) << 1;
+  const step = (<usize>strideW * <usize>c) << 1;
+  let rowStart = img + <usize>oy * rowBytes;
+  let p = rowStart + <usize>ox * step;
+  for (let r = 0; r < mt; r += 2) {
+    const dst = a16 + ((<usize>r * <usize>kp) << 1);
+    const pA = p;
+    if (++ox == outW) { ox = 0; rowStart += rowBytes; p = rowStart; } else p += step;
+    if (r + 1 < mt) {
+      const pB = p;
+      if (++ox == outW) { ox = 0; rowStart += rowBytes; p = rowStart; } else p += step;
+      let e = 0;
+      for (let v = 0; v < vectors; v++) {
+        const end = load<i32>(ends + (<usize>v << 2));
+        let a = i32x4.splat(0);
+        let b = i32x4.splat(0);
+        for (; e < end; e++) {
+          const rec = table + <usize>e * ENTRY;
+          const mask = v128.load(rec);
+          const off = <usize>load<i32>(rec + 16);
+          a = v128.or(a, v128.and(v128.load(pA + off), mask));
+          b = v128.or(b, v128.and(v128.load(pB + off), mask));
+        }
+        const at = dst + (<usize>v << 5);
+        v128.store(at, i32x4.shuffle(a, b, 0, 4, 1, 5));
+        v128.store(at, i32x4.shuffle(a, b, 2, 6, 3, 7), 16);
+      }
+    } else {
+      let e = 0;
+      for (let v = 0; v < vectors; v++) {
+        const end = load<i32>(ends + (<usize>v << 2));
+        let a = i32x4.splat(0);
+        for (; e < end; e++) {
+          const rec = table + <usize>e * ENTRY;
+          a = v128.or(a, v128.and(v128.load(pA + <usize>load<i32>(rec + 16)), v128.load(rec)));
+        }
+        v128.store(dst + (<usize>v << 4), a);
+      }
+    }
+  }
+}
+
+/**
  * y[M×N] = act(f32(acc) · multipliers[col] + bias[col]), multipliers[col]
  * = f32(aScale · wScales[col]) computed once per sample: the f32 ops of
  * `dequantizeAccumulators` in the same order, then any activation.
@@ -117,6 +294,20 @@ function dequantizeActivate(
   acc: usize, m: i32, n: i32, multipliers: usize, bias: usize,
   act: i32, p0: f32, p1: f32, y: usize,
 ): void {
+  if ((n & 3) == 0) {
+    // Rows are contiguous: one flat pass, the column cycling, bias and common activations hoisted.
+    const total = m * n;
+    if (bias) {
+      if (act == 0) dequantizeFlat(acc, total, n, multipliers, bias, true, 0, p0, p1, y);
+      else if (act == 1) dequantizeFlat(acc, total, n, multipliers, bias, true, 1, p0, p1, y);
+      else dequantizeFlat(acc, total, n, multipliers, bias, true, act, p0, p1, y);
+    } else {
+      if (act == 0) dequantizeFlat(acc, total, n, multipliers, 0, false, 0, p0, p1, y);
+      else if (act == 1) dequantizeFlat(acc, total, n, multipliers, 0, false, 1, p0, p1, y);
+      else dequantizeFlat(acc, total, n, multipliers, 0, false, act, p0, p1, y);
+    }
+    return;
+  }
   for (let r = 0; r < m; r++) {
     const rowAcc = acc + ((<usize>r * <usize>n) << 2);
     const rowOut = y + ((<usize>r * <usize>n) << 2);
@@ -137,6 +328,45 @@ function dequantizeActivate(
 }
 
 /**
+ * `dequantizeActivate` for n % 4 == 0 over `total` = m·n contiguous values:
+ * the same ops per element (f32(acc) · multiplier, + bias, activation);
+ * inlined with constant `hasBias`/`act` at its call sites.
+ */
+// @ts-ignore: decorator
+@inline
+function dequantizeFlat(
+  acc: usize, total: i32, n: i32, multipliers: usize, bias: usize, hasBias: bool,
+  act: i32, p0: f32, p1: f32, y: usize,
+): void {
+  const rowBytes = <usize>n << 2;
+  let col: usize = 0;
+  const end = <usize>total << 2;
+  if (n == 8) {
+    // Eight columns (a common thin layer): multipliers and bias in registers, a row per step.
+    const m0 = v128.load(multipliers), m1 = v128.load(multipliers, 16);
+    const b0 = hasBias ? v128.load(bias) : m0, b1 = hasBias ? v128.load(bias, 16) : m1;
+    for (let i: usize = 0; i < end; i += 32) {
+      let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i)), m0);
+      let u = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i, 16)), m1);
+      if (hasBias) {
+        v = f32x4.add(v, b0);
+        u = f32x4.add(u, b1);
+      }
+      v128.store(y + i, activate4(v, act, p0, p1));
+      v128.store(y + i, activate4(u, act, p0, p1), 16);
+    }
+    return;
+  }
+  for (let i: usize = 0; i < end; i += 16) {
+    let v = f32x4.mul(f32x4.convert_i32x4_s(v128.load(acc + i)), v128.load(multipliers + col));
+    if (hasBias) v = f32x4.add(v, v128.load(bias + col));
+    v128.store(y + i, activate4(v, act, p0, p1));
+    col += 16;
+    if (col == rowBytes) col = 0;
+  }
+}
+
+/**
  * Group-1 convolution through the int8 GEMM (see the top of this file).
  * NHWC [batch, h, w, c] to NHWC [batch, outH, outW, cout]. Returns 0, or 1
  * when a sample holds NaN or ±Inf (the samples before it are written).
@@ -153,7 +383,22 @@ export function convInt8(
   const rows = outH * outW;
   const tile = tileRows(outH, outW);
   const xq = scratch;
-  const pair = xq + align16(<usize>paddedK(n) << 1) + SLACK;
+  const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
+  // The gather path when K is thin and the pads fit the padded image convInt8ScratchBytes counts.
+  const padBottom = farPad(h, kh, strideH, padTop, outH);
+  const padRight = farPad(w, kw, strideW, padLeft, outW);
+  const gather = !direct && kp <= GATHER_MAX_KP
+    && padTop < kh && padLeft < kw && padBottom < kh && padRight < kw;
+  const hp = padTop + h + padBottom;
+  const wp = padLeft + w + padRight;
+  let sampleBytes = align16(<usize>paddedK(n) << 1);
+  let tableBytes: usize = 0;
+  if (kp <= GATHER_MAX_KP) {
+    sampleBytes = max(sampleBytes, align16(<usize>(h + 2 * (kh - 1)) * <usize>(w + 2 * (kw - 1)) * <usize>c << 1));
+    tableBytes = gatherTableBytes(kp, kh);
+  }
+  const table = xq + sampleBytes + SLACK;
+  const pair = table + tableBytes;
   const pair1 = pair + (<usize>kp << 1);
   const a16 = pair + align16(<usize>kp << 2) + SLACK;
   const acc = a16 + align16((<usize>tile * <usize>kp) << 1) + SLACK;
@@ -161,14 +406,16 @@ export function convInt8(
   // `quantizeRowsI16` takes a scale and zero point per row: here every row is the sample's.
   const rowScales = multipliers + align16(<usize>cout << 2);
   const rowZeros = rowScales + align16(<usize>tile << 2);
-  const direct = kh == 1 && kw == 1 && strideH == 1 && strideW == 1 && padTop == 0 && padLeft == 0 && outH == h && outW == w;
+  if (gather) buildGatherTable(kh, kw, c, wp * c, table);
   for (let b = 0; b < batch; b++) {
     const xs = x + ((<usize>b * <usize>n) << 2);
     const ys = y + ((<usize>b * <usize>rows * <usize>cout) << 2);
     if (dynamicRange(xs, n) != 0) return 1;
     const scale = dynamicScale();
     const zp = dynamicZeroPoint();
-    for (let r = 0; r < tile; r++) {
+    // The gather path quantises on its own; the others need the scale once per row they quantise.
+    const filled = gather ? 0 : direct ? tile : 1;
+    for (let r = 0; r < filled; r++) {
       store<f32>(rowScales + (<usize>r << 2), scale);
       store<i32>(rowZeros + (<usize>r << 2), zp);
     }
@@ -180,10 +427,14 @@ export function convInt8(
     }
     for (; col < cout; col++) store<f32>(multipliers + (<usize>col << 2), scale * load<f32>(wScales + (<usize>col << 2)));
     // A lone row's A layout is its values in order: the whole sample quantised once.
-    if (!direct) quantizeRowsI16(xs, 1, n, rowScales, rowZeros, xq);
+    if (gather) quantizePadded(xs, h, w, c, padTop, padLeft, hp, wp, scale, zp, xq);
+    else if (!direct) quantizeRowsI16(xs, 1, n, rowScales, rowZeros, xq);
     for (let r0 = 0; r0 < rows; r0 += tile) {
       const mt = min(tile, rows - r0);
-      if (direct) {
+      if (gather) {
+        const oy = r0 / outW;
+        gatherTile(xq, c, wp, strideH, strideW, outW, kp, table, kh, oy, r0 - oy * outW, mt, a16);
+      } else if (direct) {
         quantizeRowsI16(xs + ((<usize>r0 * <usize>c) << 2), mt, c, rowScales, rowZeros, a16);
       } else {
         let oy = r0 / outW;

@@ -150,10 +150,36 @@ function transposeBatch(x: usize, batch: i32, rows: i32, cols: i32, y: usize): v
   const plane = (<usize>rows * <usize>cols) << 2;
   const rs = <usize>cols << 2; // source row stride
   const ds = <usize>rows << 2; // destination row stride
+  if (rows == 1) {
+    memory.copy(y, x, <usize>batch * plane);
+    return;
+  }
   for (let b = 0; b < batch; b++) {
     const src = x + <usize>b * plane;
     const dst = y + <usize>b * plane;
     let r = 0;
+    if (rows == 3) {
+      // Three rows (an RGB image's planes to NHWC): four columns at a time, 12 values in three stores.
+      let c = 0;
+      for (; c + 4 <= cols; c += 4) {
+        const s = src + (<usize>c << 2);
+        const p = v128.load(s);
+        const q = v128.load(s + rs);
+        const u = v128.load(s + 2 * rs);
+        const t = i32x4.shuffle(p, q, 0, 4, 1, 5); // p0 q0 p1 q1
+        const v = i32x4.shuffle(p, q, 2, 6, 3, 7); // p2 q2 p3 q3
+        const d = dst + <usize>c * 12;
+        v128.store(d, i32x4.shuffle(t, u, 0, 1, 4, 2)); // p0 q0 u0 p1
+        v128.store(d, i32x4.shuffle(i32x4.shuffle(t, u, 3, 5, 0, 0), v, 0, 1, 4, 5), 16); // q1 u1 p2 q2
+        v128.store(d, i32x4.shuffle(u, v, 2, 6, 7, 3), 32); // u2 p3 q3 u3
+      }
+      for (; c < cols; c++) {
+        for (let i = 0; i < 3; i++) {
+          store<f32>(dst + <usize>c * 12 + (<usize>i << 2), load<f32>(src + <usize>i * rs + (<usize>c << 2)));
+        }
+      }
+      continue;
+    }
     for (; r + 4 <= rows; r += 4) {
       let c = 0;
       for (; c + 4 <= cols; c += 4) {

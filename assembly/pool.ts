@@ -19,6 +19,9 @@ function endTap(o: i32, stride: i32, pad: i32, k: i32, size: i32): i32 {
   return min(k, size + pad - o * stride);
 }
 
+// Inlined into maxPool and averagePool with `average` constant, so neither carries the other's branches.
+// @ts-ignore: decorator
+@inline
 function pool(
   x: usize, batch: i32, h: i32, w: i32, c: i32, kh: i32, kw: i32,
   strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32,
@@ -67,11 +70,46 @@ function pool(
   }
 }
 
+/**
+ * MaxPool 2×2 with every window inside the input and c % 4 == 0 (the usual
+ * 2×2 stride-2 pool after a conv): the four taps unrolled, the max started at
+ * the first tap rather than at −∞ (max(−∞, v) is v), in (ky, kx) order.
+ */
+function maxPool2x2Inside(
+  x: usize, batch: i32, h: i32, w: i32, c: i32, strideH: i32, strideW: i32, outH: i32, outW: i32, y: usize,
+): void {
+  const pixel = <usize>c << 2;
+  const row = <usize>w * pixel;
+  const step = <usize>strideW * pixel;
+  for (let b = 0; b < batch; b++) {
+    const xs = x + <usize>b * <usize>h * row;
+    let out = y + <usize>b * <usize>outH * <usize>outW * pixel;
+    for (let oy = 0; oy < outH; oy++) {
+      let p = xs + <usize>(oy * strideH) * row;
+      for (let ox = 0; ox < outW; ox++, p += step, out += pixel) {
+        for (let off: usize = 0; off < pixel; off += 16) {
+          const q = p + off;
+          const top = f32x4.max(v128.load(q), v128.load(q + pixel));
+          const m = f32x4.max(f32x4.max(top, v128.load(q + row)), v128.load(q + row + pixel));
+          v128.store(out + off, m);
+        }
+      }
+    }
+  }
+}
+
 /** MaxPool: NHWC [batch, h, w, c] to [batch, outH, outW, c]. */
 export function maxPool(
   x: usize, batch: i32, h: i32, w: i32, c: i32, kh: i32, kw: i32,
   strideH: i32, strideW: i32, padTop: i32, padLeft: i32, outH: i32, outW: i32, y: usize,
 ): void {
+  if (
+    kh == 2 && kw == 2 && (c & 3) == 0 && padTop == 0 && padLeft == 0 &&
+    (outH - 1) * strideH + 2 <= h && (outW - 1) * strideW + 2 <= w
+  ) {
+    maxPool2x2Inside(x, batch, h, w, c, strideH, strideW, outH, outW, y);
+    return;
+  }
   pool(x, batch, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outH, outW, false, false, y);
 }
 

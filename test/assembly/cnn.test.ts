@@ -475,6 +475,52 @@ describe("convInt8", () => {
     }
   });
 
+  it("covers the gather path (thin K: c 1–4, zero-padded image) on random shapes, bit for bit", () => {
+    // K ≤ 128 with pads below the kernel takes the gather im2col; larger pads and
+    // strides past the kernel (windows skipping rows) are mixed in, as are images
+    // past one 64-pixel tile, odd tile tails and 1×1 kernels that are not direct.
+    const rng = new Random(31337);
+    for (let i = 0; i < 80; i++) {
+      const kh = rng.pick([1, 2, 3, 3, 5, 7]);
+      const kw = rng.next() < 0.7 ? kh : rng.pick([1, 3, 5]);
+      const h = rng.int(1, 30);
+      const w = rng.next() < 0.6 ? h : rng.int(1, 30);
+      const sh = rng.pick([1, 1, 2, 3]);
+      const sw = rng.next() < 0.7 ? sh : rng.pick([1, 2, 3]);
+      const pad = (kk: number) => (rng.next() < 0.15 ? rng.int(kk, kk + 2) : rng.int(0, kk - 1));
+      const [pt, pb, pl, pr] = [pad(kh), pad(kh), pad(kw), pad(kw)];
+      if (h + pt + pb < kh || w + pl + pr < kw) continue;
+      const s: Shape = {
+        batch: rng.pick([1, 1, 3]),
+        h,
+        w,
+        c: rng.pick([1, 2, 3, 4]),
+        kh,
+        kw,
+        sh,
+        sw,
+        pt,
+        pl,
+        pb,
+        pr,
+        outH: Math.floor((h + pt + pb - kh) / sh) + 1,
+        outW: Math.floor((w + pl + pr - kw) / sw) + 1,
+      };
+      const cout = rng.pick([1, 4, 8, 13, 16, 32]);
+      const x = randomInput(rng, s.batch * s.c * s.h * s.w);
+      const w8 = rng.bytes(cout * s.c * s.kh * s.kw, true) as Int8Array;
+      const wScales = Float32Array.from({ length: cout }, () => 0.0005 + rng.next() * 0.02);
+      const bias =
+        rng.next() < 0.3 ? undefined : Float32Array.from({ length: cout }, () => rng.normal());
+      const a = rng.pick(ACTS);
+      const got = runConvInt8(s, toNhwc(x, s.batch, s.c, s.h * s.w), w8, cout, wScales, bias, a);
+      const want = referenceConvInt8(s, x, w8, cout, wScales, bias, a).y;
+      const label = `case ${i}: ${describeShape(s)} cout ${cout} act ${a[0]}`;
+      expect(got.status, label).toBe(0);
+      expectActivated(got.y, toNhwc(want, s.batch, cout, s.outH * s.outW), a, label);
+    }
+  });
+
   it("gives a sample the same bits alone and inside a batch of 7", () => {
     const rng = new Random(4242);
     for (let i = 0; i < 10; i++) {
@@ -627,6 +673,37 @@ describe("pooling", () => {
     }
   });
 
+  it("maxPool's 2×2 path (windows inside, c % 4 == 0) equals the reference, -0 and +0 included", () => {
+    const rng = new Random(1618);
+    for (let i = 0; i < 40; i++) {
+      const [sh, sw] = [rng.pick([1, 2, 2, 3]), rng.pick([1, 2, 2, 3])];
+      const [h, w] = [rng.int(2, 14), rng.int(2, 14)];
+      const s: Shape = {
+        batch: rng.pick([1, 2, 5]),
+        h,
+        w,
+        c: rng.pick([4, 8, 12, 16, 32]),
+        kh: 2,
+        kw: 2,
+        sh,
+        sw,
+        pt: 0,
+        pl: 0,
+        pb: 0,
+        pr: 0,
+        outH: Math.floor((h - 2) / sh) + 1,
+        outW: Math.floor((w - 2) / sw) + 1,
+      };
+      // Some signed zeros and repeated values, where max's rules matter.
+      const x = randomInput(rng, s.batch * s.c * s.h * s.w).map((v, j) =>
+        j % 7 === 0 ? (j % 2 ? -0 : 0) : j % 5 === 0 ? 1.5 : v,
+      );
+      const got = runPool(s, toNhwc(x, s.batch, s.c, s.h * s.w), "max", false);
+      const want = toNhwc(referencePool(s, x, "max", false), s.batch, s.c, s.outH * s.outW);
+      expect(bits(got), `case ${i}: ${describeShape(s)}`).toEqual(bits(want));
+    }
+  });
+
   it("match onnxruntime-node's MaxPool and AveragePool", async () => {
     const rng = new Random(31415);
     for (let i = 0; i < 30; i++) {
@@ -744,8 +821,10 @@ describe("elementwise", () => {
 
   it("nchwToNhwc and nhwcToNchw transpose and invert each other", () => {
     const rng = new Random(14);
-    for (let i = 0; i < 30; i++) {
-      const [batch, c, hw] = [rng.pick([1, 2, 7]), rng.int(1, 19), rng.int(1, 40)];
+    for (let i = 0; i < 40; i++) {
+      // The first ten: one or three planes (grey and RGB images have their own paths).
+      const c = i < 10 ? [1, 3][i % 2]! : rng.int(1, 19);
+      const [batch, hw] = [rng.pick([1, 2, 7]), rng.int(1, 40)];
       const x = randomInput(rng, batch * c * hw);
       scoped(() => {
         const px = put(x);

@@ -3,7 +3,9 @@
  * Runs a graph plan (`graph-plan.ts`) on the WASM kernels: at load, the
  * weights are packed into the module's memory and the arena is allocated for
  * the largest block of samples; per request, each block of samples is copied
- * into the arena and every step is one kernel call over the block. Each
+ * into the arena and every step is one kernel call over the block (the calls,
+ * with every pointer bound, and views of the block's input and output are
+ * made once per block size; a one-block run allocates only its result). Each
  * sample is quantised on its own (per-sample activation ranges), so a
  * sample's answer never depends on the other samples of the request.
  */
@@ -72,6 +74,8 @@ export class GraphExecutor {
   private readonly scratch: number;
   private readonly inputElements: number;
   private readonly outputElements: number;
+  /** Prepared steps by block size (1 … blockSamples). */
+  private readonly blocks: (Block | undefined)[] = [];
 
   private constructor(
     private readonly abi: GraphAbi,
@@ -167,114 +171,178 @@ export class GraphExecutor {
         `the int8 plan takes ${this.inputElements} values per sample; got ${x.length / batch}`,
       );
     }
+    if (batch <= this.blockSamples) {
+      // One block (every batch-1 request): the result is the only allocation.
+      const block = this.prepared(batch);
+      block.input.set(x);
+      for (const call of block.calls) call();
+      return block.output.slice();
+    }
     const y = new Float32Array(batch * this.outputElements);
     for (let first = 0; first < batch; first += this.blockSamples) {
       const samples = Math.min(this.blockSamples, batch - first);
-      const at = (buffer: number) => this.arena + this.plan.buffers[buffer]!.offset * samples * 4;
-      const memory = () => this.abi.memory.buffer;
-      new Float32Array(memory(), at(this.plan.input.buffer), samples * this.inputElements).set(
+      const block = this.prepared(samples);
+      block.input.set(
         x.subarray(first * this.inputElements, (first + samples) * this.inputElements),
       );
-      for (const resident of this.resident) this.step(resident, samples, at);
-      y.set(
-        new Float32Array(memory(), at(this.plan.output.buffer), samples * this.outputElements),
-        first * this.outputElements,
-      );
+      for (const call of block.calls) call();
+      y.set(block.output, first * this.outputElements);
     }
     return y;
   }
 
-  private step(resident: Resident, n: number, at: (buffer: number) => number): void {
-    const { abi } = this;
+  /**
+   * The steps of a block of `samples` as calls with every pointer and size
+   * worked out, and views of the block's input and output, made once per
+   * block size (and again only if the memory's buffer were replaced).
+   */
+  private prepared(samples: number): Block {
+    const cached = this.blocks[samples];
+    if (cached && cached.buffer === this.abi.memory.buffer) return cached;
+    const buffer = this.abi.memory.buffer;
+    const at = (buffer: number) => this.arena + this.plan.buffers[buffer]!.offset * samples * 4;
+    const block: Block = {
+      buffer,
+      input: new Float32Array(buffer, at(this.plan.input.buffer), samples * this.inputElements),
+      output: new Float32Array(buffer, at(this.plan.output.buffer), samples * this.outputElements),
+      calls: this.resident.map((resident) => this.call(resident, samples, at, buffer)),
+    };
+    this.blocks[samples] = block;
+    return block;
+  }
+
+  /** One step over a block of `n` samples, bound to its pointers. */
+  private call(
+    resident: Resident,
+    n: number,
+    at: (buffer: number) => number,
+    memory: ArrayBuffer,
+  ): () => void {
+    const { abi, scratch } = this;
     const { step, weights, scales, bias } = resident;
     switch (step.op) {
-      case "toNhwc":
-        return abi.nchwToNhwc(at(step.input), n, step.c, step.hw, at(step.output));
-      case "toNchw":
-        return abi.nhwcToNchw(at(step.input), n, step.c, step.hw, at(step.output));
-      case "conv": {
-        const status = abi.convInt8(
-          at(step.input),
-          n,
-          step.h,
-          step.w,
-          step.c,
-          step.kh,
-          step.kw,
-          step.strideH,
-          step.strideW,
-          step.padTop,
-          step.padLeft,
-          step.outH,
-          step.outW,
-          weights,
-          step.cout,
-          scales,
-          bias,
-          ACTIVATION_CODES[step.act],
-          step.p0,
-          step.p1,
-          at(step.output),
-          this.scratch,
-        );
-        if (status !== 0) throw nonFinite();
-        return;
+      case "toNhwc": {
+        const [x, c, hw, y] = [at(step.input), step.c, step.hw, at(step.output)];
+        return () => abi.nchwToNhwc(x, n, c, hw, y);
       }
-      case "depthwise":
-        return abi.depthwiseConv(
+      case "toNchw": {
+        const [x, c, hw, y] = [at(step.input), step.c, step.hw, at(step.output)];
+        return () => abi.nhwcToNchw(x, n, c, hw, y);
+      }
+      case "conv": {
+        const { h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outH, outW, cout } = step;
+        const [x, y, act, p0, p1] = [
           at(step.input),
-          n,
-          step.h,
-          step.w,
-          step.c,
-          step.kh,
-          step.kw,
-          step.strideH,
-          step.strideW,
-          step.padTop,
-          step.padLeft,
-          step.outH,
-          step.outW,
-          weights,
-          bias,
+          at(step.output),
           ACTIVATION_CODES[step.act],
           step.p0,
           step.p1,
+        ];
+        return () => {
+          const status = abi.convInt8(
+            x,
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            strideH,
+            strideW,
+            padTop,
+            padLeft,
+            outH,
+            outW,
+            weights,
+            cout,
+            scales,
+            bias,
+            act,
+            p0,
+            p1,
+            y,
+            scratch,
+          );
+          if (status !== 0) throw nonFinite();
+        };
+      }
+      case "depthwise": {
+        const { h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = step;
+        const [x, y, act, p0, p1] = [
+          at(step.input),
           at(step.output),
-        );
+          ACTIVATION_CODES[step.act],
+          step.p0,
+          step.p1,
+        ];
+        return () =>
+          abi.depthwiseConv(
+            x,
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            strideH,
+            strideW,
+            padTop,
+            padLeft,
+            outH,
+            outW,
+            weights,
+            bias,
+            act,
+            p0,
+            p1,
+            y,
+          );
+      }
       case "maxPool":
       case "averagePool": {
-        const geometry = [
-          at(step.input),
-          n,
-          step.h,
-          step.w,
-          step.c,
-          step.kh,
-          step.kw,
-          step.strideH,
-          step.strideW,
-          step.padTop,
-          step.padLeft,
-          step.outH,
-          step.outW,
-        ];
-        if (step.op === "maxPool") return abi.maxPool(...geometry, at(step.output));
-        return abi.averagePool(...geometry, step.countIncludePad ? 1 : 0, at(step.output));
+        const { h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = step;
+        const [x, y] = [at(step.input), at(step.output)];
+        if (step.op === "maxPool") {
+          return () =>
+            abi.maxPool(x, n, h, w, c, kh, kw, strideH, strideW, padTop, padLeft, outH, outW, y);
+        }
+        const countIncludePad = step.countIncludePad ? 1 : 0;
+        return () =>
+          abi.averagePool(
+            x,
+            n,
+            h,
+            w,
+            c,
+            kh,
+            kw,
+            strideH,
+            strideW,
+            padTop,
+            padLeft,
+            outH,
+            outW,
+            countIncludePad,
+            y,
+          );
       }
-      case "globalAveragePool":
-        return abi.globalAveragePool(at(step.input), n, step.hw, step.c, at(step.output));
-      case "activate":
-        return abi.activate(
+      case "globalAveragePool": {
+        const [x, hw, c, y] = [at(step.input), step.hw, step.c, at(step.output)];
+        return () => abi.globalAveragePool(x, n, hw, c, y);
+      }
+      case "activate": {
+        const [x, count, act, p0, p1, y] = [
           at(step.input),
           n * step.count,
           ACTIVATION_CODES[step.act],
           step.p0,
           step.p1,
           at(step.output),
-        );
-      case "add":
-        return abi.add(
+        ];
+        return () => abi.activate(x, count, act, p0, p1, y);
+      }
+      case "add": {
+        const [a, b, count, act, p0, p1, y] = [
           at(step.a),
           at(step.b),
           n * step.count,
@@ -282,52 +350,67 @@ export class GraphExecutor {
           step.p0,
           step.p1,
           at(step.output),
-        );
-      case "mul":
-        return abi.mul(at(step.a), at(step.b), n * step.count, at(step.output));
-      case "mulChannels":
-        return abi.mulChannels(at(step.input), at(step.gate), n, step.hw, step.c, at(step.output));
-      case "concat":
-        return abi.concatChannels(
+        ];
+        return () => abi.add(a, b, count, act, p0, p1, y);
+      }
+      case "mul": {
+        const [a, b, count, y] = [at(step.a), at(step.b), n * step.count, at(step.output)];
+        return () => abi.mul(a, b, count, y);
+      }
+      case "mulChannels": {
+        const [x, gate, hw, c, y] = [
+          at(step.input),
+          at(step.gate),
+          step.hw,
+          step.c,
+          at(step.output),
+        ];
+        return () => abi.mulChannels(x, gate, n, hw, c, y);
+      }
+      case "concat": {
+        const [a, ca, b, cb, hw, y] = [
           at(step.a),
           step.ca,
           at(step.b),
           step.cb,
-          n,
           step.hw,
           at(step.output),
-        );
+        ];
+        return () => abi.concatChannels(a, ca, b, cb, n, hw, y);
+      }
       case "dense": {
         // fusedLinear quantises each row (sample) on its own: one call for the block.
-        const status = abi.fusedLinear(
-          at(step.input),
-          n,
-          step.k,
-          weights,
-          step.n,
-          scales,
-          bias,
-          ACTIVATION_CODES[step.act],
-          at(step.output),
-          this.scratch,
-        );
-        if (status !== 0) throw nonFinite();
-        return;
+        const [x, y, act] = [at(step.input), at(step.output), ACTIVATION_CODES[step.act]];
+        const { k, n: width } = step;
+        return () => {
+          const status = abi.fusedLinear(x, n, k, weights, width, scales, bias, act, y, scratch);
+          if (status !== 0) throw nonFinite();
+        };
       }
       case "softmax": {
-        const values = new Float32Array(this.abi.memory.buffer, at(step.input), n * step.width);
-        const out = new Float32Array(this.abi.memory.buffer, at(step.output), n * step.width);
-        for (let row = 0; row < n * step.width; row += step.width) {
-          let max = -Infinity;
-          for (let i = row; i < row + step.width; i++) max = Math.max(max, values[i]!);
-          let sum = 0;
-          for (let i = row; i < row + step.width; i++) sum += out[i] = Math.exp(values[i]! - max);
-          for (let i = row; i < row + step.width; i++) out[i]! /= sum;
-        }
-        return;
+        const { width } = step;
+        const values = new Float32Array(memory, at(step.input), n * width);
+        const out = new Float32Array(memory, at(step.output), n * width);
+        return () => {
+          for (let row = 0; row < n * width; row += width) {
+            let max = -Infinity;
+            for (let i = row; i < row + width; i++) max = Math.max(max, values[i]!);
+            let sum = 0;
+            for (let i = row; i < row + width; i++) sum += out[i] = Math.exp(values[i]! - max);
+            for (let i = row; i < row + width; i++) out[i]! /= sum;
+          }
+        };
       }
     }
   }
+}
+
+/** A block size's prepared steps (see `GraphExecutor.prepared`). */
+interface Block {
+  buffer: ArrayBuffer;
+  input: Float32Array;
+  output: Float32Array;
+  calls: (() => void)[];
 }
 
 function nonFinite() {
