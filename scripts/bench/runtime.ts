@@ -371,8 +371,8 @@ async function main(): Promise<void> {
     const r = conv.get(subject)!;
     row([
       `${subject.title} (µs)`,
-      r.int8.us.toFixed(1),
-      r.ort.us.toFixed(1),
+      fixed(r.int8.us),
+      fixed(r.ort.us),
       ratio(r.int8.us, r.ort.us, "lower"),
     ]);
     row(["  min–max of samples", r.int8.range, r.ort.range, ""]);
@@ -401,7 +401,7 @@ async function main(): Promise<void> {
     ratio(median(cnnCold.int8!), median(cnnCold.ort!), "lower"),
   ]);
   if (peak) {
-    const note = `pmaddwd peak: 2 per cycle × 8 MACs × 2 ops at ${peak.mhz} MHz (the clock Node reports); GOP/s counts group-1 conv and dense MACs over the whole model's time (depthwise and pooling included)`;
+    const note = `pmaddwd peak: 2 per cycle × 8 MACs × 2 ops at ${peak.mhz} MHz (the CPU clock the OS reports); GOP/s counts group-1 conv and dense MACs over the whole model's time (depthwise and pooling included)`;
     console.log(note);
     printed.push(note);
   }
