@@ -9,22 +9,17 @@
  * order), within quantisation error of onnxruntime-node's fp32 Conv, and
  * gives a sample the same bits alone and inside a batch of 7.
  */
-import { readFileSync } from "node:fs";
 import ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { kernelsPath } from "../../scripts/lib/kernels-node";
 import { oneNodeModel } from "../../scripts/lib/onnx-node-model";
 import { Random } from "./random";
+import { bits, floats, instantiateRaw, put, scoped, type RawMemory } from "./raw-abi";
 import { referenceDynamicQuantize } from "./reference";
 
 const f32 = Math.fround;
 
 /** The exports used here (pointers and sizes are plain numbers). */
-interface Cnn {
-  memory: WebAssembly.Memory;
-  allocate(bytes: number): number;
-  mark(): number;
-  release(to: number): void;
+interface Cnn extends RawMemory {
   packColumns(b: number, k: number, n: number, signed: number, zp: number, perColumn: number, out: number): void;
   packedBytes(k: number, n: number): number;
   convInt8ScratchBytes(...args: number[]): number;
@@ -44,29 +39,10 @@ interface Cnn {
 
 let k: Cnn;
 beforeAll(async () => {
-  const module = await WebAssembly.compile(readFileSync(kernelsPath("release")));
-  k = (await WebAssembly.instantiate(module, {})).exports as unknown as Cnn;
+  k = await instantiateRaw<Cnn>();
 });
 
-function put(data: Float32Array | Int8Array | Uint8Array): number {
-  const ptr = k.allocate(Math.max(1, data.byteLength));
-  new Uint8Array(k.memory.buffer, ptr, data.byteLength).set(
-    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-  );
-  return ptr;
-}
-const floats = (ptr: number, n: number) => new Float32Array(k.memory.buffer, ptr, n).slice();
-const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
-/** Runs `fn` between a mark and its release, so cases do not pile up in memory. */
-function scoped<T>(fn: () => T): T {
-  const m = k.mark();
-  try {
-    return fn();
-  } finally {
-    k.release(m);
-  }
-}
 
 // ---- layouts ----
 
@@ -310,17 +286,17 @@ function runConvInt8(
   bias: Float32Array | undefined,
   [code, p0, p1]: Act,
 ): { status: number; y: Float32Array } {
-  return scoped(() => {
+  return scoped(k, () => {
     const kk = s.kh * s.kw * s.c;
     const packed = k.allocate(k.packedBytes(kk, cout));
-    k.packColumns(put(weightsKN(s, w, cout)), kk, cout, 1, put(Int8Array.of(0)), 0, packed);
+    k.packColumns(put(k, weightsKN(s, w, cout)), kk, cout, 1, put(k, Int8Array.of(0)), 0, packed);
     const n = s.batch * s.outH * s.outW * cout;
     const y = k.allocate(n * 4);
     const scratch = k.allocate(
       k.convInt8ScratchBytes(s.h, s.w, s.c, s.kh, s.kw, s.outH, s.outW, cout),
     );
     const status = k.convInt8(
-      put(xNhwc),
+      put(k, xNhwc),
       s.batch,
       s.h,
       s.w,
@@ -335,15 +311,15 @@ function runConvInt8(
       s.outW,
       packed,
       cout,
-      put(wScales),
-      bias ? put(bias) : 0,
+      put(k, wScales),
+      bias ? put(k, bias) : 0,
       code,
       p0,
       p1,
       y,
       scratch,
     );
-    return { status, y: floats(y, n) };
+    return { status, y: floats(k, y, n) };
   });
 }
 
@@ -354,7 +330,7 @@ function runDepthwise(
   bias: Float32Array | undefined,
   [code, p0, p1]: Act,
 ) {
-  return scoped(() => {
+  return scoped(k, () => {
     // Tap-major, channel fastest, from ONNX's [c, 1, kh, kw].
     const taps = new Float32Array(s.kh * s.kw * s.c);
     for (let ch = 0; ch < s.c; ch++)
@@ -362,7 +338,7 @@ function runDepthwise(
     const n = s.batch * s.outH * s.outW * s.c;
     const y = k.allocate(n * 4);
     k.depthwiseConv(
-      put(xNhwc),
+      put(k, xNhwc),
       s.batch,
       s.h,
       s.w,
@@ -375,26 +351,26 @@ function runDepthwise(
       s.pl,
       s.outH,
       s.outW,
-      put(taps),
-      bias ? put(bias) : 0,
+      put(k, taps),
+      bias ? put(k, bias) : 0,
       code,
       p0,
       p1,
       y,
     );
-    return floats(y, n);
+    return floats(k, y, n);
   });
 }
 
 function runPool(s: Shape, xNhwc: Float32Array, kind: "max" | "avg", countIncludePad: boolean) {
-  return scoped(() => {
+  return scoped(k, () => {
     const n = s.batch * s.outH * s.outW * s.c;
     const y = k.allocate(n * 4);
     const args = [xNhwc, s.batch, s.h, s.w, s.c, s.kh, s.kw, s.sh, s.sw, s.pt, s.pl, s.outH, s.outW];
     const [x, ...rest] = args as [Float32Array, ...number[]];
-    if (kind === "max") k.maxPool(put(x), ...rest, y);
-    else k.averagePool(put(x), ...rest, countIncludePad ? 1 : 0, y);
-    return floats(y, n);
+    if (kind === "max") k.maxPool(put(k, x), ...rest, y);
+    else k.averagePool(put(k, x), ...rest, countIncludePad ? 1 : 0, y);
+    return floats(k, y, n);
   });
 }
 
@@ -741,10 +717,10 @@ describe("pooling", () => {
           for (let p = 0; p < hw; p++) acc = f32(acc + x[(b * hw + p) * c + ch]!);
           want[b * c + ch] = f32(acc / hw);
         }
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(batch * c * 4);
-        k.globalAveragePool(put(x), batch, hw, c, y);
-        return floats(y, batch * c);
+        k.globalAveragePool(put(k, x), batch, hw, c, y);
+        return floats(k, y, batch * c);
       });
       expect(bits(got), `${batch}×${hw}×${c}`).toEqual(bits(want));
     }
@@ -759,23 +735,23 @@ describe("elementwise", () => {
       const a = randomInput(rng, n);
       const b = randomInput(rng, n);
       const act1 = rng.pick(ACTS);
-      scoped(() => {
-        const pa = put(a);
-        const pb = put(b);
+      scoped(k, () => {
+        const pa = put(k, a);
+        const pb = put(k, b);
         const y = k.allocate(n * 4);
         k.activate(pa, n, act1[0], act1[1], act1[2], y);
-        expectActivated(floats(y, n), a.map((v) => act(v, act1)), act1, `activate ${act1}`);
+        expectActivated(floats(k, y, n), a.map((v) => act(v, act1)), act1, `activate ${act1}`);
         k.add(pa, pb, n, act1[0], act1[1], act1[2], y);
         expectActivated(
-          floats(y, n),
+          floats(k, y, n),
           a.map((v, j) => act(f32(v + b[j]!), act1)),
           act1,
           `add ${act1}`,
         );
         k.mul(pa, pb, n, y);
-        expect(bits(floats(y, n))).toEqual(bits(a.map((v, j) => f32(v * b[j]!))));
+        expect(bits(floats(k, y, n))).toEqual(bits(a.map((v, j) => f32(v * b[j]!))));
         k.activate(pa, n, act1[0], act1[1], act1[2], pa); // in place
-        expectActivated(floats(pa, n), a.map((v) => act(v, act1)), act1, `in place ${act1}`);
+        expectActivated(floats(k, pa, n), a.map((v) => act(v, act1)), act1, `in place ${act1}`);
       });
     }
   });
@@ -790,10 +766,10 @@ describe("elementwise", () => {
         const b = Math.floor(j / (hw * c));
         return f32(v * gate[b * c + (j % c)]!);
       });
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(x.length * 4);
-        k.mulChannels(put(x), put(gate), batch, hw, c, y);
-        return floats(y, x.length);
+        k.mulChannels(put(k, x), put(k, gate), batch, hw, c, y);
+        return floats(k, y, x.length);
       });
       expect(bits(got)).toEqual(bits(want));
     }
@@ -810,10 +786,10 @@ describe("elementwise", () => {
         want.set(a.subarray(p * ca, (p + 1) * ca), p * (ca + cb));
         want.set(b.subarray(p * cb, (p + 1) * cb), p * (ca + cb) + ca);
       }
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(want.length * 4);
-        k.concatChannels(put(a), ca, put(b), cb, batch, hw, y);
-        return floats(y, want.length);
+        k.concatChannels(put(k, a), ca, put(k, b), cb, batch, hw, y);
+        return floats(k, y, want.length);
       });
       expect(bits(got)).toEqual(bits(want));
     }
@@ -826,14 +802,14 @@ describe("elementwise", () => {
       const c = i < 10 ? [1, 3][i % 2]! : rng.int(1, 19);
       const [batch, hw] = [rng.pick([1, 2, 7]), rng.int(1, 40)];
       const x = randomInput(rng, batch * c * hw);
-      scoped(() => {
-        const px = put(x);
+      scoped(k, () => {
+        const px = put(k, x);
         const y = k.allocate(x.length * 4);
         const back = k.allocate(x.length * 4);
         k.nchwToNhwc(px, batch, c, hw, y);
-        expect(bits(floats(y, x.length))).toEqual(bits(toNhwc(x, batch, c, hw)));
+        expect(bits(floats(k, y, x.length))).toEqual(bits(toNhwc(x, batch, c, hw)));
         k.nhwcToNchw(y, batch, c, hw, back);
-        expect(bits(floats(back, x.length))).toEqual(bits(x));
+        expect(bits(floats(k, back, x.length))).toEqual(bits(x));
       });
     }
   });

@@ -8,21 +8,16 @@
  * inputs. Tolerances are stated next to each check with the reason for them;
  * u = 2^-24 is f32's unit roundoff.
  */
-import { readFileSync } from "node:fs";
 import ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ElemType, buildModel, type NodeSpec } from "../../convert/onnx";
-import { kernelsPath } from "../../scripts/lib/kernels-node";
 import { Random } from "./random";
+import { bits, floats, instantiateRaw, put, scoped, type RawMemory } from "./raw-abi";
 
 const f32 = Math.fround;
 const U = 2 ** -24;
 
-interface Text {
-  memory: WebAssembly.Memory;
-  allocate(bytes: number): number;
-  mark(): number;
-  release(to: number): void;
+interface Text extends RawMemory {
   gatherRows(table: number, rows: number, width: number, ids: number, count: number, y: number): number;
   gatherRowsI8(...args: number[]): number;
   layerNorm(x: number, rows: number, width: number, gamma: number, beta: number, eps: number, y: number): void;
@@ -38,28 +33,10 @@ interface Text {
 
 let k: Text;
 beforeAll(async () => {
-  const module = await WebAssembly.compile(readFileSync(kernelsPath("release")));
-  k = (await WebAssembly.instantiate(module, {})).exports as unknown as Text;
+  k = await instantiateRaw<Text>();
 });
 
-function put(data: Float32Array | Int32Array | Int8Array): number {
-  const ptr = k.allocate(Math.max(1, data.byteLength));
-  new Uint8Array(k.memory.buffer, ptr, data.byteLength).set(
-    new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-  );
-  return ptr;
-}
-const floats = (ptr: number, n: number) => new Float32Array(k.memory.buffer, ptr, n).slice();
-const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
-function scoped<T>(fn: () => T): T {
-  const m = k.mark();
-  try {
-    return fn();
-  } finally {
-    k.release(m);
-  }
-}
 
 const normals = (r: Random, n: number, sd = 1, mean = 0) =>
   Float32Array.from({ length: n }, () => mean + sd * r.normal());
@@ -221,21 +198,21 @@ describe("gatherRows", () => {
       const rows = r.int(1, 40);
       const table = normals(r, rows * width);
       const ids = Int32Array.from({ length: r.int(1, 17) }, () => r.int(0, rows - 1));
-      scoped(() => {
+      scoped(k, () => {
         const y = k.allocate(ids.length * width * 4);
-        expect(k.gatherRows(put(table), rows, width, put(ids), ids.length, y)).toBe(0);
+        expect(k.gatherRows(put(k, table), rows, width, put(k, ids), ids.length, y)).toBe(0);
         const want = new Float32Array(ids.length * width);
         ids.forEach((id, c) => want.set(table.subarray(id * width, (id + 1) * width), c * width));
-        expect(bits(floats(y, want.length))).toEqual(bits(want));
+        expect(bits(floats(k, y, want.length))).toEqual(bits(want));
       });
     }
     for (const bad of [-1, 10, 2 ** 31 - 1, -(2 ** 31)]) {
-      scoped(() => {
+      scoped(k, () => {
         const table = normals(r, 10 * 4);
         const ids = Int32Array.of(0, 9, 3, bad, 12);
-        const y = put(new Float32Array(5 * 4).fill(7));
-        expect(k.gatherRows(put(table), 10, 4, put(ids), 5, y), `id ${bad}`).toBe(4);
-        expect(Array.from(floats(y, 20)), "nothing written").toEqual(new Array(20).fill(7));
+        const y = put(k, new Float32Array(5 * 4).fill(7));
+        expect(k.gatherRows(put(k, table), 10, 4, put(k, ids), 5, y), `id ${bad}`).toBe(4);
+        expect(Array.from(floats(k, y, 20)), "nothing written").toEqual(new Array(20).fill(7));
       });
     }
   });
@@ -247,16 +224,16 @@ describe("gatherRows", () => {
       const table = r.bytes(rows * width, true) as Int8Array;
       const scales = Float32Array.from({ length: rows }, () => f32(0.001 + r.next() * 0.05));
       const ids = Int32Array.from({ length: r.int(1, 9) }, () => r.int(0, rows - 1));
-      scoped(() => {
+      scoped(k, () => {
         const y = k.allocate(ids.length * width * 4);
-        expect(k.gatherRowsI8(put(table), put(scales), rows, width, put(ids), ids.length, y)).toBe(0);
+        expect(k.gatherRowsI8(put(k, table), put(k, scales), rows, width, put(k, ids), ids.length, y)).toBe(0);
         const want = new Float32Array(ids.length * width);
         ids.forEach((id, c) => {
           for (let j = 0; j < width; j++) want[c * width + j] = f32(table[id * width + j]! * scales[id]!);
         });
-        expect(bits(floats(y, want.length))).toEqual(bits(want));
+        expect(bits(floats(k, y, want.length))).toEqual(bits(want));
         const bad = Int32Array.of(rows);
-        expect(k.gatherRowsI8(put(table), put(scales), rows, width, put(bad), 1, y)).toBe(1);
+        expect(k.gatherRowsI8(put(k, table), put(k, scales), rows, width, put(k, bad), 1, y)).toBe(1);
       });
     }
   });
@@ -279,10 +256,10 @@ describe("layerNorm", () => {
         const g = normals(r, width);
         const b = r.next() < 0.3 ? null : normals(r, width);
         const eps = r.pick([1e-5, 1e-12]);
-        const got = scoped(() => {
+        const got = scoped(k, () => {
           const y = k.allocate(x.byteLength);
-          k.layerNorm(put(x), rows, width, put(g), b ? put(b) : 0, eps, y);
-          return floats(y, x.length);
+          k.layerNorm(put(k, x), rows, width, put(k, g), b ? put(k, b) : 0, eps, y);
+          return floats(k, y, x.length);
         });
         const { y, scale } = layerNorm64(x, rows, width, g, b, eps);
         expectWithin(got, y, bound(scale, g, width), `rows ${rows} width ${width}`);
@@ -295,10 +272,10 @@ describe("layerNorm", () => {
     const width = 384;
     const x = normals(r, 2 * width, 1, 1000);
     const g = normals(r, width);
-    const got = scoped(() => {
+    const got = scoped(k, () => {
       const y = k.allocate(x.byteLength);
-      k.layerNorm(put(x), 2, width, put(g), 0, 1e-5, y);
-      return floats(y, x.length);
+      k.layerNorm(put(k, x), 2, width, put(k, g), 0, 1e-5, y);
+      return floats(k, y, x.length);
     });
     const { y, scale } = layerNorm64(x, 2, width, g, null, 1e-5);
     // The f32 mean of values near 1000 is off by up to ~width/4·u·1000 ≈ 6e-3·… in the
@@ -334,10 +311,10 @@ describe("layerNorm", () => {
         ],
       );
       const want = await ortRun(model, { x: [x, [batch, seq, width]] });
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(x.byteLength);
-        k.layerNorm(put(x), batch * seq, width, put(g), put(b), 1e-5, y);
-        return floats(y, x.length);
+        k.layerNorm(put(k, x), batch * seq, width, put(k, g), put(k, b), 1e-5, y);
+        return floats(k, y, x.length);
       });
       // Both are f32 computations of the same formula within ~16u·scale of float64
       // (ORT's one-pass variance included, at this mean/σ): allow twice that.
@@ -368,10 +345,10 @@ describe("softmaxRows", () => {
               : Float32Array.from({ length: kind === "shared" ? width : rows * width }, (_, j) =>
                   j % width === 0 ? 0 : r.pick([0, 0, 0, -10000, -Infinity, -3.5]),
                 );
-          const got = scoped(() => {
+          const got = scoped(k, () => {
             const y = k.allocate(x.byteLength);
-            k.softmaxRows(put(x), rows, width, mask ? put(mask) : 0, stride, y);
-            return floats(y, x.length);
+            k.softmaxRows(put(k, x), rows, width, mask ? put(k, mask) : 0, stride, y);
+            return floats(k, y, x.length);
           });
           const { y, spread } = softmax64(x, rows, width, mask, stride);
           expectWithin(got, y, bound(y, spread, width), `${kind} rows ${rows} width ${width}`);
@@ -383,11 +360,11 @@ describe("softmaxRows", () => {
   it("is stable for large logits, gives zeros for an all −Inf row and NaN for a NaN", () => {
     const x = Float32Array.of(1000, 999, -1000, 88, 1e30, 1e30, 0, 0, 1, 2, NaN, 3);
     const mask = Float32Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -Infinity, -Infinity, -Infinity, -Infinity);
-    const got = scoped(() => {
+    const got = scoped(k, () => {
       const y = k.allocate(16 * 4);
-      k.softmaxRows(put(x), 3, 4, 0, 0, y);
-      k.softmaxRows(put(Float32Array.of(1, 2, 3, 4)), 1, 4, put(mask.subarray(12)), 0, y + 48);
-      return floats(y, 16);
+      k.softmaxRows(put(k, x), 3, 4, 0, 0, y);
+      k.softmaxRows(put(k, Float32Array.of(1, 2, 3, 4)), 1, 4, put(k, mask.subarray(12)), 0, y + 48);
+      return floats(k, y, 16);
     });
     const e = Math.exp(-1);
     expect(got[0]).toBeCloseTo(1 / (1 + e), 6);
@@ -418,10 +395,10 @@ describe("softmaxRows", () => {
         [{ name: "m", dims: [1, 1, seq], data: mask }],
       );
       const want = await ortRun(model, { x: [x, [heads, seq, seq]] });
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(x.byteLength);
-        k.softmaxRows(put(x), heads * seq, seq, put(mask), 0, y);
-        return floats(y, x.length);
+        k.softmaxRows(put(k, x), heads * seq, seq, put(k, mask), 0, y);
+        return floats(k, y, x.length);
       });
       const { y, spread } = softmax64(x, heads * seq, seq, mask, 0);
       // Two f32 computations each within the bound above of float64: twice the bound.
@@ -440,10 +417,10 @@ describe("erf, tanh and gelu", () => {
     return Float32Array.from(v.flatMap((x) => [x, -x]));
   };
   const run = (fn: (x: number, n: number, y: number) => void, x: Float32Array) =>
-    scoped(() => {
+    scoped(k, () => {
       const y = k.allocate(x.byteLength);
-      fn(put(x), x.length, y);
-      return floats(y, x.length);
+      fn(put(k, x), x.length, y);
+      return floats(k, y, x.length);
     });
 
   it("erf is within 3e-7 relative of float64 (|x| < 1: polynomial; else 1 − erfc)", () => {
@@ -539,10 +516,10 @@ describe("gelu against the opset-20 Gelu op", () => {
     const x = Float32Array.from({ length: n }, () => 4 * r.normal());
     const model = graph([{ op: "Gelu", inputs: ["x"], outputs: ["y"] }], [{ name: "x", dims: [n] }], [n], 20);
     const want = await ortRun(model, { x: [x, [n]] });
-    const got = scoped(() => {
+    const got = scoped(k, () => {
       const y = k.allocate(x.byteLength);
-      k.gelu(put(x), n, 0, y);
-      return floats(y, n);
+      k.gelu(put(k, x), n, 0, y);
+      return floats(k, y, n);
     });
     // ORT forms 0.5·x·(1 + erf(x·M_SQRT1_2)) in f32: within our 1e-6 relative of float64
     // plus its own 0.5·|x|·2u absolute from 1 + erf near erf ≈ −1.
@@ -567,10 +544,10 @@ describe("batchedMatMul", () => {
       const scale = r.pick([1, 0.17677669529663687, -2.5]);
       const a = normals(r, batch * m * kk);
       const b = normals(r, batch * kk * n);
-      const got = scoped(() => {
+      const got = scoped(k, () => {
         const y = k.allocate(batch * m * n * 4);
-        k.batchedMatMul(put(a), put(b), batch, m, kk, n, transB ? 1 : 0, scale, y);
-        return floats(y, batch * m * n);
+        k.batchedMatMul(put(k, a), put(k, b), batch, m, kk, n, transB ? 1 : 0, scale, y);
+        return floats(k, y, batch * m * n);
       });
       const { y, mag } = matMul64(a, b, batch, m, kk, n, transB, scale);
       expectWithin(got, y, bound(mag, kk), `${batch}×${m}×${kk}×${n} transB ${transB}`);
@@ -592,12 +569,12 @@ describe("batchedMatMul", () => {
           for (let j = 0; j < hd; j++) out[(h * seq + s) * hd + j] = x[s * d + h * hd + j]!;
       return out;
     };
-    scoped(() => {
+    scoped(k, () => {
       const y1 = k.allocate(heads * seq * seq * 4);
       const y2 = k.allocate(heads * seq * seq * 4);
-      k.batchedMatMul(put(split(q)), put(split(kx)), heads, seq, hd, seq, 1, 0.5, y1);
-      k.batchedMatMulStrided(put(q), d, hd, put(kx), d, hd, heads, seq, hd, seq, 1, 0.5, y2, seq, seq * seq);
-      expect(bits(floats(y2, heads * seq * seq))).toEqual(bits(floats(y1, heads * seq * seq)));
+      k.batchedMatMul(put(k, split(q)), put(k, split(kx)), heads, seq, hd, seq, 1, 0.5, y1);
+      k.batchedMatMulStrided(put(k, q), d, hd, put(k, kx), d, hd, heads, seq, hd, seq, 1, 0.5, y2, seq, seq * seq);
+      expect(bits(floats(k, y2, heads * seq * seq))).toEqual(bits(floats(k, y1, heads * seq * seq)));
     });
   });
 
@@ -638,10 +615,10 @@ describe("batchedMatMul", () => {
         [transposed, bt, true],
       ] as const) {
         const want = await ortRun(model, { a: [a, [batch, m, kk]], b: [bx, transB ? [batch, n, kk] : [batch, kk, n]] });
-        const got = scoped(() => {
+        const got = scoped(k, () => {
           const y = k.allocate(batch * m * n * 4);
-          k.batchedMatMul(put(a), put(bx), batch, m, kk, n, transB ? 1 : 0, 1, y);
-          return floats(y, batch * m * n);
+          k.batchedMatMul(put(k, a), put(k, bx), batch, m, kk, n, transB ? 1 : 0, 1, y);
+          return floats(k, y, batch * m * n);
         });
         const { mag } = matMul64(a, bx, batch, m, kk, n, transB, 1);
         const b1 = bound(mag, kk);
@@ -659,10 +636,10 @@ describe("addBias and meanPoolMasked", () => {
       for (const rows of [1, 7]) {
         const x = normals(r, rows * width);
         const b = normals(r, width);
-        const got = scoped(() => {
+        const got = scoped(k, () => {
           const y = k.allocate(x.byteLength);
-          k.addBias(put(x), rows, width, put(b), y);
-          return floats(y, x.length);
+          k.addBias(put(k, x), rows, width, put(k, b), y);
+          return floats(k, y, x.length);
         });
         expect(bits(got)).toEqual(bits(Float32Array.from(x, (v, i) => v + b[i % width]!)));
       }
@@ -678,10 +655,10 @@ describe("addBias and meanPoolMasked", () => {
           const mask = Float32Array.from({ length: batch * seq }, (_, i) => (i % seq === 0 || r.next() < 0.6 ? 1 : 0));
           // Masked positions may hold anything (even NaN): they are never read into the sum.
           if (useMask) mask.forEach((m, i) => m === 0 && x.fill(NaN, i * width, (i + 1) * width));
-          const got = scoped(() => {
+          const got = scoped(k, () => {
             const y = k.allocate(batch * width * 4);
-            k.meanPoolMasked(put(x), batch, seq, width, useMask ? put(mask) : 0, y);
-            return floats(y, batch * width);
+            k.meanPoolMasked(put(k, x), batch, seq, width, useMask ? put(k, mask) : 0, y);
+            return floats(k, y, batch * width);
           });
           const want = new Float64Array(batch * width);
           const mag = new Float64Array(batch * width);
@@ -705,10 +682,10 @@ describe("addBias and meanPoolMasked", () => {
           expectWithin(got, want, (i) => (seq + 1) * U * mag[i]! + 1e-38, `${batch}×${seq}×${width} mask ${useMask}`);
         }
     // An all-zero mask row gives zeros (divided by max(0, 1e-9)), not NaN.
-    const got = scoped(() => {
+    const got = scoped(k, () => {
       const y = k.allocate(8);
-      k.meanPoolMasked(put(Float32Array.of(1, 2, 3, 4)), 1, 2, 2, put(Float32Array.of(0, 0)), y);
-      return floats(y, 2);
+      k.meanPoolMasked(put(k, Float32Array.of(1, 2, 3, 4)), 1, 2, 2, put(k, Float32Array.of(0, 0)), y);
+      return floats(k, y, 2);
     });
     expect(Array.from(got)).toEqual([0, 0]);
   });
