@@ -131,28 +131,35 @@ export function encodeContainer(
 }
 
 /**
- * Reads a plan file's header: its format version and metadata JSON (parsed,
- * unchecked). `totalBytes` is the whole file's size when `bytes` holds only
- * its head.
+ * Checks a plan file's magic and that its format version is one of
+ * `readable`; returns the version. Reads only the fixed header.
  */
-export function decodeContainer(
-  bytes: Uint8Array,
-  readable: readonly number[] = READABLE_VERSIONS,
-): { version: number; metadata: unknown } {
+function readVersion(bytes: Uint8Array, readable: readonly number[]): number {
   if (
     bytes.byteLength < HEADER_BYTES ||
     new TextDecoder().decode(bytes.subarray(0, 8)) !== PLAN_MAGIC
   ) {
     throw invalid("not an int8 plan (bad magic)");
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const version = view.getUint32(8, true);
+  const version = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
   if (!readable.includes(version)) {
     throw invalid(
       `int8 plan format version ${version} is not supported (this build reads ${readable.join(", ")})`,
     );
   }
-  const length = view.getUint32(12, true);
+  return version;
+}
+
+/**
+ * Reads a plan file's header: its format version (one of `readable`) and
+ * metadata JSON (parsed, unchecked).
+ */
+export function decodeContainer(
+  bytes: Uint8Array,
+  readable: readonly number[] = READABLE_VERSIONS,
+): { version: number; metadata: unknown } {
+  const version = readVersion(bytes, readable);
+  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true);
   if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
   try {
     const text = new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length));
@@ -162,9 +169,9 @@ export function decodeContainer(
   }
 }
 
-/** The format version of a plan file (after checking its magic). */
+/** The format version of a plan file, from its fixed header (the metadata is left to the decoders). */
 export function planFormatVersion(bytes: Uint8Array): number {
-  return decodeContainer(bytes, [...READABLE_VERSIONS, GRAPH_PLAN_VERSION]).version;
+  return readVersion(bytes, [...READABLE_VERSIONS, GRAPH_PLAN_VERSION]);
 }
 
 /** Checks that a blob lies inside the file, 16-byte aligned. */
