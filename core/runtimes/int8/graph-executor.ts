@@ -10,6 +10,7 @@
  * sample's answer never depends on the other samples of the request.
  */
 import { invalid } from "../../errors";
+import { allocateIn, copyIn } from "./kernel-memory";
 import { ACTIVATION_CODES, decodeGraphPlan, type GraphPlan, type GraphStep } from "./graph-plan";
 import { blobView, type BlobRef } from "./plan";
 
@@ -135,15 +136,11 @@ export class GraphExecutor {
   }
 
   private alloc(bytes: number): number {
-    const ptr = this.abi.allocate(bytes);
-    if (ptr === 0 && bytes > 0) throw invalid(`the int8 kernels could not allocate ${bytes} bytes`);
-    return ptr;
+    return allocateIn(this.abi, bytes);
   }
 
-  private put(data: Uint8Array): number {
-    const ptr = this.alloc(data.byteLength);
-    new Uint8Array(this.abi.memory.buffer, ptr, data.byteLength).set(data);
-    return ptr;
+  private put(data: ArrayBufferView): number {
+    return copyIn(this.abi, data);
   }
 
   private load(step: GraphStep, bytes: Uint8Array): Resident {

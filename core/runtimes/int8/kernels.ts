@@ -6,6 +6,7 @@
  * import precompiled modules) and in Node (which compiles the file's bytes).
  */
 import { invalid } from "../../errors";
+import { allocateIn, copyIn } from "./kernel-memory";
 
 /** The module's exports, as `assembly/index.ts` declares them (booleans as 0/1). */
 interface Abi {
@@ -173,17 +174,11 @@ export class Int8Kernels {
   // -- memory ------------------------------------------------------------------
 
   private alloc(bytes: number): number {
-    const ptr = this.abi.allocate(bytes);
-    if (ptr === 0 && bytes > 0) throw invalid(`the int8 kernels could not allocate ${bytes} bytes`);
-    return ptr;
+    return allocateIn(this.abi, bytes);
   }
 
   private put(data: ArrayBufferView): number {
-    const ptr = this.alloc(data.byteLength);
-    new Uint8Array(this.abi.memory.buffer, ptr, data.byteLength).set(
-      new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    );
-    return ptr;
+    return copyIn(this.abi, data);
   }
 
   private putZeroPoints(zp: ZeroPoints, signed: boolean): number {
