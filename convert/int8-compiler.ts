@@ -16,6 +16,7 @@ import {
 } from "../core/runtimes/int8/plan";
 import { compileGraph, int8Preconditions } from "./graph-compiler";
 import { readGraph, type Graph, type GraphNode } from "./onnx";
+import { compileText, takesTokens, type TextCompileOptions } from "./text-compiler";
 import { db, quantiseWeights } from "./weight-quantisation";
 
 export interface LayerReport {
@@ -43,8 +44,13 @@ export type CompileOutcome =
       layers: LayerReport[];
       /** A chain plan's layers, unpacked (graph plans store theirs plainly in the plan). */
       quantised?: QuantisedLayer[];
+      /** A text plan's longest sequence (from the model, or `maxSequence`). */
+      maxSequence?: number;
     }
   | { ok: false; reason: string };
+
+/** What publish may say about a model beyond its ONNX file. */
+export type CompileOptions = TextCompileOptions;
 
 interface DenseLayer {
   name: string;
@@ -253,12 +259,21 @@ function matchDenseChain(graph: Graph): { layers: DenseLayer[]; softmax: boolean
 /**
  * Compiles an fp32 ONNX model to an int8 plan, or says which node stopped it:
  * a chain of dense layers to a chain plan (one fused kernel call for the whole
- * network), anything else the graph compiler takes (convolutional networks)
+ * network), a text model (integer token inputs: transformer encoders) to a
+ * text plan, anything else the graph compiler takes (convolutional networks)
  * to a graph plan. When neither compiles, the reason is the graph compiler's
  * for image-shaped models and the chain compiler's otherwise.
+ *
+ * The entry point for publish, tests and benchmarks; `options.maxSequence`
+ * bounds a text model's dynamic sequence axis.
  */
-export function compileInt8(onnx: Uint8Array, kernels: Int8Kernels): CompileOutcome {
+export function compileInt8(
+  onnx: Uint8Array,
+  kernels: Int8Kernels,
+  options: CompileOptions = {},
+): CompileOutcome {
   const graph = readGraph(onnx);
+  if (takesTokens(graph)) return compileText(graph, options);
   const chain = compileChain(graph, kernels);
   if (chain.ok) return chain;
   const dag = compileGraph(graph);

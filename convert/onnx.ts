@@ -25,8 +25,14 @@ export interface NodeSpec {
   name?: string;
   inputs: string[];
   outputs: string[];
-  /** Integers, integer lists, or `{ float: x }` for a float attribute. */
-  attributes?: Record<string, number | number[] | { float: number }>;
+  /**
+   * Integers, integer lists, `{ float: x }` for a float attribute, or
+   * `{ tensor }` for a tensor attribute (a Constant node's `value`).
+   */
+  attributes?: Record<
+    string,
+    number | number[] | { float: number } | { tensor: Omit<Initializer, "name"> }
+  >;
 }
 /** A constant tensor stored in the graph (weights), as little-endian raw data. */
 export interface Initializer {
@@ -44,6 +50,12 @@ const valueInfo = ({ name, type, dims }: ValueSpec) => ({
       shape: { dim: dims.map((d) => (typeof d === "string" ? { dimParam: d } : { dimValue: d })) },
     },
   },
+});
+
+const tensorProto = ({ type, dims, data }: Omit<Initializer, "name">) => ({
+  dataType: type,
+  dims,
+  rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
 });
 
 /** Encodes a single-graph ONNX model (default domain only). */
@@ -71,17 +83,18 @@ export function buildModel(
             ? { name, type: onnx.AttributeProto.AttributeType.INTS, ints: value }
             : typeof value === "number"
               ? { name, type: onnx.AttributeProto.AttributeType.INT, i: value }
-              : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: value.float },
+              : "tensor" in value
+                ? {
+                    name,
+                    type: onnx.AttributeProto.AttributeType.TENSOR,
+                    t: tensorProto(value.tensor),
+                  }
+                : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: value.float },
         ),
       })),
       input: inputs.map(valueInfo),
       output: outputs.map(valueInfo),
-      initializer: initializers.map(({ name, type, dims, data }) => ({
-        name,
-        dataType: type,
-        dims,
-        rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-      })),
+      initializer: initializers.map(({ name, ...tensor }) => ({ name, ...tensorProto(tensor) })),
     },
   });
   // protobufjs returns a Node Buffer under Node; callers get a plain Uint8Array everywhere.

@@ -114,6 +114,9 @@ function printQuantization(manifest: Manifest): void {
   const q = manifest.quantization;
   if (!q || !manifest.artifacts.int8) return;
   console.log(`  int8:    plan ${manifest.artifacts.int8.bytes} bytes; served by the int8 runtime`);
+  if (q.maxSequence !== undefined) {
+    console.log(`    sequences of up to ${q.maxSequence} tokens`);
+  }
   for (const l of q.layers) {
     console.log(
       `    ${l.name} ${l.k}→${l.n} ${l.activation}: weight SQNR ${l.sqnrDb.toFixed(1)} dB (absmax ${l.absmaxSqnrDb.toFixed(1)} dB)`,

@@ -52,6 +52,15 @@ export function parseStoredGolden(bytes: Uint8Array): Golden {
   return parsed.data;
 }
 
+const INTEGER_RANGES: Partial<Record<string, [number, number]>> = {
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  INT32: [-2147483648, 2147483647],
+  INT16: [-32768, 32767],
+  INT8: [-128, 127],
+  UINT8: [0, 255],
+  BOOL: [0, 1],
+};
+
 /**
  * Checks golden rows (one per case) against a tensor's spec without its batch
  * axis: the shape, and that no row is ragged (gates flatten rows to feed them).
@@ -67,8 +76,16 @@ export function checkGoldenRows(rows: readonly unknown[], spec: TensorSpec, what
       );
     }
     const elements = got.reduce((product, d) => product * d, 1);
-    if (flatten(row).length !== elements) {
+    const values = flatten(row);
+    if (values.length !== elements) {
       throw invalid(`golden ${what} ${i} is ragged: its rows differ in length`);
+    }
+    // Integer inputs (token ids, masks) must be integers the datatype holds.
+    const range = INTEGER_RANGES[spec.datatype];
+    if (range && values.some((v) => !Number.isInteger(v) || v < range[0] || v > range[1])) {
+      throw invalid(
+        `golden ${what} ${i} holds values that are not ${spec.datatype} integers ('${spec.name}' is ${spec.datatype})`,
+      );
     }
   }
 }

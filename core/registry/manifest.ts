@@ -49,6 +49,8 @@ export const quantizationSchema = z.object({
       absmaxSqnrDb: z.number(),
     }),
   ),
+  /** A text plan's longest sequence (requests may send up to this many tokens). */
+  maxSequence: z.number().int().positive().optional(),
   /** Measured on the golden cases at publish, when they were given. */
   accuracy: z
     .object({

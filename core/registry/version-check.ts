@@ -10,10 +10,12 @@
 import { invalid, PinionError } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
 import { decodeGraphPlan, type GraphPlan } from "../runtimes/int8/graph-plan";
+import { decodeTextPlan, type TextPlan } from "../runtimes/int8/text-plan";
 import {
   decodePlanHeader,
   GRAPH_PLAN_VERSION,
   planFormatVersion,
+  TEXT_PLAN_VERSION,
   type PlanMetadata,
 } from "../runtimes/int8/plan";
 import { checkGolden, parseStoredGolden } from "./golden";
@@ -110,9 +112,12 @@ export function checkInt8Plan(
   bytes: Uint8Array,
   declared: DeclaredSignature,
   totalBytes = bytes.byteLength,
-): PlanMetadata | GraphPlan {
+): PlanMetadata | GraphPlan | TextPlan {
   return checking("int8", () => {
-    const graph = planFormatVersion(bytes) === GRAPH_PLAN_VERSION;
+    const version = planFormatVersion(bytes);
+    if (version === TEXT_PLAN_VERSION)
+      return checkTextPlan(decodeTextPlan(bytes, totalBytes), declared);
+    const graph = version === GRAPH_PLAN_VERSION;
     const plan = graph ? decodeGraphPlan(bytes, totalBytes) : decodePlanHeader(bytes, totalBytes);
     const [input, output] = [declared.inputs[0], declared.outputs[0]];
     if (declared.inputs.length !== 1 || declared.outputs.length !== 1 || !input || !output) {
@@ -160,6 +165,43 @@ export function checkInt8Plan(
     }
     return plan;
   });
+}
+
+/** A text plan's inputs and output must be the version's, name for name and shape for shape. */
+function checkTextPlan(plan: TextPlan, declared: DeclaredSignature): TextPlan {
+  const same = (a: readonly number[], b: readonly number[]) =>
+    a.length === b.length && a.every((d, i) => d === b[i]);
+  const output = declared.outputs[0];
+  if (declared.outputs.length !== 1 || !output) {
+    throw invalid("an int8 plan serves models with one output");
+  }
+  if (declared.inputs.length !== plan.inputs.length) {
+    throw invalid(
+      `the plan takes ${plan.inputs.length} inputs; the version declares ${declared.inputs.length}`,
+    );
+  }
+  plan.inputs.forEach((input, i) => {
+    const spec = declared.inputs[i]!;
+    if (
+      spec.name !== input.name ||
+      spec.datatype !== input.datatype ||
+      !same(spec.shape, input.shape)
+    ) {
+      throw invalid(
+        `the plan's input ${i} is '${input.name.slice(0, 256)}' ${input.datatype} [${input.shape.join(", ")}]; the version declares '${spec.name}' ${spec.datatype} [${spec.shape.join(", ")}]`,
+      );
+    }
+  });
+  if (
+    output.datatype !== "FP32" ||
+    output.name !== plan.output.name ||
+    !same(output.shape, plan.output.shape)
+  ) {
+    throw invalid(
+      `the plan returns '${plan.output.name.slice(0, 256)}' FP32 [${plan.output.shape.join(", ")}]; the version declares '${output.name}' ${output.datatype} [${output.shape.join(", ")}]`,
+    );
+  }
+  return plan;
 }
 
 /** Checks a stored golden set against the version's signature. */

@@ -16,6 +16,12 @@ const positiveBytes = (value: string): number => {
   return n;
 };
 
+const positiveInteger = (value: string): number => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError("a positive integer");
+  return n;
+};
+
 const parseActivation = (value: string): Activation => {
   if (!(ACTIVATIONS as readonly string[]).includes(value)) {
     throw new InvalidArgumentError(`choose one of ${ACTIVATIONS.join(", ")}`);
@@ -66,6 +72,12 @@ export function registerPublish(program: Command): void {
         .env("PINION_MAX_INFLATED_BYTES")
         .argParser(positiveBytes),
     )
+    .addOption(
+      new Option(
+        "--max-sequence <tokens>",
+        "with --quantize int8, the longest sequence a text model's int8 plan takes when its sequence axis is dynamic (default 128)",
+      ).argParser(positiveInteger),
+    )
     .option("--allow-non-finite", "publish weights that hold NaN or ±Infinity (refused otherwise)")
     .addOption(targetOption())
     .addOption(persistOption())
@@ -80,6 +92,7 @@ export function registerPublish(program: Command): void {
         ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),
         ...(options.maxInflated !== undefined ? { maxInflatedBytes: options.maxInflated } : {}),
         allowNonFinite: options.allowNonFinite === true,
+        ...(options.maxSequence !== undefined ? { maxSequence: options.maxSequence } : {}),
       });
       if (prepared.int8NotCompiled) printNoInt8Plan(prepared.int8NotCompiled);
       for (const { output, cause } of prepared.valueShaped) printValueShaped(output, cause);

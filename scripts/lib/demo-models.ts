@@ -34,11 +34,11 @@ export const DEMO_MODELS = [
     int8: true,
   },
   {
-    // A transformer encoder over INT64 token ids: onnxruntime only (for now).
+    // A transformer encoder over INT64 token ids (an int8 text plan).
     name: "text-small",
     file: fixture("text-small/text_small.onnx"),
     golden: fixture("text-small/testset.json"),
-    int8: false,
+    int8: true,
   },
 ] as const;
 

@@ -32,7 +32,7 @@ export interface MobileNetV2 {
 }
 
 /** Seeded normal samples (mulberry32 + Box–Muller). */
-function normals(seed: number) {
+export function normals(seed: number): () => number {
   let state = seed >>> 0 || 1;
   const uniform = () => {
     let t = (state = (state + 0x6d2b79f5) >>> 0);

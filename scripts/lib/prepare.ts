@@ -9,7 +9,7 @@ import { basename, extname } from "node:path";
 import * as ort from "onnxruntime-web";
 import { assertFiniteWeights } from "../../convert/finite";
 import { parseGolden, type Golden } from "../../convert/golden";
-import { compileInt8, measureAccuracy } from "../../convert/int8-compiler";
+import { compileInt8, measureAccuracy, type CompileOptions } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { inspectOnnx } from "../../convert/onnx";
 import { readStateDict } from "../../convert/torch-checkpoint";
@@ -55,6 +55,8 @@ export interface PrepareOptions {
   allowNonFinite?: boolean;
   /** A labels file (one class label per line) stored with the version. */
   labels?: string;
+  /** A text model's longest sequence, when its sequence axis is dynamic (int8 text plans). */
+  maxSequence?: number;
 }
 
 export interface PreparedVersion {
@@ -90,15 +92,17 @@ function flattenRows(rows: unknown[]): Float32Array[] {
 async function quantize(
   onnx: Uint8Array,
   golden: Golden | undefined,
+  options: CompileOptions = {},
 ): Promise<{ plan: Uint8Array; quantization: Quantization } | { reason: string }> {
   const kernels = await loadKernels();
-  const outcome = compileInt8(onnx, kernels);
+  const outcome = compileInt8(onnx, kernels, options);
   if (!outcome.ok) return { reason: outcome.reason };
   // The int8 runtime's loader must take the plan, as the admin API checks before committing.
   const program = await loadProgram(await loadKernelsModule(), outcome.plan);
   const quantization: Quantization = {
     scheme: "int8-per-channel-symmetric-weights-dynamic-u8-activations",
     layers: outcome.layers,
+    ...(outcome.maxSequence !== undefined ? { maxSequence: outcome.maxSequence } : {}),
   };
   if (golden) {
     const inputs = flattenRows(golden.inputs);
@@ -109,13 +113,20 @@ async function quantize(
       const shape = [inputs.length, ...(input.isTensor ? input.shape.slice(1) : [width])].map(
         (d) => (typeof d === "number" ? d : width),
       );
-      const out = await session.run({
-        [golden.inputName]: new ort.Tensor(
-          "float32",
-          Float32Array.from(inputs.flatMap((x) => Array.from(x))),
-          shape,
-        ),
-      });
+      // Token ids (text models) go to onnxruntime as the integers the model declares.
+      const flat = inputs.flatMap((x) => Array.from(x));
+      const type = input.isTensor ? input.type : "float32";
+      const tensor =
+        type === "int64"
+          ? new ort.Tensor(
+              "int64",
+              BigInt64Array.from(flat, (v) => BigInt(v)),
+              shape,
+            )
+          : type === "int32"
+            ? new ort.Tensor("int32", Int32Array.from(flat), shape)
+            : new ort.Tensor("float32", Float32Array.from(flat), shape);
+      const out = await session.run({ [golden.inputName]: tensor });
       const all = out[golden.outputName]!.data as Float32Array;
       const n = all.length / inputs.length;
       const fp32 = inputs.map((_, i) => all.slice(i * n, (i + 1) * n));
@@ -231,7 +242,11 @@ export async function prepareVersion(
   };
   let int8NotCompiled: string | undefined;
   if (options.quantize === "int8") {
-    const result = await quantize(onnx, golden);
+    const result = await quantize(
+      onnx,
+      golden,
+      options.maxSequence !== undefined ? { maxSequence: options.maxSequence } : {},
+    );
     if ("reason" in result) {
       int8NotCompiled = result.reason;
     } else {

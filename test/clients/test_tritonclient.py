@@ -192,14 +192,17 @@ class WireFormatTest(ClientCase):
 
     def test_int64_token_ids_binary_and_json(self):
         spec = DEMO["text-small"]
-        for binary in [True, False]:
-            with self.subTest(binary=binary):
-                result = self.client.infer(
-                    "text-small",
-                    [make_input("input_ids", spec["x"], binary_data=binary)],
-                    outputs=[httpclient.InferRequestedOutput("logits", binary_data=binary)],
-                )
-                self.assertMatchesPyTorch("text-small", "fp32", result.as_numpy("logits"))
+        # Version 1 runs on onnxruntime (fp32), version 2 on the int8 text plan.
+        for version, kind in [("1", "fp32"), ("2", "int8")]:
+            for binary in [True, False]:
+                with self.subTest(binary=binary, version=version):
+                    result = self.client.infer(
+                        "text-small",
+                        [make_input("input_ids", spec["x"], binary_data=binary)],
+                        model_version=version,
+                        outputs=[httpclient.InferRequestedOutput("logits", binary_data=binary)],
+                    )
+                    self.assertMatchesPyTorch("text-small", kind, result.as_numpy("logits"))
 
     def test_fp16_in(self):
         spec = DEMO["simple"]
@@ -337,7 +340,7 @@ class AsyncTest(ClientCase):
                 self.assertTrue(await client.is_server_live())
                 spec = DEMO["text-small"]
                 calls = [
-                    client.infer("text-small", [make_input("input_ids", spec["x"][i : i + 50])])
+                    client.infer("text-small", [make_input("input_ids", spec["x"][i : i + 50])], model_version="1")
                     for i in range(0, 200, 50)
                 ]
                 results = await asyncio.gather(*calls)

@@ -34,6 +34,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
     expect(output).toMatch(/published: digits-cnn@1 \(ort, onnx 16317 bytes\)/);
     expect(output).toMatch(/published: digits-cnn@2 \(int8, int8 plan \d+ bytes\)/);
     expect(output).toMatch(/published: text-small@1 \(ort, onnx \d+ bytes\)/);
+    expect(output).toMatch(/published: text-small@2 \(int8, int8 plan \d+ bytes\)/);
     for (const name of ["simple", "digits-mlp", "digits-cnn", "text-small"]) {
       const response = await fetch(`${base}/v2/models/${name}/ready`);
       expect(response.status, name).toBe(200);
@@ -84,7 +85,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
     const testset = JSON.parse(
       await readFile(new URL("fixtures/text-small/testset.json", root), "utf8"),
     ) as { inputs: number[][]; logits: number[][] };
-    const response = await fetch(`${base}/v2/models/text-small/infer`, {
+    const response = await fetch(`${base}/v2/models/text-small/versions/1/infer`, {
       method: "POST",
       body: JSON.stringify({
         inputs: [{ name: "input_ids", shape: [200, 8], datatype: "INT64", data: testset.inputs }],
@@ -122,7 +123,7 @@ describe("npm start + wrangler dev over real HTTP", () => {
       "up to date: simple (versions 1, 2)",
       "up to date: digits-mlp (versions 1, 2)",
       "up to date: digits-cnn (versions 1, 2)",
-      "up to date: text-small (versions 1)",
+      "up to date: text-small (versions 1, 2)",
     ]);
   });
 

@@ -4,7 +4,7 @@
  * int8 runtime taken through the HTTP API.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { argmax, fixtureJson, postJson, publishFixture } from "../worker/helpers";
+import { api, argmax, fixtureJson, postJson, publishFixture } from "../worker/helpers";
 
 interface Body {
   model_version: string;
@@ -21,6 +21,8 @@ beforeAll(async () => {
   await publishFixture("q-cnn", "digits-cnn/digits_cnn.onnx", 2, { int8: true });
   await publishFixture("q-cnn-small", "cnn-small/cnn_small.onnx", 1);
   await publishFixture("q-cnn-small", "cnn-small/cnn_small.onnx", 2, { int8: true });
+  await publishFixture("q-text", "text-small/text_small.onnx", 1);
+  await publishFixture("q-text", "text-small/text_small.onnx", 2, { int8: true });
 });
 
 const request = (name: string, data: number[], parameters?: Record<string, string>) => ({
@@ -209,4 +211,109 @@ describe("convolutional networks on int8 graph plans, through the API", () => {
       expect(first.body.outputs[0]!.data).toEqual(int8.slice(0, width));
     });
   }
+});
+
+describe("a transformer encoder's int8 text plan (text-small)", () => {
+  interface TextCases {
+    inputs: number[][];
+    logits: number[][];
+    labels: number[];
+  }
+  const ids = (rows: number[][]) => ({
+    inputs: [
+      { name: "input_ids", shape: [rows.length, rows[0]!.length], datatype: "INT64", data: rows },
+    ],
+  });
+
+  it("answers INT64 token ids in JSON on int8, within quantisation error of fp32", async () => {
+    const cases = await fixtureJson<TextCases>("text-small/testset.json");
+    const { response, body } = await infer("/v2/models/q-text/infer", ids(cases.inputs));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("x-pinion-runtime")).toBe("int8");
+    expect(body.model_version).toBe("2");
+    const got = body.outputs[0]!.data;
+    const width = cases.logits[0]!.length;
+    let agree = 0;
+    let int8Correct = 0;
+    let fp32Correct = 0;
+    let worst = 0;
+    let lo = Infinity;
+    let hi = -Infinity;
+    cases.logits.forEach((want, i) => {
+      const row = got.slice(i * width, (i + 1) * width);
+      want.forEach((v, j) => {
+        worst = Math.max(worst, Math.abs(v - row[j]!));
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      });
+      if (argmax(row) === argmax(want)) agree++;
+      if (argmax(row) === cases.labels[i]) int8Correct++;
+      if (argmax(want) === cases.labels[i]) fp32Correct++;
+    });
+    expect(agree / cases.inputs.length).toBeGreaterThanOrEqual(0.99);
+    expect(Math.abs(int8Correct - fp32Correct) / cases.inputs.length).toBeLessThanOrEqual(0.01);
+    // Within 2 % of the logits' range (the PyTorch reference's own numbers).
+    expect(worst).toBeLessThan(0.02 * (hi - lo));
+  });
+
+  it("answers the same token ids sent as binary INT64 and INT32 as in JSON", async () => {
+    const cases = await fixtureJson<TextCases>("text-small/testset.json");
+    const rows = cases.inputs.slice(0, 20);
+    const json = await infer("/v2/models/q-text/infer", ids(rows));
+    for (const datatype of ["INT64", "INT32"] as const) {
+      const data =
+        datatype === "INT64"
+          ? new Uint8Array(BigInt64Array.from(rows.flat(), (v) => BigInt(v)).buffer)
+          : new Uint8Array(Int32Array.from(rows.flat()).buffer);
+      const header = new TextEncoder().encode(
+        JSON.stringify({
+          inputs: [
+            {
+              name: "input_ids",
+              shape: [rows.length, 8],
+              datatype,
+              parameters: { binary_data_size: data.byteLength },
+            },
+          ],
+        }),
+      );
+      const body = new Uint8Array(header.length + data.length);
+      body.set(header);
+      body.set(data, header.length);
+      const response = await api("/v2/models/q-text/infer", {
+        method: "POST",
+        headers: {
+          "content-type": "application/octet-stream",
+          "inference-header-content-length": String(header.length),
+        },
+        body,
+      });
+      // The model declares INT64: INT32 ids are refused as the wrong datatype, INT64 ones answered.
+      if (datatype === "INT32") {
+        expect(response.status).toBe(400);
+        continue;
+      }
+      expect(response.status).toBe(200);
+      expect(response.headers.get("x-pinion-runtime")).toBe("int8");
+      const answer = (await response.json()) as Body;
+      expect(answer.outputs[0]!.data).toEqual(json.body.outputs[0]!.data);
+    }
+  });
+
+  it("refuses ids outside the vocabulary and sequences of another length with 400", async () => {
+    const bad = await infer("/v2/models/q-text/infer", ids([[1, 2, 3, 64, 5, 6, 7, 8]]));
+    expect(bad.response.status).toBe(400);
+    expect(bad.body.error).toMatch(
+      /input 'input_ids' holds 64 at position 3; ids must lie in \[0, 64\)/,
+    );
+    const negative = await infer("/v2/models/q-text/infer", ids([[1, 2, 3, -1, 5, 6, 7, 8]]));
+    expect(negative.response.status).toBe(400);
+    const huge = await infer("/v2/models/q-text/infer", ids([[1, 2, 3, 2 ** 40, 5, 6, 7, 8]]));
+    expect(huge.response.status).toBe(400);
+    const short = await infer("/v2/models/q-text/infer", ids([[1, 2, 3]]));
+    expect(short.response.status).toBe(400);
+    // Still serving.
+    const good = await infer("/v2/models/q-text/infer", ids([[1, 2, 3, 4, 5, 6, 7, 8]]));
+    expect(good.response.status).toBe(200);
+  });
 });

@@ -5,7 +5,9 @@
  * memory, holding the packed weights), so nothing is shared between models and
  * dropping the model frees everything. Dense chains (plan versions 1 and 2)
  * run on the fused chain executor, graphs (version 3: convolutional networks)
- * on the graph executor. It never touches onnxruntime.
+ * on the graph executor, text encoders (version 4: token-id inputs, a
+ * sequence length per request) on the text executor. It never touches
+ * onnxruntime.
  */
 import { unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
@@ -14,7 +16,8 @@ import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
 import { PlanExecutor } from "./executor";
 import { GraphExecutor } from "./graph-executor";
 import { Int8Kernels } from "./kernels";
-import { GRAPH_PLAN_VERSION, planFormatVersion } from "./plan";
+import { GRAPH_PLAN_VERSION, planFormatVersion, TEXT_PLAN_VERSION } from "./plan";
+import { TextExecutor } from "./text-executor";
 
 export class Int8Runtime implements Runtime {
   readonly name = "int8";
@@ -35,10 +38,11 @@ export class Int8Runtime implements Runtime {
         cause,
       );
     }
+    const names = manifest.inputs.map((i) => i.name);
     if (
-      manifest.inputs.length !== 1 ||
+      names.length !== program.inputNames.length ||
+      names.some((name, i) => name !== program.inputNames[i]) ||
       manifest.outputs.length !== 1 ||
-      manifest.inputs[0]!.name !== program.inputName ||
       manifest.outputs[0]!.name !== program.outputName
     ) {
       throw unavailable(`the int8 plan of ${label} does not match its manifest's inputs/outputs`);
@@ -47,17 +51,21 @@ export class Int8Runtime implements Runtime {
   }
 }
 
-/** A loaded int8 plan, whichever its format: a dense chain or a graph. */
+/** A loaded int8 plan, whichever its format: a dense chain, a graph or a text encoder. */
 export interface Int8Program {
-  readonly inputName: string;
+  /** The plan's inputs, in the order `runInputs` takes them (one, except text models). */
+  readonly inputNames: readonly string[];
   readonly outputName: string;
-  /** Output values per sample. */
-  readonly outputWidth: number;
-  /** The output's shape for `batch` samples. */
-  outputShape(batch: number): number[];
   /** Everything the program's kernels instance will hold, its largest block of samples included. */
   readonly bytesHeld: number;
-  /** `x`: [batch, input values per sample], row-major as the request sent it. */
+  /** The output's shape for these inputs (checked against the plan: a bad shape throws). */
+  outputShapeOf(inputs: readonly Tensor[]): number[];
+  /** Runs a request's inputs (in `inputNames` order, checked against their specs). */
+  runInputs(inputs: readonly Tensor[]): Float32Array;
+  /**
+   * One tensor given as floats, [batch, values per sample] (a text model's
+   * token ids as numbers): for publish's accuracy report and tests.
+   */
   run(x: Float32Array, batch: number): Float32Array;
 }
 
@@ -66,25 +74,47 @@ export async function loadProgram(
   module: WebAssembly.Module,
   plan: Uint8Array,
 ): Promise<Int8Program> {
-  if (planFormatVersion(plan) === GRAPH_PLAN_VERSION) {
+  const version = planFormatVersion(plan);
+  if (version === TEXT_PLAN_VERSION) {
+    const text = await TextExecutor.instantiate(module, plan);
+    const first = text.plan.inputs[0]!;
+    return {
+      inputNames: text.plan.inputs.map((i) => i.name),
+      outputName: text.plan.output.name,
+      bytesHeld: text.memoryBytes,
+      outputShapeOf: (inputs) => text.outputShape(inputs[0]!.shape[0]!, text.sequenceOf(inputs)),
+      runInputs: (inputs) => text.run(inputs),
+      run: (x, batch) =>
+        text.run([
+          {
+            name: first.name,
+            datatype: "INT32",
+            shape: [batch, x.length / batch],
+            data: x, // the executor narrows each value, refusing non-integers
+          },
+        ]),
+    };
+  }
+  const floats = (inputs: readonly Tensor[]) => inputs[0]!.data as Float32Array;
+  if (version === GRAPH_PLAN_VERSION) {
     const graph = await GraphExecutor.instantiate(module, plan);
     return {
-      inputName: graph.plan.input.name,
+      inputNames: [graph.plan.input.name],
       outputName: graph.plan.output.name,
-      outputWidth: graph.outputWidth,
-      outputShape: (batch) => [batch, ...graph.plan.output.shape.slice(1)],
+      outputShapeOf: (inputs) => [inputs[0]!.shape[0]!, ...graph.plan.output.shape.slice(1)],
       // Weights, arena and scratch were all allocated at load.
       bytesHeld: graph.memoryBytes,
+      runInputs: (inputs) => graph.run(floats(inputs), inputs[0]!.shape[0]!),
       run: (x, batch) => graph.run(x, batch),
     };
   }
   const kernels = await Int8Kernels.instantiate(module);
   const chain = new PlanExecutor(kernels, plan);
   return {
-    inputName: chain.metadata.input.name,
+    inputNames: [chain.metadata.input.name],
     outputName: chain.metadata.output.name,
-    outputWidth: chain.outputWidth,
-    outputShape: (batch) => [batch, chain.outputWidth],
+    outputShapeOf: (inputs) => [inputs[0]!.shape[0]!, chain.outputWidth],
+    runInputs: (inputs) => chain.run(floats(inputs), inputs[0]!.shape[0]!),
     // What the instance holds now (weights) plus what its largest block of rows
     // will make it grow to: WASM memory never shrinks, so count it up front.
     bytesHeld: kernels.memoryBytes + chain.blockScratchBytes(),
@@ -104,22 +134,17 @@ class Int8Model implements LoadedModel {
     this.bytesHeld = program.bytesHeld;
   }
 
-  /** Static shapes: [batch, output values per sample] per output. */
+  /** Output shapes follow from the input shapes (and the sequence length for text plans). */
   outputElements(inputs: readonly Tensor[], outputNames: readonly string[]): number {
-    return inputs[0]!.shape[0]! * this.program.outputWidth * outputNames.length;
+    const shape = this.program.outputShapeOf(inputs);
+    return shape.reduce((a, b) => a * b, 1) * outputNames.length;
   }
 
   /** Synchronous: the kernels never wait on anything. */
   run(inputs: readonly Tensor[], outputNames: readonly string[]): Tensor[] {
-    const x = inputs[0]!;
-    const batch = x.shape[0]!;
-    const y = this.program.run(x.data as Float32Array, batch);
-    return outputNames.map((name) => ({
-      name,
-      datatype: "FP32" as const,
-      shape: this.program.outputShape(batch),
-      data: y,
-    }));
+    const shape = this.program.outputShapeOf(inputs);
+    const y = this.program.runInputs(inputs);
+    return outputNames.map((name) => ({ name, datatype: "FP32" as const, shape, data: y }));
   }
 
   async dispose(): Promise<void> {

@@ -29,6 +29,8 @@ export const PLAN_MAGIC = "PINT8PLN";
 export const PLAN_FORMAT_VERSION = 2;
 /** Graph plans (convolutional networks and other DAGs): see `graph-plan.ts`. */
 export const GRAPH_PLAN_VERSION = 3;
+/** Text plans (transformer encoders, sizes polynomial in the sequence length): see `text-plan.ts`. */
+export const TEXT_PLAN_VERSION = 4;
 /** Older versions this build still reads (see `unpackV1Weights`). */
 const READABLE_VERSIONS = [1, PLAN_FORMAT_VERSION];
 export const PLAN_HEADER_BYTES = 16;
@@ -171,7 +173,7 @@ export function decodeContainer(
 
 /** The format version of a plan file, from its fixed header (the metadata is left to the decoders). */
 export function planFormatVersion(bytes: Uint8Array): number {
-  return readVersion(bytes, [...READABLE_VERSIONS, GRAPH_PLAN_VERSION]);
+  return readVersion(bytes, [...READABLE_VERSIONS, GRAPH_PLAN_VERSION, TEXT_PLAN_VERSION]);
 }
 
 /** Checks that a blob lies inside the file, 16-byte aligned. */

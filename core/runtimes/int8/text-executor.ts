@@ -1,0 +1,439 @@
+/**
+ * @module
+ * Runs a text plan (`text-plan.ts`) on the WASM kernels. At load the blobs are
+ * copied into the module's memory (dense weights packed for the GEMM) and the
+ * arena and scratch are allocated for the longest sequence. A request's
+ * samples run one after another; the steps, bound to their pointers and sizes
+ * for a sequence length, are made once per length and reused.
+ */
+import { invalid } from "../../errors";
+import type { Tensor } from "../../protocol/datatypes";
+import { allocateIn, copyIn } from "./kernel-memory";
+import { blobView } from "./plan";
+import {
+  decodeTextPlan,
+  evalPoly,
+  type Loc,
+  type Strided,
+  type TextPlan,
+  type TextStep,
+} from "./text-plan";
+
+interface TextAbi {
+  memory: WebAssembly.Memory;
+  allocate(bytes: number): number;
+  packColumns(...args: number[]): void;
+  packedBytes(k: number, n: number): number;
+  fusedLinear(...args: number[]): number;
+  fusedScratchBytes(m: number, k: number, n: number): number;
+  gatherRows(
+    table: number,
+    rows: number,
+    width: number,
+    ids: number,
+    count: number,
+    y: number,
+  ): number;
+  layerNorm(
+    x: number,
+    rows: number,
+    width: number,
+    gamma: number,
+    beta: number,
+    eps: number,
+    y: number,
+  ): void;
+  softmaxRows(
+    x: number,
+    rows: number,
+    width: number,
+    mask: number,
+    maskStride: number,
+    y: number,
+  ): void;
+  batchedMatMulStrided(...args: number[]): void;
+  gelu(x: number, count: number, mode: number, y: number): void;
+  erf(x: number, count: number, y: number): void;
+  tanhRows(x: number, count: number, y: number): void;
+  activate(x: number, count: number, act: number, p0: number, p1: number, y: number): void;
+  add(a: number, b: number, count: number, act: number, p0: number, p1: number, y: number): void;
+  addBias(x: number, rows: number, width: number, bias: number, y: number): void;
+}
+
+/** The int32 range: INT64 ids outside it cannot be narrowed (and are no token anyway). */
+const I32_MIN = -2147483648;
+const I32_MAX = 2147483647;
+
+export class TextExecutor {
+  readonly plan: TextPlan;
+  private readonly blobs: number[];
+  private readonly arena: number;
+  private readonly scratch: number;
+  private readonly bound = new Map<number, { buffer: ArrayBuffer; calls: (() => void)[] }>();
+
+  private constructor(
+    private readonly abi: TextAbi,
+    bytes: Uint8Array,
+  ) {
+    this.plan = decodeTextPlan(bytes);
+    const { plan } = this;
+    // Dense weights are packed for the GEMM here; every other blob is copied as it is.
+    const packed = new Map<number, { k: number; n: number }>();
+    for (const step of plan.steps) {
+      if (step.op === "dense") packed.set(step.weights, { k: step.k, n: step.n });
+    }
+    this.blobs = plan.blobs.map((ref, i) => {
+      const data = blobView(bytes, ref);
+      const shape = packed.get(i);
+      if (!shape) return copyIn(abi, data);
+      if (data.byteLength !== shape.k * shape.n)
+        throw invalid(`int8 text plan blob ${i} is not ${shape.k}×${shape.n} weights`);
+      const staging = copyIn(abi, data);
+      const zero = copyIn(abi, new Uint8Array(1));
+      const out = allocateIn(abi, abi.packedBytes(shape.k, shape.n));
+      abi.packColumns(staging, shape.k, shape.n, 1, zero, 0, out);
+      return out;
+    });
+    const max = plan.sequence.max;
+    let scratch = 0;
+    for (const step of plan.steps) {
+      if (step.op === "dense") {
+        scratch = Math.max(
+          scratch,
+          abi.fusedScratchBytes(evalPoly(step.rows, max), step.k, step.n),
+        );
+      }
+    }
+    this.arena = allocateIn(abi, plan.arenaElements * 4);
+    this.scratch = allocateIn(abi, Math.max(16, scratch));
+  }
+
+  static async instantiate(module: WebAssembly.Module, plan: Uint8Array): Promise<TextExecutor> {
+    const instance = await WebAssembly.instantiate(module, {});
+    return new TextExecutor(instance.exports as unknown as TextAbi, plan);
+  }
+
+  get memoryBytes(): number {
+    return this.abi.memory.buffer.byteLength;
+  }
+
+  /** The sequence length of a request's inputs, checked against the plan's range. */
+  sequenceOf(inputs: readonly Tensor[]): number {
+    const { plan } = this;
+    const first = inputs[0];
+    if (!first || first.shape.length !== 2) {
+      throw invalid(`the int8 text plan takes [batch, sequence] token inputs`);
+    }
+    const s = first.shape[1]!;
+    for (const t of inputs) {
+      if (t.shape.length !== 2 || t.shape[1] !== s || t.shape[0] !== first.shape[0]) {
+        throw invalid(
+          `input '${t.name}' has shape [${t.shape.join(", ")}]; every input must be [batch, sequence] like '${first.name}' [${first.shape.join(", ")}]`,
+        );
+      }
+    }
+    const { max, fixed } = plan.sequence;
+    if (fixed ? s !== max : s < 1 || s > max) {
+      throw invalid(
+        fixed
+          ? `this model takes sequences of exactly ${max} tokens; got ${s}`
+          : `this model takes sequences of 1 to ${max} tokens (its maximum, fixed at publish); got ${s}`,
+      );
+    }
+    return s;
+  }
+
+  /** Values per sample of the output at sequence length `s`. */
+  outputElements(s: number): number {
+    return this.plan.output.sampleShape.reduce((a, d) => a * evalPoly(d, s), 1);
+  }
+
+  outputShape(batch: number, s: number): number[] {
+    return [batch, ...this.plan.output.sampleShape.map((d) => evalPoly(d, s))];
+  }
+
+  /** `inputs` in the plan's input order; returns [batch, output values per sample]. */
+  run(inputs: readonly Tensor[]): Float32Array {
+    const s = this.sequenceOf(inputs);
+    const batch = inputs[0]!.shape[0]!;
+    const { plan } = this;
+    const calls = this.calls(s);
+    const memory = this.abi.memory.buffer;
+    const at = (buffer: number) => this.arena + plan.buffers[buffer]!.offset * 4;
+    const per = this.outputElements(s);
+    const y = new Float32Array(batch * per);
+    for (let sample = 0; sample < batch; sample++) {
+      plan.inputs.forEach((spec, i) => {
+        const data = inputs[i]!.data;
+        const from = sample * s;
+        if (spec.datatype === "FP32") {
+          new Float32Array(memory, at(spec.buffer), s).set(
+            (data as Float32Array).subarray(from, from + s),
+          );
+          return;
+        }
+        const ids = new Int32Array(memory, at(spec.buffer), s);
+        for (let j = 0; j < s; j++) {
+          const v = Number(data[from + j]!);
+          if (!(v >= I32_MIN && v <= I32_MAX) || !Number.isInteger(v)) {
+            throw invalid(
+              `input '${spec.name}' holds ${String(data[from + j])}, not an int32 token id`,
+            );
+          }
+          ids[j] = v;
+        }
+      });
+      for (const call of calls) call();
+      y.set(new Float32Array(memory, at(plan.output.buffer), per), sample * per);
+    }
+    return y;
+  }
+
+  private calls(s: number): (() => void)[] {
+    const cached = this.bound.get(s);
+    if (cached && cached.buffer === this.abi.memory.buffer) return cached.calls;
+    const calls = this.plan.steps.map((step) => this.bind(step, s));
+    this.bound.set(s, { buffer: this.abi.memory.buffer, calls });
+    return calls;
+  }
+
+  private ptr(l: Loc, s: number): number {
+    const base =
+      l.buffer !== undefined
+        ? this.arena + this.plan.buffers[l.buffer]!.offset * 4
+        : this.blobs[l.blob ?? 0]!;
+    return base + evalPoly(l.offset, s) * 4;
+  }
+
+  private bind(step: TextStep, s: number): () => void {
+    const { abi } = this;
+    const p = (x: number[]) => evalPoly(x, s);
+    const out = (buffer: number) => this.ptr({ buffer, offset: [0] }, s);
+    const blob = (i: number | null) => (i === null ? 0 : this.blobs[i]!);
+    const memory = abi.memory.buffer;
+    switch (step.op) {
+      case "gather": {
+        const [table, rows, width, ids, count, y] = [
+          blob(step.table),
+          step.rows,
+          step.width,
+          this.ptr(step.ids, s),
+          p(step.count),
+          out(step.output),
+        ];
+        return () => {
+          const bad = abi.gatherRows(table, rows, width, ids, count, y);
+          if (bad !== 0) {
+            const id = new Int32Array(memory, ids, count)[bad - 1];
+            throw invalid(
+              `${step.input ? `input '${step.input}'` : "a token id"} holds ${id} at position ${bad - 1}; ids must lie in [0, ${rows})`,
+            );
+          }
+        };
+      }
+      case "dense": {
+        const [x, m, y, act] = [
+          out(step.input),
+          p(step.rows),
+          out(step.output),
+          step.act === "relu" ? 1 : 0,
+        ];
+        const [w, scales, bias, scratch] = [
+          blob(step.weights),
+          blob(step.scales),
+          blob(step.bias),
+          this.scratch,
+        ];
+        const { k, n } = step;
+        return () => {
+          if (abi.fusedLinear(x, m, k, w, n, scales, bias, act, y, scratch) !== 0) {
+            throw invalid("cannot quantise NaN or infinite values");
+          }
+        };
+      }
+      case "layerNorm": {
+        const [x, rows, y, gamma, beta] = [
+          out(step.input),
+          p(step.rows),
+          out(step.output),
+          blob(step.gamma),
+          blob(step.beta),
+        ];
+        const { width, epsilon } = step;
+        return () => abi.layerNorm(x, rows, width, gamma, beta, epsilon, y);
+      }
+      case "softmax": {
+        const [x, rows, width, mask, stride, y] = [
+          out(step.input),
+          p(step.rows),
+          p(step.width),
+          step.mask ? this.ptr(step.mask, s) : 0,
+          p(step.maskStride),
+          out(step.output),
+        ];
+        return () => abi.softmaxRows(x, rows, width, mask, stride, y);
+      }
+      case "matmul": {
+        const args = [
+          this.ptr(step.a, s),
+          p(step.lda),
+          p(step.strideA),
+          this.ptr(step.b, s),
+          p(step.ldb),
+          p(step.strideB),
+          p(step.batch),
+          p(step.m),
+          p(step.k),
+          p(step.n),
+          step.transB ? 1 : 0,
+          step.scale,
+          out(step.output),
+          p(step.n),
+          p(step.m) * p(step.n),
+        ];
+        return () => abi.batchedMatMulStrided(...args);
+      }
+      case "unary": {
+        const [x, count, y] = [this.ptr(step.input, s), p(step.count), out(step.output)];
+        switch (step.fn) {
+          case "relu":
+            return () => abi.activate(x, count, 1, 0, 0, y);
+          case "sigmoid":
+            return () => abi.activate(x, count, 5, 0, 0, y);
+          case "gelu":
+            return () => abi.gelu(x, count, 0, y);
+          case "geluTanh":
+            return () => abi.gelu(x, count, 1, y);
+          case "erf":
+            return () => abi.erf(x, count, y);
+          case "tanh":
+            return () => abi.tanhRows(x, count, y);
+        }
+        const xs = new Float32Array(memory, x, count);
+        const ys = new Float32Array(memory, y, count);
+        switch (step.fn) {
+          case "toFloat": {
+            const ints = new Int32Array(memory, x, count);
+            return () => {
+              for (let i = 0; i < count; i++) ys[i] = ints[i]!;
+            };
+          }
+          case "sqrt":
+            return () => {
+              for (let i = 0; i < count; i++) ys[i] = Math.sqrt(xs[i]!);
+            };
+          case "neg":
+            return () => {
+              for (let i = 0; i < count; i++) ys[i] = -xs[i]!;
+            };
+          case "exp":
+            return () => {
+              for (let i = 0; i < count; i++) ys[i] = Math.exp(xs[i]!);
+            };
+          case "reciprocal":
+            return () => {
+              for (let i = 0; i < count; i++) ys[i] = 1 / xs[i]!;
+            };
+        }
+        throw invalid(`int8 text plan: unknown unary function ${String(step.fn)}`);
+      }
+      case "binary": {
+        const shape = pad4(step.shape.map(p), 1);
+        const count = shape.reduce((a, b) => a * b, 1);
+        const [a, sa] = this.view(step.a, s, memory);
+        const [b, sb] = this.view(step.b, s, memory);
+        const y = new Float32Array(memory, out(step.output), count);
+        const whole = (v: Strided) => contiguous(v.strides.map(p), step.shape.map(p));
+        if (step.fn === "add" && whole(step.a) && whole(step.b)) {
+          const [pa, pb, py] = [this.ptr(step.a.at, s), this.ptr(step.b.at, s), out(step.output)];
+          return () => abi.add(pa, pb, count, 0, 0, 0, py);
+        }
+        const f = BINARY[step.fn]!;
+        return () => strided4(shape, (o, i, j) => (y[o] = f(a[i]!, b[j]!)), sa, sb);
+      }
+      case "copy": {
+        const shape = pad4(step.shape.map(p), 1);
+        const count = shape.reduce((a, b) => a * b, 1);
+        const [x, sx] = this.view(step.input, s, memory);
+        const y = new Float32Array(memory, out(step.output), count);
+        const scale = step.scale;
+        return () => strided4(shape, (o, i) => (y[o] = x[i]! * scale), sx, sx);
+      }
+      case "reduce": {
+        const [outer, size, inner] = [p(step.outer), p(step.size), p(step.inner)];
+        const x = new Float32Array(memory, out(step.input), outer * size * inner);
+        const y = new Float32Array(memory, out(step.output), outer * inner);
+        const fn = step.fn;
+        return () => {
+          for (let o = 0; o < outer; o++) {
+            for (let i = 0; i < inner; i++) {
+              let acc = fn === "max" ? -Infinity : 0;
+              for (let r = 0; r < size; r++) {
+                const v = x[(o * size + r) * inner + i]!;
+                acc = fn === "max" ? Math.max(acc, v) : acc + v;
+              }
+              y[o * inner + i] = fn === "mean" ? acc / size : acc;
+            }
+          }
+        };
+      }
+    }
+  }
+
+  /** The whole memory as f32 from a view's start, and its strides padded to 4 axes. */
+  private view(v: Strided, s: number, memory: ArrayBuffer): [Float32Array, number[]] {
+    const start = this.ptr(v.at, s);
+    return [
+      new Float32Array(memory, start),
+      pad4(
+        v.strides.map((d) => evalPoly(d, s)),
+        0,
+      ),
+    ];
+  }
+}
+
+const BINARY: Record<string, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: (a, b) => Math.pow(a, b),
+  max: (a, b) => Math.max(a, b),
+  min: (a, b) => Math.min(a, b),
+};
+
+const pad4 = (values: number[], fill: number) => [
+  ...Array(4 - values.length).fill(fill),
+  ...values,
+];
+
+/** Row-major strides of `shape` (axes of size 1 may hold any stride). */
+function contiguous(strides: number[], shape: number[]): boolean {
+  let expect = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    if (shape[i] !== 1 && strides[i] !== expect) return false;
+    expect *= shape[i]!;
+  }
+  return true;
+}
+
+/** Visits a 4-axis shape in row-major order: output index, and the offsets in two strided views. */
+function strided4(
+  shape: number[],
+  visit: (o: number, i: number, j: number) => void,
+  sa: number[],
+  sb: number[],
+): void {
+  const [n0, n1, n2, n3] = shape as [number, number, number, number];
+  let o = 0;
+  for (let a = 0; a < n0; a++) {
+    for (let b = 0; b < n1; b++) {
+      for (let c = 0; c < n2; c++) {
+        let i = a * sa[0]! + b * sa[1]! + c * sa[2]!;
+        let j = a * sb[0]! + b * sb[1]! + c * sb[2]!;
+        for (let d = 0; d < n3; d++, i += sa[3]!, j += sb[3]!) visit(o++, i, j);
+      }
+    }
+  }
+}
