@@ -41,6 +41,8 @@ export interface PruneOptions {
   maxAccuracyDrop?: number;
   /** Score (and time) the int8 plan of each candidate too: what serves with `--quantize int8`. */
   int8?: { kernels: Int8Kernels; module: WebAssembly.Module };
+  /** Multiply-adds the golden-effect ranking may spend per layer (default 4e8; see `rankByGoldenEffect`). */
+  rankingBudgetMacs?: number;
   /** Batch-1 runs per timing (median); default 400. 0 skips timing. */
   timingRuns?: number;
 }
@@ -82,6 +84,8 @@ export const DEFAULT_MAX_ACCURACY_DROP = 0.5;
 
 /** Most multiply-adds the golden-effect ranking may spend per layer before it ranks on fewer cases. */
 const RANKING_BUDGET_MACS = 4e8;
+/** Fewer cases than this would rank on noise: such layers rank by their local effect instead. */
+const MIN_RANKING_ROWS = 32;
 
 // ---------------------------------------------------------------- the dense chain
 
@@ -302,9 +306,11 @@ interface Ranking {
  * function, which cross-entropy against the labels misses on the confident
  * cases (tried: that ranking lost 37 points of digits accuracy at 25 %, this one
  * far less). Large layers rank on an even sample of the cases, so the ranking
- * stays within `RANKING_BUDGET_MACS` per layer; the means use every case.
+ * stays within `RANKING_BUDGET_MACS` per layer; the means use every case; a
+ * layer that would get fewer than `MIN_RANKING_ROWS` cases ranks by its local
+ * effect (`rankByLocalEffect`).
  */
-function rankByGoldenEffect(chain: Chain, cases: PruneCases): Ranking {
+function rankByGoldenEffect(chain: Chain, cases: PruneCases, budget: number): Ranking {
   const { layers, softmax } = chain;
   const last = layers.length - 1;
   const all = forwardAll(layers, softmax, concatRows(cases.inputs), cases.inputs.length);
@@ -319,8 +325,12 @@ function rankByGoldenEffect(chain: Chain, cases: PruneCases): Ranking {
     const next = layers[l + 1]!;
     let rest = next.n;
     for (let m = l + 2; m <= last; m++) rest += layers[m]!.k * layers[m]!.n;
-    const budgetRows = Math.floor(RANKING_BUDGET_MACS / (layers[l]!.n * rest));
-    const rows = Math.min(cases.inputs.length, Math.max(32, budgetRows));
+    const budgetRows = Math.floor(budget / (layers[l]!.n * rest));
+    if (budgetRows < MIN_RANKING_ROWS) {
+      order.push(rankByLocalEffect(all.h[l]!, means[l]!, next));
+      continue;
+    }
+    const rows = Math.min(cases.inputs.length, budgetRows);
     const stride = cases.inputs.length / rows;
     const picked = Array.from({ length: rows }, (_, i) => Math.floor(i * stride));
     const x = concatRows(picked.map((i) => cases.inputs[i]!));
@@ -353,6 +363,24 @@ function rankByGoldenEffect(chain: Chain, cases: PruneCases): Ranking {
     order.push(ascending(effects));
   }
   return { order, means };
+}
+
+/**
+ * The ranking of a layer too large to run the rest of the network once per
+ * unit: the effect on the next layer's pre-activations only, Σ over cases of
+ * (h − mean)² · ‖outgoing weights‖², still measured on the golden set.
+ */
+function rankByLocalEffect(hidden: Float32Array, means: Float64Array, next: DenseLayer): number[] {
+  const units = means.length;
+  const effects = new Float64Array(units);
+  for (let i = 0; i < hidden.length; i++)
+    effects[i % units]! += (hidden[i]! - means[i % units]!) ** 2;
+  for (let j = 0; j < units; j++) {
+    let outgoing = 0;
+    for (let c = 0; c < next.n; c++) outgoing += next.weights[j * next.n + c]! ** 2;
+    effects[j]! *= outgoing;
+  }
+  return ascending(effects);
 }
 
 /** Each hidden layer's units, smallest ‖incoming weights and bias‖ · ‖outgoing weights‖ first. */
@@ -676,7 +704,9 @@ export async function pruneDenseModel(
     }
   }
   const method: PruneMethod = cases ? "golden-effect" : "weight-norm";
-  const ranking = cases ? rankByGoldenEffect(chain, cases) : rankByWeightNorm(chain.layers);
+  const ranking = cases
+    ? rankByGoldenEffect(chain, cases, options.rankingBudgetMacs ?? RANKING_BUDGET_MACS)
+    : rankByWeightNorm(chain.layers);
 
   const original = await OrtModel.load(model, chain);
   const reference = cases ? await original.run(cases.inputs) : undefined;

@@ -229,6 +229,9 @@ export async function prepareVersion(
     golden = parseGolden(goldenText, signature.inputs, signature.outputs);
   }
   let pruned: PruneOutcome | undefined;
+  if (options.maxAccuracyDrop !== undefined && options.prune === undefined) {
+    throw invalid("--max-accuracy-drop bounds what --prune may lose; give --prune too");
+  }
   if (options.prune !== undefined) {
     pruned = await pruneDenseModel(onnx, {
       fraction: options.prune,

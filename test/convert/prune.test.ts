@@ -117,6 +117,29 @@ describe("pruning dense layers", () => {
     expect(outcome.record.accuracy!.pruned).toBeCloseTo(accuracyOf(served, digits.labels), 10);
   });
 
+  it("ranks layers too large for the full measurement by their local effect on the golden set", async () => {
+    const full = await pruneDenseModel(digitsOnnx, {
+      fraction: 0.125,
+      cases: digitsCases,
+      maxAccuracyDrop: 2,
+      timingRuns: 0,
+    });
+    const local = await pruneDenseModel(digitsOnnx, {
+      fraction: 0.125,
+      cases: digitsCases,
+      maxAccuracyDrop: 2,
+      rankingBudgetMacs: 1,
+      timingRuns: 0,
+    });
+    // Another ranking, so other units go; the same counts, and onnxruntime still equals the reference.
+    expect(local.record.layers).toEqual(full.record.layers);
+    expect(Array.from(local.layers[0]!.weights)).not.toEqual(Array.from(full.layers[0]!.weights));
+    const served = await runOrt(local.onnx, digitsCases.inputs);
+    const reference = forwardChain(local.layers, local.softmax, flat(digitsCases.inputs), 360);
+    expect(maxAbsDiff(served, reference)).toBeLessThan(5e-5);
+    expect(local.record.accuracy!.pruned).toBeGreaterThanOrEqual(local.record.accuracy!.fp32 - 2);
+  });
+
   it("the seed model, with and without golden cases: onnxruntime equals the reference", async () => {
     for (const cases of [seedCases, undefined]) {
       const outcome = await pruneDenseModel(seedOnnx, {
