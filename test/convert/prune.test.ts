@@ -233,15 +233,19 @@ describe("pruning dense layers", () => {
     for (const step of search.filter((s) => !s.accepted)) {
       expect(Math.min(step.score, step.int8Score ?? Infinity)).toBeLessThan(accuracy.fp32 - 0.5);
     }
-    // The report has all three, each timed, the int8 plan smallest.
+    // The report has fp32, pruned, int8 and pruned + int8, each timed; the pruned ones smaller.
     expect(variants.map((v) => [v.variant, v.runtime])).toEqual([
       ["fp32", "onnxruntime-node"],
       ["pruned", "onnxruntime-node"],
+      ["int8", "int8"],
       ["pruned + int8", "int8"],
     ]);
     for (const v of variants) expect(v.medianMicros).toBeGreaterThan(0);
-    expect(variants[2]!.bytes).toBeLessThan(variants[1]!.bytes);
     expect(variants[1]!.bytes).toBeLessThan(variants[0]!.bytes);
+    expect(variants[3]!.bytes).toBeLessThan(variants[2]!.bytes);
+    expect(variants[3]!.bytes).toBeLessThan(variants[1]!.bytes);
+    expect(variants[3]!.parameters).toBe(variants[1]!.parameters);
+    expect(variants[3]!.score).toBe(accuracy.prunedInt8);
   });
 
   it("prunes MatMul + Add layers ending in a softmax", async () => {

@@ -106,10 +106,11 @@ describe("pinion publish --prune, served by wrangler dev", () => {
     for (const variant of [
       "fp32 +onnxruntime-node",
       "pruned +onnxruntime-node",
+      "int8 +int8",
       "pruned \\+ int8 +int8",
     ]) {
       expect(result.stdout).toMatch(
-        new RegExp(`${variant} +\\d+\\.\\d\\d% +\\d+ +\\d+ +\\d+\\.\\d\\d µs`),
+        new RegExp(`^ {4}${variant} +\\d+\\.\\d\\d% +\\d+ +\\d+ +\\d+\\.\\d\\d µs$`, "m"),
       );
     }
   });
