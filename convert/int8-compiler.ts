@@ -52,7 +52,7 @@ export type CompileOutcome =
 /** What publish may say about a model beyond its ONNX file. */
 export type CompileOptions = TextCompileOptions;
 
-interface DenseLayer {
+export interface DenseLayer {
   name: string;
   k: number;
   n: number;
@@ -61,7 +61,16 @@ interface DenseLayer {
   bias: Float32Array | null;
   activation: PlanActivation;
   alpha?: number;
+  /** Where the weights are stored, for rewriting them (pruning): the constant's name and layout. */
+  weightName: string;
+  /** True when stored [N, K] (Gemm transB = 1), else [K, N]. */
+  transposed: boolean;
+  biasName?: string;
 }
+
+/** A graph matched as a chain of dense layers, or why it is not one. */
+export type DenseChainOutcome =
+  { ok: true; layers: DenseLayer[]; softmax: boolean } | { ok: false; reason: string };
 
 class Unsupported extends Error {}
 
@@ -193,16 +202,18 @@ function matchDenseChain(graph: Graph): { layers: DenseLayer[]; softmax: boolean
             weights[i * n + j] = transB ? w.values[j * k + i]! : w.values[i * n + j]!;
         }
         let bias: Float32Array | null = null;
+        let biasName: string | undefined;
         let layerOut = out;
         if (gemm && node.inputs[2]) {
           if (!near((node.attributes.beta as number) ?? 1, 1))
             throw new Unsupported(`${describeNode(node)} has beta ≠ 1`);
-          bias = constant(node.inputs[2], node).values;
+          biasName = node.inputs[2];
+          bias = constant(biasName, node).values;
         } else if (!gemm) {
           const add = (consumers.get(out) ?? [])[0];
           if (add?.op === "Add" && (consumers.get(out) ?? []).length === 1) {
-            const other = add.inputs.find((name) => name !== out);
-            bias = constant(other, add).values;
+            biasName = add.inputs.find((name) => name !== out);
+            bias = constant(biasName, add).values;
             layerOut = add.outputs[0]!;
           }
         }
@@ -215,6 +226,9 @@ function matchDenseChain(graph: Graph): { layers: DenseLayer[]; softmax: boolean
           weights,
           bias,
           activation: "none",
+          weightName: node.inputs[1]!,
+          transposed: transB,
+          ...(biasName !== undefined ? { biasName } : {}),
         });
         width = n;
         current = layerOut;
@@ -281,14 +295,20 @@ export function compileInt8(
   return { ok: false, reason: graph.inputs[0]?.shape.length === 4 ? dag.reason : chain.reason };
 }
 
-function compileChain(graph: Graph, kernels: Int8Kernels): CompileOutcome {
-  let chain: ReturnType<typeof matchDenseChain>;
+/** The graph as the chain compiler sees it: its dense layers in order, or the node that stops it. */
+export function denseChainOf(graph: Graph): DenseChainOutcome {
   try {
-    chain = matchDenseChain(graph);
+    const { layers, softmax } = matchDenseChain(graph);
+    return { ok: true, layers, softmax };
   } catch (error) {
     if (error instanceof Unsupported) return { ok: false, reason: error.message };
     throw error;
   }
+}
+
+function compileChain(graph: Graph, kernels: Int8Kernels): CompileOutcome {
+  const chain = denseChainOf(graph);
+  if (!chain.ok) return chain;
   const reports: LayerReport[] = [];
   const metaLayers: Omit<PlanLayer, "packedWeights" | "scales" | "bias">[] = [];
   const blobs: PlanBlobs[] = [];

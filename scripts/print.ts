@@ -108,6 +108,54 @@ export function printPublished(
     console.log("  placement: origin (the edge forwards its requests to the GPU origin)");
   }
   printQuantization(manifest);
+  printPruning(prepared, manifest);
+}
+
+/** The pruning report: what each hidden layer kept, then fp32 / pruned / pruned + int8 side by side. */
+function printPruning(prepared: PreparedVersion, manifest: Manifest): void {
+  const p = manifest.pruning;
+  if (!p) return;
+  const how =
+    p.method === "golden-effect"
+      ? "units ranked by measured effect on the golden set"
+      : "units ranked by weight norm (no golden set)";
+  const asked = p.requested === "auto" ? `auto, within ${p.maxAccuracyDrop} points` : "as asked";
+  console.log(`  pruned:  ${(p.fraction * 100).toFixed(1)}% of hidden units (${asked}; ${how})`);
+  for (const l of p.layers)
+    console.log(`    ${l.name}: ${l.units} → ${l.kept} units (${l.removed} removed)`);
+  const search = prepared.pruning?.search ?? [];
+  if (search.length > 0) {
+    const steps = search.map(
+      (s) =>
+        `${(s.fraction * 100).toFixed(1)}%→${s.score.toFixed(2)}${s.int8Score !== undefined ? `/${s.int8Score.toFixed(2)}` : ""}${s.accepted ? "" : "✗"}`,
+    );
+    console.log(
+      `    search (fraction→score${search[0]!.int8Score !== undefined ? "/int8" : ""}): ${steps.join(" ")}`,
+    );
+  }
+  const metric = p.accuracy?.metric === "agreement" ? "agreement" : "accuracy";
+  const rows = (prepared.pruning?.variants ?? []).map((v) => [
+    v.variant,
+    v.runtime,
+    v.score !== undefined ? `${v.score.toFixed(2)}%` : "-",
+    String(v.parameters),
+    String(v.bytes),
+    v.medianMicros !== undefined ? `${v.medianMicros.toFixed(2)} µs` : "-",
+  ]);
+  if (rows.length === 0) return;
+  const widths = [0, 1, 2, 3, 4, 5].map((i) =>
+    Math.max(
+      ...[["model", "runtime", metric, "parameters", "bytes", "batch-1 median"], ...rows].map(
+        (r) => r[i]!.length,
+      ),
+    ),
+  );
+  const line = (cells: string[]) =>
+    console.log(
+      `    ${cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")}`,
+    );
+  line(["model", "runtime", metric, "parameters", "bytes", "batch-1 median"]);
+  rows.forEach(line);
 }
 
 function printQuantization(manifest: Manifest): void {
@@ -145,8 +193,19 @@ export function printModels(models: string[], json: boolean): void {
 /** The table needs at least one version: the command refuses an empty list first. */
 export function printVersions(versions: VersionSummary[], json: boolean): void {
   if (json) return printJson(versions);
+  // The PRUNED column only when a version was pruned, so other listings read as before.
+  const pruned = versions.some((v) => v.pruned !== undefined);
   table(
-    ["VERSION", "BYTES", "SHA256", "RUNTIME", "PLACEMENT", "CREATED", "SOURCE"],
+    [
+      "VERSION",
+      "BYTES",
+      "SHA256",
+      "RUNTIME",
+      "PLACEMENT",
+      "CREATED",
+      "SOURCE",
+      ...(pruned ? ["PRUNED"] : []),
+    ],
     versions.map((v) => [
       String(v.version),
       String(v.bytes),
@@ -155,6 +214,7 @@ export function printVersions(versions: VersionSummary[], json: boolean): void {
       v.placement,
       v.createdAt,
       v.source ?? "",
+      ...(pruned ? [v.pruned ?? ""] : []),
     ]),
   );
 }

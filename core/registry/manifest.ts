@@ -67,6 +67,46 @@ export const quantizationSchema = z.object({
 });
 export type Quantization = z.infer<typeof quantizationSchema>;
 
+/**
+ * What structured pruning removed at publish (`pinion publish --prune`): per
+ * hidden layer the units it had, kept and removed, how units were ranked, and
+ * the golden-set score (points) before and after, when there was a golden set.
+ */
+export const pruningSchema = z.object({
+  /** `golden-effect`: measured loss increase per unit on the golden set; `weight-norm` without one. */
+  method: z.enum(["golden-effect", "weight-norm"]),
+  /** Share of each hidden layer's units removed (rounded down per layer). */
+  fraction: z.number().min(0).max(1),
+  /** What was asked for: a fraction, or `auto` (the largest within `maxAccuracyDrop`). */
+  requested: z.union([z.literal("auto"), z.number().min(0).max(1)]),
+  maxAccuracyDrop: z.number().min(0).max(100).optional(),
+  layers: z
+    .array(
+      z.object({
+        name: z.string().max(256),
+        units: z.number().int().positive(),
+        kept: z.number().int().positive(),
+        removed: z.number().int().nonnegative(),
+      }),
+    )
+    .max(1024),
+  parameters: z.object({
+    before: z.number().int().nonnegative(),
+    after: z.number().int().nonnegative(),
+  }),
+  accuracy: z
+    .object({
+      /** `accuracy` against the golden labels; `agreement` (R² with the unpruned outputs) without. */
+      metric: z.enum(["accuracy", "agreement"]),
+      cases: z.number().int().positive(),
+      fp32: z.number(),
+      pruned: z.number(),
+      prunedInt8: z.number().optional(),
+    })
+    .optional(),
+});
+export type PruningRecord = z.infer<typeof pruningSchema>;
+
 export const manifestSchema = z.object({
   schema: z.literal(MANIFEST_SCHEMA_VERSION),
   name: z.string().regex(MODEL_NAME_PATTERN),
@@ -88,6 +128,8 @@ export const manifestSchema = z.object({
   }),
   /** How the int8 plan was made and how close it is to fp32, when there is one. */
   quantization: quantizationSchema.optional(),
+  /** What was pruned at publish, when the version was. */
+  pruning: pruningSchema.optional(),
   runtime: z.enum(RUNTIME_HINTS),
   /** Absent in manifests written before placement existed: those are edge versions. */
   placement: z.enum(PLACEMENTS).optional(),
@@ -106,6 +148,14 @@ export interface VersionSummary {
   bytes: number;
   sha256: string;
   source?: string;
+  /** What pruning removed, in a line (e.g. `fc1 128→96, fc2 64→48 (25.0%, golden-effect)`). */
+  pruned?: string;
+}
+
+/** A pruned version's layers in a line, for listings. */
+export function describePruning(pruning: PruningRecord): string {
+  const layers = pruning.layers.map((l) => `${l.name} ${l.units}→${l.kept}`).join(", ");
+  return `${layers} (${(pruning.fraction * 100).toFixed(1)}%, ${pruning.method})`;
 }
 
 export const placementOf = (manifest: Manifest): Placement => manifest.placement ?? "edge";

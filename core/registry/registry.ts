@@ -14,6 +14,8 @@ import {
   type ArtifactRole,
   type Manifest,
   type Quantization,
+  type PruningRecord,
+  describePruning,
   type Placement,
   type RuntimeHint,
   placementOf,
@@ -35,6 +37,7 @@ export interface VersionFields {
   placement?: Placement;
   source?: string;
   quantization?: Quantization;
+  pruning?: PruningRecord;
   createdAt?: Date;
 }
 
@@ -280,6 +283,7 @@ export class ModelRegistry {
         ...(fields.placement ? { placement: fields.placement } : {}),
         ...(fields.source ? { source: fields.source } : {}),
         ...(fields.quantization ? { quantization: fields.quantization } : {}),
+        ...(fields.pruning ? { pruning: fields.pruning } : {}),
       };
       const checked = manifestSchema.safeParse(candidate);
       if (!checked.success) {
@@ -316,6 +320,7 @@ export class ModelRegistry {
       bytes: Object.values(m.artifacts).reduce((sum, a) => sum + (a?.bytes ?? 0), 0),
       sha256: m.artifacts.onnx.sha256,
       ...(m.source ? { source: m.source } : {}),
+      ...(m.pruning ? { pruned: describePruning(m.pruning) } : {}),
     }));
   }
 }

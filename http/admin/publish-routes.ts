@@ -13,6 +13,7 @@ import { invalid, unavailable } from "../../core/errors";
 import {
   artifactSchema,
   PLACEMENTS,
+  pruningSchema,
   quantizationSchema,
   RUNTIME_HINTS,
   tensorSpecSchema,
@@ -50,6 +51,7 @@ const commitSchema = z.object({
   placement: z.enum(PLACEMENTS).optional(),
   source: z.string().max(1024).optional(),
   quantization: quantizationSchema.optional(),
+  pruning: pruningSchema.optional(),
   artifacts: z.object({
     onnx: artifactSchema,
     golden: artifactSchema.optional(),

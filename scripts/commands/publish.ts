@@ -29,6 +29,23 @@ const parseActivation = (value: string): Activation => {
   return value as Activation;
 };
 
+const parsePrune = (value: string): number | "auto" => {
+  if (value === "auto") return value;
+  const fraction = Number(value);
+  if (!(fraction > 0 && fraction < 1)) {
+    throw new InvalidArgumentError("a fraction between 0 and 1 (e.g. 0.25), or auto");
+  }
+  return fraction;
+};
+
+const parsePoints = (value: string): number => {
+  const points = Number(value);
+  if (value.trim() === "" || !(points >= 0 && points <= 100)) {
+    throw new InvalidArgumentError("percentage points between 0 and 100");
+  }
+  return points;
+};
+
 export function registerPublish(program: Command): void {
   program
     .command("publish")
@@ -77,6 +94,15 @@ export function registerPublish(program: Command): void {
         "--max-sequence <tokens>",
         "with --quantize int8, the longest sequence a text model's int8 plan takes when its sequence axis is dynamic (default 128)",
       ).argParser(positiveInteger),
+    .option(
+      "--prune <fraction|auto>",
+      "remove that share of each hidden layer's units (dense layers), or auto: the most within --max-accuracy-drop on the --golden set",
+      parsePrune,
+    )
+    .option(
+      "--max-accuracy-drop <points>",
+      "golden-set accuracy (or agreement) points --prune may lose (default 0.5)",
+      parsePoints,
     )
     .option("--allow-non-finite", "publish weights that hold NaN or ±Infinity (refused otherwise)")
     .addOption(targetOption())
@@ -93,6 +119,10 @@ export function registerPublish(program: Command): void {
         ...(options.maxInflated !== undefined ? { maxInflatedBytes: options.maxInflated } : {}),
         allowNonFinite: options.allowNonFinite === true,
         ...(options.maxSequence !== undefined ? { maxSequence: options.maxSequence } : {}),
+        ...(options.prune !== undefined ? { prune: options.prune } : {}),
+        ...(options.maxAccuracyDrop !== undefined
+          ? { maxAccuracyDrop: options.maxAccuracyDrop }
+          : {}),
       });
       if (prepared.int8NotCompiled) printNoInt8Plan(prepared.int8NotCompiled);
       for (const { output, cause } of prepared.valueShaped) printValueShaped(output, cause);

@@ -12,6 +12,7 @@ import { parseGolden, type Golden } from "../../convert/golden";
 import { compileInt8, measureAccuracy, type CompileOptions } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { inspectOnnx } from "../../convert/onnx";
+import { pruneDenseModel, type PruneOutcome } from "../../convert/prune";
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { valueShapedOutputs, type ValueShapedOutput } from "../../convert/value-shapes";
 import { invalid } from "../../core/errors";
@@ -57,6 +58,10 @@ export interface PrepareOptions {
   labels?: string;
   /** A text model's longest sequence, when its sequence axis is dynamic (int8 text plans). */
   maxSequence?: number;
+  /** Structured pruning of hidden units: a fraction of each hidden layer, or `auto` (needs `golden`). */
+  prune?: number | "auto";
+  /** Golden-set points pruning may lose (default 0.5). */
+  maxAccuracyDrop?: number;
 }
 
 export interface PreparedVersion {
@@ -70,6 +75,8 @@ export interface PreparedVersion {
   int8NotCompiled?: string;
   /** Outputs whose shape follows input values: a request can ask for an answer of any size. */
   valueShaped: ValueShapedOutput[];
+  /** What `--prune` measured: each model's score, size and batch-1 time, and `auto`'s search. */
+  pruning?: Pick<PruneOutcome, "variants" | "search">;
 }
 
 function tensorNames(goldenText: string): { inputName?: string; outputName?: string } {
@@ -86,6 +93,13 @@ function tensorNames(goldenText: string): { inputName?: string; outputName?: str
 
 function flattenRows(rows: unknown[]): Float32Array[] {
   return rows.map((row) => Float32Array.from((row as unknown[]).flat(16) as number[]));
+}
+
+/** `values` nested like `template` (a golden row), leaf by leaf in order. */
+function nestLike(template: unknown, values: Float32Array): unknown {
+  let next = 0;
+  const fill = (node: unknown): unknown => (Array.isArray(node) ? node.map(fill) : values[next++]!);
+  return fill(template);
 }
 
 /** Compiles the int8 plan and, with golden cases, measures it against fp32. */
@@ -224,6 +238,39 @@ export async function prepareVersion(
   let golden: Golden | undefined;
   if (goldenText !== undefined) {
     golden = parseGolden(goldenText, signature.inputs, signature.outputs);
+  }
+  let pruned: PruneOutcome | undefined;
+  if (options.maxAccuracyDrop !== undefined && options.prune === undefined) {
+    throw invalid("--max-accuracy-drop bounds what --prune may lose; give --prune too");
+  }
+  if (options.prune !== undefined) {
+    pruned = await pruneDenseModel(onnx, {
+      fraction: options.prune,
+      ...(golden
+        ? {
+            cases: {
+              inputs: flattenRows(golden.inputs),
+              ...(golden.labels ? { labels: golden.labels } : {}),
+            },
+          }
+        : {}),
+      ...(options.maxAccuracyDrop !== undefined
+        ? { maxAccuracyDrop: options.maxAccuracyDrop }
+        : {}),
+      ...(options.quantize === "int8"
+        ? { int8: { kernels: await loadKernels(), module: await loadKernelsModule() } }
+        : {}),
+    });
+    onnx = pruned.onnx;
+    artifacts.onnx.bytes = onnx;
+    // The golden outputs are the unpruned model's: the version must reproduce its own (the
+    // pruned ONNX under onnxruntime), and the labels still say how accurate it is.
+    if (golden && pruned.outputs) {
+      const outputs = pruned.outputs;
+      golden = { ...golden, expected: golden.expected.map((row, i) => nestLike(row, outputs[i]!)) };
+    }
+  }
+  if (golden) {
     artifacts.golden = {
       bytes: new TextEncoder().encode(JSON.stringify(golden)),
       mediaType: GOLDEN_MEDIA_TYPE,
@@ -239,6 +286,7 @@ export async function prepareVersion(
     outputs: signature.outputs,
     runtime: "ort",
     source: basename(file),
+    ...(pruned ? { pruning: pruned.record } : {}),
   };
   let int8NotCompiled: string | undefined;
   if (options.quantize === "int8") {
@@ -278,5 +326,6 @@ export async function prepareVersion(
     conversion,
     ...(int8NotCompiled ? { int8NotCompiled } : {}),
     valueShaped: valueShapedOutputs(onnx),
+    ...(pruned ? { pruning: { variants: pruned.variants, search: pruned.search } } : {}),
   };
 }
