@@ -197,6 +197,7 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
           reference: reference(c),
           body: requestBody(c),
           ...(c.req.query("runtime") !== undefined ? { runtime: c.req.query("runtime")! } : {}),
+          ...(c.req.query("repeat") !== undefined ? { repeat: c.req.query("repeat")! } : {}),
           requestId: c.var.requestId,
         },
         c.var.trace,

@@ -8,7 +8,7 @@
 import { z } from "zod";
 import { internal, invalid } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
-import { checkGoldenRows, flatten } from "./golden";
+import { flatten, shapeOf } from "./golden";
 
 export const BACKGROUND_FORMAT = "pinion.background/1";
 export const BACKGROUND_MEDIA_TYPE = "application/json";
@@ -111,9 +111,20 @@ export function checkBackground(background: Background, inputs: readonly TensorS
   if (input.datatype !== "FP32") {
     throw invalid(`background sets need an FP32 input; '${input.name}' is ${input.datatype}`);
   }
-  checkGoldenRows(background.rows, input, "background row");
+  const want = input.shape.slice(1);
   for (const [i, row] of background.rows.entries()) {
-    if (!flatten(row).every((v) => Number.isFinite(v))) {
+    const got = shapeOf(row);
+    const fits = got.length === want.length && want.every((d, axis) => d === -1 || d === got[axis]);
+    if (!fits) {
+      throw invalid(
+        `background row ${i} has shape [${got.join(", ")}]; '${input.name}' takes [${want.join(", ")}] per row`,
+      );
+    }
+    const values = flatten(row);
+    if (values.length !== got.reduce((product, d) => product * d, 1)) {
+      throw invalid(`background row ${i} is ragged: its rows differ in length`);
+    }
+    if (!values.every((v) => Number.isFinite(v))) {
       throw invalid(`background row ${i} holds a value that is not a finite number`);
     }
   }

@@ -93,7 +93,10 @@ export interface InferCall {
 }
 
 /** One explain request as it arrived: an inference request whose parameters say how to explain. */
-export type ExplainCall = Pick<InferCall, "reference" | "body" | "runtime" | "requestId">;
+export type ExplainCall = Pick<
+  InferCall,
+  "reference" | "body" | "runtime" | "repeat" | "requestId"
+>;
 
 /** The answer to an inference request. */
 export type Answer =
@@ -267,6 +270,7 @@ export class DataPlane {
    */
   async explain(call: ExplainCall, trace: Trace): Promise<InferenceResponse> {
     const timing = trace.timing;
+    const repeat = this.repeatOf(call.repeat, "repeat");
     let json: unknown;
     let bodyError: unknown;
     try {
@@ -298,9 +302,10 @@ export class DataPlane {
       manifest,
       request,
       timing,
-      call.runtime,
+      { ...(call.runtime !== undefined ? { runtime: call.runtime } : {}), repeat },
     );
     trace.runtime = runtime;
+    if (repeat > 1) trace.repeat = repeat;
     return response;
   }
 

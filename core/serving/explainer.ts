@@ -108,19 +108,20 @@ const integer = (name: string, value: unknown, min: number, max: number): number
   return value;
 };
 
-/** A window or stride: one integer (square) or "rows x columns" ("3x2", "3,2"). */
+/** A window or stride: one integer (square, as a number or "3") or "rows x columns" ("3x2", "3,2"). */
 function pair(name: string, value: unknown): [number, number] {
   if (typeof value === "number") {
     const n = integer(name, value, 1, 65_536);
     return [n, n];
   }
-  const match = typeof value === "string" ? /^\s*(\d+)\s*[x×,]\s*(\d+)\s*$/.exec(value) : null;
+  const match = typeof value === "string" ? /^\s*(\d+)\s*(?:[x×,]\s*(\d+)\s*)?$/.exec(value) : null;
   if (!match) {
     throw invalid(
       `explain parameter '${name}' is ${echoJson(value)}; give an integer or "rows x columns", e.g. "2x2"`,
     );
   }
-  return [integer(name, Number(match[1]), 1, 65_536), integer(name, Number(match[2]), 1, 65_536)];
+  const rows = integer(name, Number(match[1]), 1, 65_536);
+  return [rows, match[2] === undefined ? rows : integer(name, Number(match[2]), 1, 65_536)];
 }
 
 /** Reads an explain request's parameters (all optional); anything unknown or malformed is a 400. */

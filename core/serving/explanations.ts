@@ -53,7 +53,8 @@ export class Explanations {
     manifest: Manifest,
     request: InferenceRequest,
     timing: Timing,
-    runtime: string | undefined,
+    /** `runtime`: the runtime asked for; `repeat`: benchmarks rerun the explanation (compute phase). */
+    options: { runtime?: string; repeat?: number } = {},
   ): Promise<{ response: InferenceResponse; runtime: RuntimeName }> {
     const settings = parseExplainSettings(request.parameters);
     const label = `${manifest.name}@${manifest.version}`;
@@ -84,12 +85,15 @@ export class Explanations {
     const baseline = await this.baseline(manifest, settings, x.length);
     const parameterRuntime = request.parameters?.runtime;
     const requested =
-      runtime ?? (parameterRuntime === undefined ? undefined : String(parameterRuntime));
+      options.runtime ?? (parameterRuntime === undefined ? undefined : String(parameterRuntime));
     return executor.withModel(manifest, requested, timing, async (model) => {
       const evaluate = evaluator(model, input!, output);
-      const explanation = await timing.measure("compute", () =>
-        explain(settings, x, rowShape, baseline, work.samples, evaluate),
-      );
+      const explanation = await timing.measure("compute", async () => {
+        for (let i = 1; i < (options.repeat ?? 1); i++) {
+          await explain(settings, x, rowShape, baseline, work.samples, evaluate);
+        }
+        return explain(settings, x, rowShape, baseline, work.samples, evaluate);
+      });
       const outputSpec = manifest.outputs.find((o) => o.name === output)!;
       const length = explanation.prediction.length;
       const predicted: Tensor = {
