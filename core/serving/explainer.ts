@@ -439,7 +439,11 @@ async function kernelShap(
   const n = M - 1;
   const ata = new Float64Array(n * n);
   const aty = new Float64Array(n);
-  const design = new Float64Array(n);
+  // A design row's entries are mask − last ∈ {−1, 0, 1}; only its non-zero ones are kept
+  // (indices and signs), so a coalition costs (non-zeros)², not n², to accumulate — few, since
+  // sampled coalitions are mostly small or nearly full, and pairs share the smaller size.
+  const nonZero = new Int32Array(n);
+  const signs = new Float64Array(n);
   const coalitions = exact ? 2 ** M - 2 : samples - (samples % 2);
   const random = seededRandom(seed);
   // Sampling: a coalition's size s with probability ∝ (M−1) / (s (M−s)), its members
@@ -503,12 +507,20 @@ async function kernelShap(
       const weight = exact ? (M - 1) / (binomial(M, size) * size * (M - size)) : 1;
       const last = mask[n]!;
       const y = v - last * delta;
-      for (let k = 0; k < n; k++) design[k] = mask[k]! - last;
-      for (let r = 0; r < n; r++) {
-        const wr = weight * design[r]!;
-        if (wr === 0) continue;
+      let nonZeros = 0;
+      for (let k = 0; k < n; k++) {
+        const d = mask[k]! - last;
+        if (d !== 0) {
+          nonZero[nonZeros] = k;
+          signs[nonZeros++] = d;
+        }
+      }
+      for (let a = 0; a < nonZeros; a++) {
+        const r = nonZero[a]!;
+        const wr = weight * signs[a]!;
         aty[r]! += wr * y;
-        for (let k = 0; k < n; k++) ata[r * n + k]! += wr * design[k]!;
+        const row = r * n;
+        for (let b = 0; b < nonZeros; b++) ata[row + nonZero[b]!]! += wr * signs[b]!;
       }
     }
   }
