@@ -7,7 +7,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { notImplemented } from "../core/errors";
+import { invalid, notImplemented } from "../core/errors";
 import { SUPPORTED_EXTENSIONS } from "../core/protocol/extensions";
 import { parseIndexRequest, parseLoadRequest } from "../core/protocol/model-repository";
 import { responseJson } from "../core/protocol/response-json";
@@ -180,6 +180,29 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
         });
       }
       return c.body(responseJson(answer.response), 200, { "content-type": "application/json" });
+    });
+  }
+
+  // Explanations (docs/explain.md): an inference request whose parameters say how to explain,
+  // answered with the prediction and an `attributions` output. JSON only.
+  for (const path of MODEL_PATHS) {
+    app.post(`/v2/models/:name${path}/explain`, bounded, async (c) => {
+      if (c.req.header("inference-header-content-length") !== undefined) {
+        throw invalid(
+          "explain requests are JSON; the binary tensor data extension is not supported here",
+        );
+      }
+      const response = await c.var.plane.explain(
+        {
+          reference: reference(c),
+          body: requestBody(c),
+          ...(c.req.query("runtime") !== undefined ? { runtime: c.req.query("runtime")! } : {}),
+          ...(c.req.query("repeat") !== undefined ? { repeat: c.req.query("repeat")! } : {}),
+          requestId: c.var.requestId,
+        },
+        c.var.trace,
+      );
+      return c.body(responseJson(response), 200, { "content-type": "application/json" });
     });
   }
 

@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { registerAliases } from "./commands/aliases";
+import { registerExplain } from "./commands/explain";
 import { registerHistory } from "./commands/history";
 import { registerModels } from "./commands/models";
 import { registerPromote } from "./commands/promote";
@@ -33,6 +34,7 @@ registerRollback(program);
 registerAliases(program);
 registerHistory(program);
 registerShadowReport(program);
+registerExplain(program);
 
 try {
   await program.parseAsync();

@@ -11,6 +11,7 @@ import { describeEntry, type AliasDocument } from "../core/registry/aliases";
 import type { Manifest, VersionSummary } from "../core/registry/manifest";
 import type { AuditRecord, GateResult } from "../core/registry/promotion";
 import type { ShadowReport } from "../core/registry/shadow-stats";
+import type { InferenceResponse } from "../core/protocol/types";
 import type { PromotionOutcome } from "../core/serving/promoter";
 import type { PreparedVersion } from "./lib/prepare";
 import type { UploadProgress } from "./lib/upload";
@@ -104,6 +105,9 @@ export function printPublished(
   );
   if (manifest.artifacts.golden) console.log(`  golden:  ${manifest.artifacts.golden.bytes} bytes`);
   if (manifest.artifacts.labels) console.log(`  labels:  ${manifest.artifacts.labels.bytes} bytes`);
+  if (manifest.artifacts.background) {
+    console.log(`  background: ${manifest.artifacts.background.bytes} bytes`);
+  }
   if (manifest.placement === "origin") {
     console.log("  placement: origin (the edge forwards its requests to the GPU origin)");
   }
@@ -315,6 +319,58 @@ export function printShadowReports(model: string, reports: ShadowReport[], json:
       r.maxAbsDiff.toExponential(2),
       r.meanAbsDiff.toExponential(2),
       r.top1Rows > 0 ? `${(r.top1Disagreement * 100).toFixed(2)}% of ${r.top1Rows}` : "-",
+    ]),
+  );
+}
+
+/**
+ * An explanation: what was predicted and against what, then the input
+ * elements with the largest attributions (by magnitude) with their position
+ * in the input and their share of the attribution mass.
+ */
+export function printExplanation(
+  response: InferenceResponse,
+  inputShape: readonly number[],
+  top: number,
+  json: boolean,
+): void {
+  if (json) {
+    console.log(JSON.stringify(response, null, 2));
+    return;
+  }
+  const p = response.parameters ?? {};
+  const attributions = response.outputs.find((o) => o.name === "attributions")!.data as number[];
+  const total = attributions.reduce((a, v) => a + v, 0);
+  const mass = attributions.reduce((a, v) => a + Math.abs(v), 0) || 1;
+  console.log(
+    `${response.model_name}@${response.model_version} on ${p.runtime}: ${p.method}, ${p.samples} samples, ${p.evaluations} evaluations, baseline ${p.baseline}`,
+  );
+  const fmt = (v: unknown) => (typeof v === "number" ? v.toFixed(4) : String(v));
+  console.log(
+    `  output ${p.target_output}[${p.target}] = ${fmt(p.prediction)}; base ${fmt(p.base_value)}; attributions sum to ${fmt(total)}`,
+  );
+  // Positions within one instance: the input's shape without its batch axis.
+  const row = inputShape.slice(1);
+  const position = (index: number) => {
+    if (row.length <= 1) return String(index);
+    const at: number[] = [];
+    let rest = index;
+    for (let axis = row.length - 1; axis >= 0; axis--) {
+      at.unshift(rest % row[axis]!);
+      rest = Math.floor(rest / row[axis]!);
+    }
+    return `[${at.join(",")}]`;
+  };
+  const ranked = attributions
+    .map((value, index) => ({ value, index }))
+    .sort((a, b) => Math.abs(b.value) - Math.abs(a.value))
+    .slice(0, top);
+  table(
+    ["element", "attribution", "share"],
+    ranked.map(({ value, index }) => [
+      position(index),
+      (value >= 0 ? "+" : "") + value.toFixed(5),
+      `${((100 * Math.abs(value)) / mass).toFixed(1)} %`,
     ]),
   );
 }

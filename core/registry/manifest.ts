@@ -125,6 +125,8 @@ export const manifestSchema = z.object({
     int8: artifactSchema.optional(),
     /** Optional class labels, one per line, for the classification extension (see labels.ts). */
     labels: artifactSchema.optional(),
+    /** Optional background set (reference inputs) for explanations (see background.ts). */
+    background: artifactSchema.optional(),
   }),
   /** How the int8 plan was made and how close it is to fp32, when there is one. */
   quantization: quantizationSchema.optional(),

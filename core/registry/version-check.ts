@@ -19,6 +19,7 @@ import {
   type PlanMetadata,
 } from "../runtimes/int8/plan";
 import { checkGolden, parseStoredGolden } from "./golden";
+import { checkBackground, parseStoredBackground } from "./background";
 import { checkLabels, parseLabels } from "./labels";
 import type { ArtifactRole } from "./manifest";
 import { inspectOnnx, type OnnxSummary } from "./onnx-structure";
@@ -220,6 +221,11 @@ export function checkLabelsArtifact(bytes: Uint8Array, declared: DeclaredSignatu
   });
 }
 
+/** Checks a stored background set against the version's input. */
+export function checkBackgroundArtifact(bytes: Uint8Array, declared: DeclaredSignature): void {
+  checking("background", () => checkBackground(parseStoredBackground(bytes), declared.inputs));
+}
+
 /**
  * Every structural check a version's artifacts must pass, on the bytes given.
  * A version that declares the int8 runtime must carry a plan.
@@ -232,4 +238,5 @@ export function checkVersionArtifacts(declared: DeclaredSignature, bytes: Artifa
   if (bytes.int8) checkInt8Plan(bytes.int8, declared);
   if (bytes.golden) checkGoldenArtifact(bytes.golden, declared);
   if (bytes.labels) checkLabelsArtifact(bytes.labels, declared);
+  if (bytes.background) checkBackgroundArtifact(bytes.background, declared);
 }

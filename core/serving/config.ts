@@ -3,6 +3,7 @@
  * Serving limits, read from the worker's vars (strings) with defaults.
  */
 import { z } from "zod";
+import { DEFAULT_MAX_EXPLAIN_EVALUATIONS } from "./explanations";
 import type { OriginConfig } from "./origin-forwarder";
 
 /** No origin configured, and the reliability settings an origin gets unless told otherwise. */
@@ -54,6 +55,8 @@ export const servingConfigSchema = z.object({
    * both). workerd's clock is coarse, so in-worker phases are measured over many runs.
    */
   PINION_BENCH_REPEAT_MAX: z.coerce.number().int().min(0).default(0),
+  /** The most model evaluations one explanation may take (samples × background rows, …). */
+  MAX_EXPLAIN_EVALUATIONS: positiveInt(DEFAULT_MAX_EXPLAIN_EVALUATIONS),
 });
 
 export type ServingConfig = {
@@ -66,6 +69,8 @@ export type ServingConfig = {
   aliasTtlMs: number;
   shadowFlushMs: number;
   benchRepeatMax?: number;
+  /** The most model evaluations one explanation may take. */
+  maxExplainEvaluations?: number;
   /** Where origin-placed versions go; FORWARDER_DEFAULTS (none) when absent. */
   origin?: OriginConfig;
 };
@@ -86,6 +91,7 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     ORIGIN_BREAKER_THRESHOLD: unset(vars.ORIGIN_BREAKER_THRESHOLD),
     ORIGIN_BREAKER_COOLDOWN_MS: unset(vars.ORIGIN_BREAKER_COOLDOWN_MS),
     PINION_BENCH_REPEAT_MAX: unset(vars.PINION_BENCH_REPEAT_MAX),
+    MAX_EXPLAIN_EVALUATIONS: unset(vars.MAX_EXPLAIN_EVALUATIONS),
   });
   return {
     maxRequestBytes: parsed.MAX_REQUEST_BYTES,
@@ -106,5 +112,6 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
         : {}),
     },
     benchRepeatMax: parsed.PINION_BENCH_REPEAT_MAX,
+    maxExplainEvaluations: parsed.MAX_EXPLAIN_EVALUATIONS,
   };
 }

@@ -11,7 +11,14 @@
  * has no forwarder (it is the origin) and no shadow recorder. Knows nothing of
  * HTTP; errors are domain errors whose kind the HTTP layer maps to a status.
  */
-import { conflict, invalid, PinionError, unavailable, type ErrorKind } from "../errors";
+import {
+  conflict,
+  invalid,
+  notImplemented,
+  PinionError,
+  unavailable,
+  type ErrorKind,
+} from "../errors";
 import {
   bindBinaryInputs,
   binaryResponseBody,
@@ -35,6 +42,7 @@ import type { ModelRegistry } from "../registry/registry";
 import type { Runtime } from "../runtimes/runtime";
 import { FORWARDER_DEFAULTS, type ServingConfig } from "./config";
 import { edgeRuntimeChoice, Executor, type RuntimeChoice } from "./executor";
+import { Explanations } from "./explanations";
 import { OriginForwarder } from "./origin-forwarder";
 import { ModelCache } from "./model-cache";
 import { ModelResolver, type ModelReference, type Resolution } from "./resolver";
@@ -84,6 +92,12 @@ export interface InferCall {
   traceparent?: string;
 }
 
+/** One explain request as it arrived: an inference request whose parameters say how to explain. */
+export type ExplainCall = Pick<
+  InferCall,
+  "reference" | "body" | "runtime" | "repeat" | "requestId"
+>;
+
 /** The answer to an inference request. */
 export type Answer =
   | {
@@ -118,6 +132,8 @@ export interface DataPlaneParts {
   maxRequestBytes: number;
   /** The most times `?repeat=N` may rerun a compute, or `?repeat_decode=N` a decode (0: not at all). */
   benchRepeatMax?: number;
+  /** The most model evaluations one explanation may take (MAX_EXPLAIN_EVALUATIONS). */
+  maxExplainEvaluations?: number;
 }
 
 export class DataPlane {
@@ -128,6 +144,7 @@ export class DataPlane {
   /** Largest request body accepted, in bytes; the HTTP layer enforces it while reading. */
   readonly maxRequestBytes: number;
   private readonly benchRepeatMax: number;
+  private readonly explanations: Explanations;
 
   constructor(parts: DataPlaneParts) {
     this.resolver = parts.resolver;
@@ -136,6 +153,10 @@ export class DataPlane {
     this.shadow = parts.shadow;
     this.maxRequestBytes = parts.maxRequestBytes;
     this.benchRepeatMax = parts.benchRepeatMax ?? 0;
+    this.explanations = new Explanations(
+      (manifest, role) => this.resolver.readArtifact(manifest, role),
+      parts.maxExplainEvaluations,
+    );
   }
 
   /** Answers an inference request: resolve → place → decode → run → encode. */
@@ -238,6 +259,54 @@ export class DataPlane {
       };
     }
     return { kind: "response", response, ...(background ? { background } : {}) };
+  }
+
+  /**
+   * Answers an explain request: resolve (the path, or the request's `alias`
+   * parameter) → place → decode → explain, evaluating the model in batches on
+   * the runtime that serves the version here. Explanations run where the
+   * runtimes are cheap to call thousands of times: an origin-placed version is
+   * refused (501), not forwarded.
+   */
+  async explain(call: ExplainCall, trace: Trace): Promise<InferenceResponse> {
+    const timing = trace.timing;
+    const repeat = this.repeatOf(call.repeat, "repeat");
+    let json: unknown;
+    let bodyError: unknown;
+    try {
+      const read = await call.body.bytes();
+      json = await timing.measure("decode", async () => parseBody(read, undefined).json);
+    } catch (error) {
+      bodyError = error;
+    }
+    const parameterAlias = (json as { parameters?: { alias?: unknown } } | null)?.parameters?.alias;
+    const reference =
+      typeof parameterAlias === "string" && call.reference.alias === undefined
+        ? { ...call.reference, alias: parameterAlias }
+        : call.reference;
+    const resolution = await timing.measure("resolve", () => this.resolver.resolve(reference));
+    const manifest = resolution.manifest;
+    served(trace, resolution);
+    if (bodyError !== undefined) throw bodyError;
+    if (parameterAlias !== undefined && typeof parameterAlias !== "string") {
+      throw invalid("the 'alias' request parameter must be a string");
+    }
+    if (this.placedOnOrigin(manifest)) {
+      throw notImplemented(
+        `${manifest.name}@${manifest.version} is served by the GPU origin; explanations run at the edge only, on versions it serves`,
+      );
+    }
+    const request = parseInferenceRequest(json);
+    const { response, runtime } = await this.explanations.explain(
+      this.executor,
+      manifest,
+      request,
+      timing,
+      { ...(call.runtime !== undefined ? { runtime: call.runtime } : {}), repeat },
+    );
+    trace.runtime = runtime;
+    if (repeat > 1) trace.repeat = repeat;
+    return response;
   }
 
   /**
@@ -500,5 +569,8 @@ export function edgeDataPlane(
     shadow: new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now),
     maxRequestBytes: config.maxRequestBytes,
     ...(config.benchRepeatMax !== undefined ? { benchRepeatMax: config.benchRepeatMax } : {}),
+    ...(config.maxExplainEvaluations !== undefined
+      ? { maxExplainEvaluations: config.maxExplainEvaluations }
+      : {}),
   });
 }

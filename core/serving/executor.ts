@@ -229,6 +229,35 @@ export class Executor {
     return { response, runtime: model.runtime, ...(parts.length > 0 ? { binary: parts } : {}) };
   }
 
+  /**
+   * The request's inputs decoded and checked against the version's signature,
+   * in the manifest's order (what `run` feeds the runtime).
+   */
+  inputsOf(manifest: Manifest, request: InferenceRequest): Tensor[] {
+    return this.decodeInputs(manifest, request);
+  }
+
+  /**
+   * Leases the loaded model that serves a version for `use`, which may run it
+   * many times (explanations); the lease holds it in the cache until `use` ends.
+   */
+  async withModel<T>(
+    manifest: Manifest,
+    requested: string | undefined,
+    timing: Timing,
+    use: (model: LoadedModel) => Promise<T>,
+  ): Promise<T> {
+    const runtime = this.runtimeFor(manifest, requested);
+    const lease = await timing.measure("load", () =>
+      this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
+    );
+    try {
+      return await use(lease.model);
+    } finally {
+      lease.release();
+    }
+  }
+
   private responseLimits(): ResponseLimits {
     return {
       maxElements: this.config.maxResponseElements ?? Infinity,

@@ -20,6 +20,7 @@
  * isolate that never commits never evaluates them.
  */
 import { invalid, PinionError } from "../errors";
+import { MAX_BACKGROUND_BYTES } from "../registry/background";
 import { MAX_LABELS_BYTES } from "../registry/labels";
 import { streamOnnxSkeleton } from "../registry/onnx-skeleton";
 import type { ArtifactRole, Manifest } from "../registry/manifest";
@@ -34,6 +35,12 @@ const MAX_PLAN_METADATA_BYTES = 1024 * 1024;
 const RUNTIME_LABEL: Record<string, string> = {
   ort: "onnxruntime-web",
   int8: "the int8 runtime",
+};
+
+/** Artifacts with a size bound of their own, below the model budget. */
+const SMALL_ARTIFACT_BYTES: Partial<Record<ArtifactRole, number>> = {
+  labels: MAX_LABELS_BYTES,
+  background: MAX_BACKGROUND_BYTES,
 };
 
 const checks = () => import("../registry/version-check");
@@ -52,23 +59,29 @@ export class VersionChecker {
 
   /** Refuses (invalid_argument) a candidate manifest whose artifacts would not serve. */
   async check(manifest: Manifest): Promise<void> {
-    const { checkGoldenArtifact, checkInt8Plan, checkLabelsArtifact, checkOnnxArtifact } =
-      await checks();
+    const {
+      checkBackgroundArtifact,
+      checkGoldenArtifact,
+      checkInt8Plan,
+      checkLabelsArtifact,
+      checkOnnxArtifact,
+    } = await checks();
     if (manifest.runtime === "int8" && !manifest.artifacts.int8) {
       throw invalid("runtime int8 needs an int8 artifact");
     }
     const edge = placementOf(manifest) === "edge";
     const served: ArtifactRole = manifest.runtime === "int8" ? "int8" : "onnx";
     const bytes: Partial<Record<ArtifactRole, Uint8Array>> = {};
-    for (const role of ["onnx", "int8", "golden", "labels"] as const) {
+    for (const role of ["onnx", "int8", "golden", "labels", "background"] as const) {
       const artifact = manifest.artifacts[role];
       if (!artifact) continue;
-      const limit = role === "labels" ? Math.min(this.maxBytes, MAX_LABELS_BYTES) : this.maxBytes;
+      const small = SMALL_ARTIFACT_BYTES[role];
+      const limit = small === undefined ? this.maxBytes : Math.min(this.maxBytes, small);
       if (artifact.bytes <= limit) {
         bytes[role] = await this.registry.readArtifact(manifest, role, limit);
-      } else if (role === "labels") {
+      } else if (role === "labels" || role === "background") {
         throw invalid(
-          `labels artifact is ${artifact.bytes} bytes; a labels file may have at most ${limit}`,
+          `${role} artifact is ${artifact.bytes} bytes; a ${role === "labels" ? "labels file" : "background set"} may have at most ${limit}`,
         );
       } else if (role === "golden" || (edge && role === served)) {
         throw invalid(
@@ -83,6 +96,7 @@ export class VersionChecker {
     else if (manifest.artifacts.int8) await this.planHead(manifest);
     if (bytes.golden) checkGoldenArtifact(bytes.golden, declared);
     if (bytes.labels) checkLabelsArtifact(bytes.labels, declared);
+    if (bytes.background) checkBackgroundArtifact(bytes.background, declared);
     if (edge) await this.loads(manifest, bytes);
   }
 

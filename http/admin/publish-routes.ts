@@ -57,6 +57,7 @@ const commitSchema = z.object({
     golden: artifactSchema.optional(),
     int8: artifactSchema.optional(),
     labels: artifactSchema.optional(),
+    background: artifactSchema.optional(),
   }),
 });
 

@@ -62,6 +62,10 @@ export function registerPublish(program: Command): void {
       "--labels <file>",
       "class labels, one per line, for the classification extension (as many as the output has classes)",
     )
+    .option(
+      "--background <file>",
+      "JSON reference input rows (an array, or {rows}) that explanations compare inputs with",
+    )
     .addOption(
       new Option(
         "--quantize <scheme>",
@@ -113,6 +117,7 @@ export function registerPublish(program: Command): void {
         activation: options.activation,
         golden: options.golden,
         labels: options.labels,
+        background: options.background,
         quantize: options.quantize,
         placement: options.placement,
         ...(options.edgeBudget !== undefined ? { edgeBudgetBytes: options.edgeBudget } : {}),

@@ -22,6 +22,11 @@ import { loadProgram } from "../../core/runtimes/int8/int8-runtime";
 import type { VersionFields } from "../../core/registry/registry";
 import { checkVersionArtifacts } from "../../core/registry/version-check";
 import { encodeLabels, LABELS_MEDIA_TYPE, parseLabels } from "../../core/registry/labels";
+import {
+  BACKGROUND_MEDIA_TYPE,
+  encodeBackground,
+  parseBackgroundFile,
+} from "../../core/registry/background";
 import { readOnnxSignature } from "../../core/runtimes/ort/tensor-types";
 import { loadKernels, loadKernelsModule } from "./kernels-node";
 
@@ -62,6 +67,8 @@ export interface PrepareOptions {
   prune?: number | "auto";
   /** Golden-set points pruning may lose (default 0.5). */
   maxAccuracyDrop?: number;
+  /** A background file (reference input rows for explanations) stored with the version. */
+  background?: string;
 }
 
 export interface PreparedVersion {
@@ -280,6 +287,16 @@ export async function prepareVersion(
     const labels = parseLabels(await readBounded(options.labels, "labels file"));
     artifacts.labels = { bytes: encodeLabels(labels), mediaType: LABELS_MEDIA_TYPE };
   }
+  if (options.background !== undefined) {
+    const background = parseBackgroundFile(
+      await readBounded(options.background, "background file"),
+      signature.inputs,
+    );
+    artifacts.background = {
+      bytes: encodeBackground(background),
+      mediaType: BACKGROUND_MEDIA_TYPE,
+    };
+  }
   const fields: VersionFields = {
     platform: "onnx_onnxv1",
     inputs: signature.inputs,
@@ -319,6 +336,7 @@ export async function prepareVersion(
     ...(artifacts.int8 ? { int8: artifacts.int8.bytes } : {}),
     ...(artifacts.golden ? { golden: artifacts.golden.bytes } : {}),
     ...(artifacts.labels ? { labels: artifacts.labels.bytes } : {}),
+    ...(artifacts.background ? { background: artifacts.background.bytes } : {}),
   });
   return {
     fields,

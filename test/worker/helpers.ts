@@ -12,6 +12,11 @@ import { ModelRegistry, type PublishInput } from "../../core/registry/registry";
 import type { Manifest, Quantization } from "../../core/registry/manifest";
 import { flatten } from "../../core/registry/golden";
 import { encodeLabels, LABELS_MEDIA_TYPE } from "../../core/registry/labels";
+import {
+  BACKGROUND_MEDIA_TYPE,
+  encodeBackground,
+  parseBackgroundFile,
+} from "../../core/registry/background";
 import { loadProgram } from "../../core/runtimes/int8/int8-runtime";
 import { Int8Kernels } from "../../core/runtimes/int8/kernels";
 import { loadOrt } from "../../worker/ort-workerd";
@@ -40,7 +45,14 @@ export async function publishFixture(
   name: string,
   path: string,
   version?: number,
-  options: { int8?: boolean; golden?: string; labels?: readonly string[] } = {},
+  options: {
+    int8?: boolean;
+    golden?: string;
+    labels?: readonly string[];
+    /** Background rows for explanations, stored (checked) as the version's background set. */
+    background?: unknown[];
+    placement?: "edge" | "origin";
+  } = {},
 ): Promise<Manifest> {
   const bytes = await fixtureBytes(path);
   const ort = await loadOrt();
@@ -57,6 +69,13 @@ export async function publishFixture(
   }
   if (options.labels) {
     artifacts.labels = { bytes: encodeLabels(options.labels), mediaType: LABELS_MEDIA_TYPE };
+  }
+  if (options.background) {
+    const file = new TextEncoder().encode(JSON.stringify(options.background));
+    artifacts.background = {
+      bytes: encodeBackground(parseBackgroundFile(file, inputs)),
+      mediaType: BACKGROUND_MEDIA_TYPE,
+    };
   }
   let quantization: Quantization | undefined;
   if (options.int8) {
@@ -99,6 +118,7 @@ export async function publishFixture(
     runtime: options.int8 ? "int8" : "ort",
     artifacts,
     ...(quantization ? { quantization } : {}),
+    ...(options.placement ? { placement: options.placement } : {}),
   });
 }
 
