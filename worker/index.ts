@@ -14,6 +14,7 @@ import { edgeDataPlane, type DataPlane } from "../core/serving/data-plane";
 import { Promoter } from "../core/serving/promoter";
 import { VersionChecker } from "../core/serving/version-checker";
 import { ArtifactUploads } from "../core/registry/uploads";
+import { monitorMetricsStore, type MonitorNamespace } from "./monitor-client";
 import { r2Store } from "./r2-store";
 import { r2Uploads } from "./r2-uploads";
 
@@ -46,7 +47,8 @@ function wiringFor(env: WorkerEnv): Wiring {
         ? [new OrtRuntime(async () => (await import("./ort-workerd")).loadOrt())]
         : []),
     ];
-    const plane = edgeDataPlane(registry, runtimes, config);
+    const metrics = monitorMetricsStore(env.MONITOR as MonitorNamespace);
+    const plane = edgeDataPlane(registry, runtimes, config, Date.now, undefined, metrics);
     wiring = {
       plane,
       admin: {
@@ -55,12 +57,15 @@ function wiringFor(env: WorkerEnv): Wiring {
         registry,
         promoter: new Promoter(registry, plane),
         checker: new VersionChecker(registry, runtimes, config.modelCacheBytes),
+        metrics,
       },
     };
     wirings.set(env.MODELS, wiring);
   }
   return wiring;
 }
+
+export { ModelMonitor } from "./model-monitor";
 
 export default createApp<WorkerEnv>({
   planeFor: (env) => wiringFor(env).plane,

@@ -11,7 +11,15 @@
  * has no forwarder (it is the origin) and no shadow recorder. Knows nothing of
  * HTTP; errors are domain errors whose kind the HTTP layer maps to a status.
  */
-import { conflict, invalid, PinionError, unavailable, type ErrorKind } from "../errors";
+import {
+  conflict,
+  invalid,
+  modelNotFound,
+  notImplemented,
+  PinionError,
+  unavailable,
+  type ErrorKind,
+} from "../errors";
 import {
   bindBinaryInputs,
   binaryResponseBody,
@@ -36,9 +44,11 @@ import type { Runtime } from "../runtimes/runtime";
 import { FORWARDER_DEFAULTS, type ServingConfig } from "./config";
 import { edgeRuntimeChoice, Executor, type RuntimeChoice } from "./executor";
 import { OriginForwarder } from "./origin-forwarder";
+import { MetricsRecorder, sumSeries, emptyCounters, type MetricsStore } from "./metrics";
 import { ModelCache } from "./model-cache";
 import { ModelResolver, type ModelReference, type Resolution } from "./resolver";
 import { ShadowRecorder } from "./shadow";
+import { modelStat, type StatisticsResponse } from "./statistics";
 import { Trace } from "./trace";
 
 export type { ModelReference, Resolution } from "./resolver";
@@ -118,6 +128,10 @@ export interface DataPlaneParts {
   maxRequestBytes: number;
   /** The most times `?repeat=N` may rerun a compute, or `?repeat_decode=N` a decode (0: not at all). */
   benchRepeatMax?: number;
+  /** Counts requests (the HTTP layer reports each one); without one, nothing is counted. */
+  metrics?: MetricsRecorder;
+  /** Where counted metrics are read back (the statistics extension); without one, it answers 501. */
+  metricsStore?: MetricsStore;
 }
 
 export class DataPlane {
@@ -128,8 +142,13 @@ export class DataPlane {
   /** Largest request body accepted, in bytes; the HTTP layer enforces it while reading. */
   readonly maxRequestBytes: number;
   private readonly benchRepeatMax: number;
+  /** This isolate's metrics buffer, which the HTTP layer feeds one request at a time. */
+  readonly metrics: MetricsRecorder | undefined;
+  private readonly metricsStore: MetricsStore | undefined;
 
   constructor(parts: DataPlaneParts) {
+    this.metrics = parts.metrics;
+    this.metricsStore = parts.metricsStore;
     this.resolver = parts.resolver;
     this.executor = parts.executor;
     this.forwarder = parts.forwarder;
@@ -215,6 +234,7 @@ export class DataPlane {
       repeat,
       repeatDecode,
       onRuntime: (name) => (trace.runtime = name),
+      onColdLoad: () => (trace.coldLoad = true),
     });
     const { response, runtime } = execution;
     trace.runtime = runtime;
@@ -361,6 +381,40 @@ export class DataPlane {
     );
   }
 
+  /**
+   * The statistics extension: one Triton `model_stat` per version of `name`
+   * (every model without one), cumulative; a version narrows it to one, an
+   * alias to the requests that came through that alias.
+   */
+  async statistics(reference?: {
+    name: string;
+    version?: string;
+    alias?: string;
+  }): Promise<StatisticsResponse> {
+    const store = this.metricsStore;
+    if (!store) throw notImplemented("this server keeps no statistics (see GET /v2 extensions)");
+    const names = reference ? [reference.name] : await this.resolver.models();
+    const model_stats: StatisticsResponse["model_stats"] = [];
+    for (const name of names) {
+      let versions = await this.resolver.versions(name);
+      if (reference?.version !== undefined) {
+        versions = [(await this.resolver.manifest(name, reference.version)).version];
+      } else if (versions.length === 0) {
+        if (reference) throw modelNotFound(name);
+        continue;
+      }
+      const report = await store.read(name, {
+        ...(versions.length === 1 ? { version: versions[0]! } : {}),
+        ...(reference?.alias !== undefined ? { alias: reference.alias } : {}),
+      });
+      const sums = sumSeries(report.series, (s) => s.version);
+      for (const version of versions) {
+        model_stats.push(modelStat(name, version, sums.get(version) ?? emptyCounters()));
+      }
+    }
+    return { model_stats };
+  }
+
   /** The manifest of `name` at a version string, or at its latest version. */
   manifest(name: string, version?: string): Promise<Manifest> {
     return this.resolver.manifest(name, version);
@@ -478,7 +532,13 @@ export function edgeDataPlane(
   config: ServingConfig,
   now: () => number = Date.now,
   chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
+  metricsStore?: MetricsStore,
 ): DataPlane {
+  // Counted only where there is a store to flush to, and unless switched off (benchmarks).
+  const metrics =
+    metricsStore && config.metricsEnabled !== false
+      ? new MetricsRecorder(metricsStore, config.metricsFlushMs ?? 5000, now)
+      : undefined;
   return new DataPlane({
     resolver: new ModelResolver(
       registry,
@@ -497,8 +557,15 @@ export function edgeDataPlane(
       chooseRuntime,
     ),
     forwarder: new OriginForwarder(config.origin ?? FORWARDER_DEFAULTS, undefined, now),
-    shadow: new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now),
+    shadow: new ShadowRecorder(
+      registry.shadowStats,
+      config.shadowFlushMs,
+      now,
+      metrics && ((sample) => metrics.observeShadow(sample)),
+    ),
     maxRequestBytes: config.maxRequestBytes,
     ...(config.benchRepeatMax !== undefined ? { benchRepeatMax: config.benchRepeatMax } : {}),
+    ...(metrics ? { metrics } : {}),
+    ...(metricsStore ? { metricsStore } : {}),
   });
 }

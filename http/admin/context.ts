@@ -6,6 +6,7 @@
  */
 import type { ArtifactUploads } from "../../core/registry/uploads";
 import type { ModelRegistry } from "../../core/registry/registry";
+import type { MetricsStore } from "../../core/serving/metrics";
 import type { Promoter } from "../../core/serving/promoter";
 import type { VersionChecker } from "../../core/serving/version-checker";
 
@@ -26,6 +27,8 @@ export interface AdminContext {
   promoter: Promoter;
   /** Checks a version before it is committed; without one, commits are refused. */
   checker?: VersionChecker;
+  /** The live metrics (read side); without them, metrics routes answer 501. */
+  metrics?: MetricsStore;
 }
 
 /**

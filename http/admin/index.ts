@@ -12,6 +12,7 @@ import { disabled } from "../../core/errors";
 import { secretsEqual, tokenAuth } from "../auth";
 import { errorResponse } from "../errors";
 import type { AdminVariables } from "./context";
+import { metricsRoutes } from "./metrics-routes";
 import { promotionRoutes } from "./promotion-routes";
 import { publishRoutes } from "./publish-routes";
 
@@ -29,7 +30,7 @@ type Ctx = Context<{ Variables: AdminVariables }>;
  * time), so timing tells nothing about which, if any, matched; the match's
  * name becomes the actor. No configured token disables the API.
  */
-function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
+export function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
   const check = tokenAuth(
     "pinion-admin",
     "missing or wrong admin token (Authorization: Bearer …)",
@@ -54,6 +55,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
   app.use("*", requireToken());
   app.route("/", publishRoutes());
   app.route("/", promotionRoutes());
+  app.route("/", metricsRoutes());
   app.onError((error, c) => errorResponse(c, error));
   return app;
 }
