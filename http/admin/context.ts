@@ -8,6 +8,7 @@ import type { ArtifactUploads } from "../../core/registry/uploads";
 import type { ModelRegistry } from "../../core/registry/registry";
 import type { MetricsStore } from "../../core/serving/metrics";
 import type { Promoter } from "../../core/serving/promoter";
+import type { RolloutControl } from "../../core/serving/rollout";
 import type { VersionChecker } from "../../core/serving/version-checker";
 
 /** An admin token and the name its changes are recorded under in the audit log. */
@@ -29,6 +30,8 @@ export interface AdminContext {
   checker?: VersionChecker;
   /** The live metrics (read side); without them, metrics routes answer 501. */
   metrics?: MetricsStore;
+  /** Rollouts, driven server-side; without them, rollout routes answer 501. */
+  rollouts?: RolloutControl;
 }
 
 /**

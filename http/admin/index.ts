@@ -14,6 +14,7 @@ import { errorResponse } from "../errors";
 import type { AdminVariables } from "./context";
 import { metricsRoutes } from "./metrics-routes";
 import { promotionRoutes } from "./promotion-routes";
+import { rolloutRoutes } from "./rollout-routes";
 import { publishRoutes } from "./publish-routes";
 
 export {
@@ -56,6 +57,7 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
   app.route("/", publishRoutes());
   app.route("/", promotionRoutes());
   app.route("/", metricsRoutes());
+  app.route("/", rolloutRoutes());
   app.onError((error, c) => errorResponse(c, error));
   return app;
 }
