@@ -15,6 +15,7 @@ import {
   persistOption,
   targetOption,
   withTarget,
+  type TargetFlags,
 } from "./options";
 
 const duration = (flag: string) => (value: string) => {
@@ -112,15 +113,14 @@ export function registerRollout(program: Command): void {
       printRollout(model, state, o.json === true);
     });
 
+  // The subcommands take `rollout`'s own --target, --json … (given before or after them).
   rollout
     .command("status")
     .description("the model's rollout: where it is, its last check, how it ended")
     .argument("<model>", "model name")
-    .addOption(targetOption())
-    .addOption(persistOption())
-    .addOption(jsonOption())
-    .action(async (model: string, o) => {
-      printRollout(model, await withTarget(o, (t) => t.rollout(model)), o.json === true);
+    .action(async (model: string, _o, command: Command) => {
+      const o = command.optsWithGlobals();
+      printRollout(model, await withTarget(o as TargetFlags, (t) => t.rollout(model)), o.json === true);
     });
 
   for (const [action, description] of [
@@ -132,13 +132,11 @@ export function registerRollout(program: Command): void {
       .command(action)
       .description(description)
       .argument("<model>", "model name")
-      .addOption(targetOption())
-      .addOption(persistOption())
-      .addOption(jsonOption())
-      .action(async (model: string, o) => {
+      .action(async (model: string, _o, command: Command) => {
+        const o = command.optsWithGlobals();
         printRollout(
           model,
-          await withTarget(o, (t) => t.controlRollout(model, action)),
+          await withTarget(o as TargetFlags, (t) => t.controlRollout(model, action)),
           o.json === true,
         );
       });
