@@ -32,6 +32,7 @@ export default defineConfig({
                 VERSION_LIST_TTL_MS: "0",
                 ALIAS_TTL_MS: "0",
                 SHADOW_FLUSH_MS: "0",
+                METRICS_FLUSH_MS: "0",
                 MAX_REQUEST_BYTES: "1000000",
                 PINION_ADMIN_TOKEN: "test-admin-token",
                 PINION_ADMIN_TOKENS: "ci-deploy=ci-token",

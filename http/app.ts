@@ -9,6 +9,7 @@ import { requestId } from "hono/request-id";
 import type { DataPlane } from "../core/serving/data-plane";
 import { adminRoutes, type AdminContext } from "./admin";
 import { errorResponse, jsonMethodNotAllowed, jsonNotFound } from "./errors";
+import { prometheusRoutes, recordMetrics } from "./metrics";
 import { traceHeaders } from "./middleware";
 import { oipRoutes, type PlaneVariables } from "./oip-routes";
 
@@ -29,6 +30,7 @@ export function createApp<Bindings extends object>({
   const routes = new Hono<{ Variables: Variables }>();
   routes.route("/", oipRoutes());
   routes.route("/admin", adminRoutes());
+  routes.route("/", prometheusRoutes());
 
   app.use(requestId());
   app.use(traceHeaders());
@@ -38,6 +40,7 @@ export function createApp<Bindings extends object>({
     c.set("admin", adminFor(c.env));
     await next();
   });
+  app.use(recordMetrics());
   app.route("/", routes);
   app.notFound(jsonNotFound);
   app.onError((error, c) => errorResponse(c, error));

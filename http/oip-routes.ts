@@ -7,7 +7,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { invalid, notImplemented } from "../core/errors";
+import { invalid } from "../core/errors";
 import { SUPPORTED_EXTENSIONS } from "../core/protocol/extensions";
 import { parseIndexRequest, parseLoadRequest } from "../core/protocol/model-repository";
 import { responseJson } from "../core/protocol/response-json";
@@ -16,6 +16,8 @@ import type { DataPlane, ModelReference, RequestBody } from "../core/serving/dat
 import { errorResponse } from "./errors";
 import { limitBody, unreadable, type AppVariables } from "./middleware";
 import pkg from "../package.json";
+
+const encoder = new TextEncoder();
 
 export type PlaneVariables = AppVariables & { plane: DataPlane };
 type Ctx = Context<{ Variables: PlaneVariables }>;
@@ -92,11 +94,19 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
   // Triton's statistics extension: `GET /v2/models/stats` is its path, not model metadata of a
   // model named "stats" (that model's metadata is at /v2/models/stats/versions/{v}). Registered
   // before the model routes so that it wins.
-  const noStatistics = () => {
-    throw notImplemented("the statistics extension is not supported yet (see GET /v2 extensions)");
-  };
-  app.get("/v2/models/stats", noStatistics);
-  for (const path of MODEL_PATHS) app.get(`/v2/models/:name${path}/stats`, noStatistics);
+  app.get("/v2/models/stats", async (c) => c.json(await c.var.plane.statistics()));
+  for (const path of MODEL_PATHS) {
+    app.get(`/v2/models/:name${path}/stats`, async (c) => {
+      const { name, version, alias } = reference(c);
+      return c.json(
+        await c.var.plane.statistics({
+          name,
+          ...(version !== undefined ? { version } : {}),
+          ...(alias !== undefined ? { alias } : {}),
+        }),
+      );
+    });
+  }
 
   for (const path of MODEL_PATHS) {
     app.get(`/v2/models/:name${path}/config`, async (c) =>
@@ -174,12 +184,16 @@ export function oipRoutes(options: OipOptions = {}): Hono<{ Variables: PlaneVari
       }
       if (answer.background) runAfterResponse(c, answer.background);
       if (answer.kind === "binary") {
+        c.var.trace.bytesOut = answer.body.byteLength;
         return c.body(answer.body, 200, {
           "content-type": "application/octet-stream",
           "inference-header-content-length": String(answer.headerLength),
         });
       }
-      return c.body(responseJson(answer.response), 200, { "content-type": "application/json" });
+      // Encoded here, once, so its size can be counted (workerd would encode the text anyway).
+      const json = encoder.encode(responseJson(answer.response)) as Uint8Array<ArrayBuffer>;
+      c.var.trace.bytesOut = json.byteLength;
+      return c.body(json, 200, { "content-type": "application/json" });
     });
   }
 

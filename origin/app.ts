@@ -180,6 +180,8 @@ export async function createOriginApp(options: OriginOptions): Promise<OriginApp
   let draining = false;
   const serverMetadata = (): OriginServerMetadata => ({
     ...SERVER_METADATA,
+    // The origin keeps no live metrics (the edge counts every request, origin-placed ones too).
+    extensions: SERVER_METADATA.extensions.filter((e) => e !== "statistics"),
     runtime: "origin",
     onnxruntime: ort.env.versions.node ?? "unknown",
     execution_providers: providers.active,

@@ -12,7 +12,9 @@ import { registerModels } from "./commands/models";
 import { registerPromote } from "./commands/promote";
 import { registerPublish } from "./commands/publish";
 import { registerRollback } from "./commands/rollback";
+import { registerRollout } from "./commands/rollout";
 import { registerShadowReport } from "./commands/shadow-report";
+import { registerStats } from "./commands/stats";
 import { registerVersions } from "./commands/versions";
 import { EXIT, exitCodeOfError } from "./exit-codes";
 import { printError } from "./print";
@@ -35,6 +37,8 @@ registerAliases(program);
 registerHistory(program);
 registerShadowReport(program);
 registerExplain(program);
+registerStats(program);
+registerRollout(program);
 
 try {
   await program.parseAsync();

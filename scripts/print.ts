@@ -12,6 +12,15 @@ import type { Manifest, VersionSummary } from "../core/registry/manifest";
 import type { AuditRecord, GateResult } from "../core/registry/promotion";
 import type { ShadowReport } from "../core/registry/shadow-stats";
 import type { InferenceResponse } from "../core/protocol/types";
+import type { RolloutState } from "../core/registry/rollout";
+import {
+  errorRate,
+  quantileMs,
+  shadowAgreement,
+  sumSeries,
+  type Counters,
+  type MetricsReport,
+} from "../core/serving/metrics";
 import type { PromotionOutcome } from "../core/serving/promoter";
 import type { PreparedVersion } from "./lib/prepare";
 import type { UploadProgress } from "./lib/upload";
@@ -373,4 +382,99 @@ export function printExplanation(
       `${((100 * Math.abs(value)) / mass).toFixed(1)} %`,
     ]),
   );
+}
+// -- live metrics and rollouts --------------------------------------------------------
+
+const pct = (n: number) => `${(n * 100).toFixed(2)}%`;
+const ms = (n: number | undefined) => (n === undefined ? "-" : n.toFixed(1));
+
+/** `pinion stats`: one row per version (all aliases added up), then one per version × alias. */
+export function printStats(report: MetricsReport, json: boolean): void {
+  if (json) return printJson(report);
+  const window =
+    report.sinceMs === null
+      ? "running totals"
+      : `since ${new Date(report.sinceMs).toISOString()} (1-minute buckets)`;
+  console.log(`${report.model}: ${window}, at ${new Date(report.at).toISOString()}`);
+  if (report.series.length === 0) return console.log("no requests counted");
+  const row = (label: string, alias: string, c: Counters) => [
+    label,
+    alias,
+    String(c.requests),
+    String(c.requests - c.success),
+    pct(errorRate(c)),
+    ms(quantileMs(c.latency, 0.5)),
+    ms(quantileMs(c.latency, 0.99)),
+    ms(c.requests ? c.compute.sumMs / c.requests : undefined),
+    Object.entries(c.runtimes)
+      .map(([r, n]) => `${r}:${n}`)
+      .join(" ") || "-",
+    String(c.coldLoads),
+    String(c.bytesIn),
+    String(c.bytesOut),
+    c.shadow.samples + c.shadow.errors > 0
+      ? `${pct(shadowAgreement(c.shadow))} of ${c.shadow.top1Rows}`
+      : "-",
+  ];
+  const byVersion = sumSeries(report.series, (s) => s.version);
+  const rows: string[][] = [];
+  for (const [version, counters] of [...byVersion].sort((a, b) => Number(a[0]) - Number(b[0]))) {
+    rows.push(row(String(version), "(all)", counters));
+    for (const s of report.series.filter((x) => x.version === version)) {
+      rows.push(row("", s.alias || "(pinned)", s.counters));
+    }
+  }
+  table(
+    [
+      "VERSION",
+      "ALIAS",
+      "REQUESTS",
+      "FAILED",
+      "ERR%",
+      "P50MS",
+      "P99MS",
+      "COMPUTE",
+      "RUNTIMES",
+      "COLD",
+      "BYTES-IN",
+      "BYTES-OUT",
+      "SHADOW-AGREE",
+    ],
+    rows,
+  );
+}
+
+/** `pinion rollout …`: where the rollout is, its last check, how it ended. */
+export function printRollout(model: string, state: RolloutState | null, json: boolean): void {
+  if (json) return printJson(state);
+  if (!state) return console.log(`${model}: no rollout`);
+  const p = state.policy;
+  const at =
+    state.step < 0
+      ? "shadow phase"
+      : `step ${state.step + 1} of ${p.steps.length} (${p.steps[state.step]}%)`;
+  console.log(
+    `${model} rollout ${state.id.slice(0, 8)}: version ${state.candidate} on '${state.alias}' (baseline ${state.baseline}) — ${state.status}, ${at}`,
+  );
+  console.log(
+    `  steps ${p.steps.join(", ")}%, every ${p.intervalMs / 1000}s; max error rate ${pct(p.maxErrorRate)}` +
+      (p.maxP99Ms !== undefined ? `, max p99 ${p.maxP99Ms} ms` : "") +
+      (p.maxLatencyRatio !== undefined ? `, max latency ratio ${p.maxLatencyRatio}` : "") +
+      `, min agreement ${pct(p.minAgreement)}, min requests ${p.minRequests}` +
+      (p.shadowFirstMs ? `, shadow first ${p.shadowFirstMs / 1000}s` : ""),
+  );
+  console.log(
+    `  alias now: ${describeEntry(state.expected)}; before: ${describeEntry(state.before)}`,
+  );
+  if (state.lastCheck) {
+    console.log(
+      `  last check ${new Date(state.lastCheck.at).toISOString()}: ${state.lastCheck.decision}`,
+    );
+    for (const c of state.lastCheck.checks) {
+      console.log(
+        `    ${c.gate}: ${c.skipped ? "skipped" : c.passed ? "passed" : "FAILED"} — ${c.detail}`,
+      );
+    }
+  }
+  if (state.outcome) console.log(`  ${state.outcome}`);
 }

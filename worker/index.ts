@@ -6,19 +6,15 @@
 import { parseAdminTokens, type AdminContext } from "../http/admin";
 import { createApp } from "../http/app";
 import { ModelRegistry } from "../core/registry/registry";
-import kernelsWasm from "../build/kernels.wasm";
-import { Int8Runtime } from "../core/runtimes/int8/int8-runtime";
-import { OrtRuntime } from "../core/runtimes/ort/ort-runtime";
 import { parseServingConfig } from "../core/serving/config";
 import { edgeDataPlane, type DataPlane } from "../core/serving/data-plane";
 import { Promoter } from "../core/serving/promoter";
 import { VersionChecker } from "../core/serving/version-checker";
 import { ArtifactUploads } from "../core/registry/uploads";
+import { monitorMetricsStore, monitorRollouts, type MonitorNamespace } from "./monitor-client";
+import { edgeRuntimes } from "./runtimes";
 import { r2Store } from "./r2-store";
 import { r2Uploads } from "./r2-uploads";
-
-/** Build-time switch (`wrangler deploy --define PINION_WITH_ORT:false`); on unless defined false. */
-declare const PINION_WITH_ORT: boolean | undefined;
 
 /** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
 type WorkerEnv = Env & { PINION_ADMIN_TOKEN?: string; PINION_ADMIN_TOKENS?: string };
@@ -36,17 +32,10 @@ function wiringFor(env: WorkerEnv): Wiring {
   if (!wiring) {
     const registry = new ModelRegistry(r2Store(env.MODELS));
     const config = parseServingConfig(env as unknown as Record<string, unknown>);
-    const runtimes = [
-      new Int8Runtime(kernelsWasm),
-      // Imported on first use: an isolate serving only int8 versions never
-      // evaluates onnxruntime-web or pays its initialisation. A build with
-      // `--define PINION_WITH_ORT:false` leaves ORT out of the bundle entirely.
-      // (Written inline so the bundler can fold the condition and drop the import.)
-      ...(typeof PINION_WITH_ORT === "undefined" || PINION_WITH_ORT
-        ? [new OrtRuntime(async () => (await import("./ort-workerd")).loadOrt())]
-        : []),
-    ];
-    const plane = edgeDataPlane(registry, runtimes, config);
+    const runtimes = edgeRuntimes();
+    const monitors = env.MONITOR as MonitorNamespace;
+    const metrics = monitorMetricsStore(monitors);
+    const plane = edgeDataPlane(registry, runtimes, config, Date.now, undefined, metrics);
     wiring = {
       plane,
       admin: {
@@ -55,12 +44,16 @@ function wiringFor(env: WorkerEnv): Wiring {
         registry,
         promoter: new Promoter(registry, plane),
         checker: new VersionChecker(registry, runtimes, config.modelCacheBytes),
+        metrics,
+        rollouts: monitorRollouts(monitors),
       },
     };
     wirings.set(env.MODELS, wiring);
   }
   return wiring;
 }
+
+export { ModelMonitor } from "./model-monitor";
 
 export default createApp<WorkerEnv>({
   planeFor: (env) => wiringFor(env).plane,

@@ -17,4 +17,7 @@ export const SUPPORTED_EXTENSIONS: readonly string[] = [
   // request `parameters`: custom ones accepted; `alias` and `runtime` honoured; Triton's
   // reserved ones (priority, timeout, sequence_*) accepted and ignored (docs/api.md)
   "parameters",
+  // GET /v2/models[/{name}[/versions/{v}|/aliases/{a}]]/stats, from the live metrics
+  // (core/serving/statistics.ts; the edge only: the origin answers 501 and does not list it)
+  "statistics",
 ];

@@ -136,6 +136,7 @@ export class AliasStore {
         forced: details.forced,
         gates: details.gates,
         ...(change.undoes !== undefined ? { undoes: change.undoes } : {}),
+        ...(change.rollout !== undefined ? { rollout: change.rollout } : {}),
         aliases: applyChange(snapshot.document, change),
       };
       const created = await this.store.put(auditKey(model, revision), JSON.stringify(record), {

@@ -7,6 +7,7 @@
  *   models/{name}/aliases.json                       the model's aliases, changed by compare-and-swap
  *   models/{name}/audit/{revision}.json              one immutable record per alias change, create-only
  *   models/{name}/shadow/{alias}/r{revision}/{id}.json  shadow divergence totals, one per isolate
+ *   models/{name}/rollout.json                       the model's rollout (active or last), compare-and-swap
  *   uploads/{name}/{id}                              an admin API upload, staged until its sha256 is checked
  *
  * A version exists exactly when its manifest exists; the manifest is written
@@ -41,3 +42,4 @@ export const auditKey = (name: string, revision: number) =>
   `${auditPrefix(name)}${String(revision).padStart(10, "0")}.json`;
 export const shadowPrefix = (name: string, alias?: string, revision?: number) =>
   `models/${name}/shadow/${alias === undefined ? "" : `${alias}/${revision === undefined ? "" : `r${revision}/`}`}`;
+export const rolloutKey = (name: string) => `models/${name}/rollout.json`;

@@ -39,7 +39,8 @@ export const auditRecordSchema = z.object({
   at: z.iso.datetime(),
   /** Who: the admin token's name, or the local user for local R2. */
   actor: z.string().max(128),
-  action: z.enum(["promote", "rollback"]),
+  /** `check`: a rollout's check or decision that left the alias as it was (from = to). */
+  action: z.enum(["promote", "rollback", "check"]),
   alias: z.string(),
   from: aliasEntrySchema.nullable(),
   to: aliasEntrySchema.nullable(),
@@ -48,6 +49,16 @@ export const auditRecordSchema = z.object({
   gates: z.array(gateResultSchema),
   /** For a rollback: the revision whose change it undid. */
   undoes: z.number().int().positive().optional(),
+  /** Written by a rollout: which, at which step, and what it decided. */
+  rollout: z
+    .object({
+      id: z.string(),
+      candidate: z.number().int(),
+      step: z.number().int(),
+      percent: z.number(),
+      decision: z.string(),
+    })
+    .optional(),
   /** Every alias of the model after this change: what aliases.json holds at this revision. */
   aliases: z.record(z.string(), aliasEntrySchema),
 });
@@ -67,7 +78,7 @@ export interface PromotionRequest {
 export interface AliasChange {
   model: string;
   alias: string;
-  action: "promote" | "rollback";
+  action: "promote" | "rollback" | "check";
   /** The alias state revision the plan was made against. */
   baseRevision: number;
   from: AliasEntry | null;
@@ -79,6 +90,8 @@ export interface AliasChange {
   /** The version now carrying the alias's traffic, which the candidate must agree with. */
   current?: number;
   undoes?: number;
+  /** Set by a rollout's changes and checks. */
+  rollout?: AuditRecord["rollout"];
 }
 
 export interface PromotionState {
@@ -177,7 +190,16 @@ export function planRollback(
   const alias = checkAliasName(aliasName);
   const undone = new Set<number>();
   const records = history.filter((r) => r.alias === alias).sort((a, b) => b.revision - a.revision);
+  // A rollout that rolled back (or was aborted) undid all of its own steps at once.
+  const undoneRollouts = new Set(
+    records.filter((r) => r.action === "rollback" && r.rollout).map((r) => r.rollout!.id),
+  );
   for (const record of records) {
+    // Checks change nothing, so there is nothing in them to undo.
+    if (record.action === "check") continue;
+    if (record.rollout && record.action === "promote" && undoneRollouts.has(record.rollout.id)) {
+      continue;
+    }
     if (record.action === "rollback") {
       if (record.undoes !== undefined) undone.add(record.undoes);
       continue;

@@ -50,6 +50,13 @@ export const servingConfigSchema = z.object({
   /** How often an isolate writes its shadow divergence totals to R2, at most, in ms. */
   SHADOW_FLUSH_MS: z.coerce.number().int().min(0).default(5000),
   /**
+   * How often an isolate writes its buffered request metrics, at most, in ms: a
+   * request is counted in the aggregate within this bound (plus the write).
+   */
+  METRICS_FLUSH_MS: z.coerce.number().int().min(0).max(25_000).default(5000),
+  /** "false" switches request metrics off (benchmarks compare the two). */
+  METRICS_ENABLED: z.enum(["true", "false"]).default("true"),
+  /**
    * Benchmarks only: the most times `?repeat=N` may rerun an inference's compute,
    * and `?repeat_decode=N` its decode, in one request (0, the default, disables
    * both). workerd's clock is coarse, so in-worker phases are measured over many runs.
@@ -68,6 +75,10 @@ export type ServingConfig = {
   versionListTtlMs: number;
   aliasTtlMs: number;
   shadowFlushMs: number;
+  /** METRICS_FLUSH_MS (5000 when absent). */
+  metricsFlushMs?: number;
+  /** False when METRICS_ENABLED is "false". */
+  metricsEnabled?: boolean;
   benchRepeatMax?: number;
   /** The most model evaluations one explanation may take. */
   maxExplainEvaluations?: number;
@@ -85,6 +96,8 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     VERSION_LIST_TTL_MS: unset(vars.VERSION_LIST_TTL_MS),
     ALIAS_TTL_MS: unset(vars.ALIAS_TTL_MS),
     SHADOW_FLUSH_MS: unset(vars.SHADOW_FLUSH_MS),
+    METRICS_FLUSH_MS: unset(vars.METRICS_FLUSH_MS),
+    METRICS_ENABLED: unset(vars.METRICS_ENABLED),
     ORIGIN_URL: unset(vars.ORIGIN_URL),
     ORIGIN_TIMEOUT_MS: unset(vars.ORIGIN_TIMEOUT_MS),
     ORIGIN_RETRIES: unset(vars.ORIGIN_RETRIES),
@@ -101,6 +114,8 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     versionListTtlMs: parsed.VERSION_LIST_TTL_MS,
     aliasTtlMs: parsed.ALIAS_TTL_MS,
     shadowFlushMs: parsed.SHADOW_FLUSH_MS,
+    metricsFlushMs: parsed.METRICS_FLUSH_MS,
+    metricsEnabled: parsed.METRICS_ENABLED === "true",
     origin: {
       url: parsed.ORIGIN_URL,
       timeoutMs: parsed.ORIGIN_TIMEOUT_MS,

@@ -14,6 +14,7 @@
 import {
   conflict,
   invalid,
+  modelNotFound,
   notImplemented,
   PinionError,
   unavailable,
@@ -44,9 +45,11 @@ import { FORWARDER_DEFAULTS, type ServingConfig } from "./config";
 import { edgeRuntimeChoice, Executor, type RuntimeChoice } from "./executor";
 import { Explanations } from "./explanations";
 import { OriginForwarder } from "./origin-forwarder";
+import { MetricsRecorder, sumSeries, emptyCounters, type MetricsStore } from "./metrics";
 import { ModelCache } from "./model-cache";
 import { ModelResolver, type ModelReference, type Resolution } from "./resolver";
 import { ShadowRecorder } from "./shadow";
+import { modelStat, type StatisticsResponse } from "./statistics";
 import { Trace } from "./trace";
 
 export type { ModelReference, Resolution } from "./resolver";
@@ -134,6 +137,10 @@ export interface DataPlaneParts {
   benchRepeatMax?: number;
   /** The most model evaluations one explanation may take (MAX_EXPLAIN_EVALUATIONS). */
   maxExplainEvaluations?: number;
+  /** Counts requests (the HTTP layer reports each one); without one, nothing is counted. */
+  metrics?: MetricsRecorder;
+  /** Where counted metrics are read back (the statistics extension); without one, it answers 501. */
+  metricsStore?: MetricsStore;
 }
 
 export class DataPlane {
@@ -145,8 +152,13 @@ export class DataPlane {
   readonly maxRequestBytes: number;
   private readonly benchRepeatMax: number;
   private readonly explanations: Explanations;
+  /** This isolate's metrics buffer, which the HTTP layer feeds one request at a time. */
+  readonly metrics: MetricsRecorder | undefined;
+  private readonly metricsStore: MetricsStore | undefined;
 
   constructor(parts: DataPlaneParts) {
+    this.metrics = parts.metrics;
+    this.metricsStore = parts.metricsStore;
     this.resolver = parts.resolver;
     this.executor = parts.executor;
     this.forwarder = parts.forwarder;
@@ -236,6 +248,7 @@ export class DataPlane {
       repeat,
       repeatDecode,
       onRuntime: (name) => (trace.runtime = name),
+      onColdLoad: () => (trace.coldLoad = true),
     });
     const { response, runtime } = execution;
     trace.runtime = runtime;
@@ -430,6 +443,40 @@ export class DataPlane {
     );
   }
 
+  /**
+   * The statistics extension: one Triton `model_stat` per version of `name`
+   * (every model without one), cumulative; a version narrows it to one, an
+   * alias to the requests that came through that alias.
+   */
+  async statistics(reference?: {
+    name: string;
+    version?: string;
+    alias?: string;
+  }): Promise<StatisticsResponse> {
+    const store = this.metricsStore;
+    if (!store) throw notImplemented("this server keeps no statistics (see GET /v2 extensions)");
+    const names = reference ? [reference.name] : await this.resolver.models();
+    const model_stats: StatisticsResponse["model_stats"] = [];
+    for (const name of names) {
+      let versions = await this.resolver.versions(name);
+      if (reference?.version !== undefined) {
+        versions = [(await this.resolver.manifest(name, reference.version)).version];
+      } else if (versions.length === 0) {
+        if (reference) throw modelNotFound(name);
+        continue;
+      }
+      const report = await store.read(name, {
+        ...(versions.length === 1 ? { version: versions[0]! } : {}),
+        ...(reference?.alias !== undefined ? { alias: reference.alias } : {}),
+      });
+      const sums = sumSeries(report.series, (s) => s.version);
+      for (const version of versions) {
+        model_stats.push(modelStat(name, version, sums.get(version) ?? emptyCounters()));
+      }
+    }
+    return { model_stats };
+  }
+
   /** The manifest of `name` at a version string, or at its latest version. */
   manifest(name: string, version?: string): Promise<Manifest> {
     return this.resolver.manifest(name, version);
@@ -547,7 +594,13 @@ export function edgeDataPlane(
   config: ServingConfig,
   now: () => number = Date.now,
   chooseRuntime: RuntimeChoice = edgeRuntimeChoice,
+  metricsStore?: MetricsStore,
 ): DataPlane {
+  // Counted only where there is a store to flush to, and unless switched off (benchmarks).
+  const metrics =
+    metricsStore && config.metricsEnabled !== false
+      ? new MetricsRecorder(metricsStore, config.metricsFlushMs ?? 5000, now)
+      : undefined;
   return new DataPlane({
     resolver: new ModelResolver(
       registry,
@@ -566,11 +619,18 @@ export function edgeDataPlane(
       chooseRuntime,
     ),
     forwarder: new OriginForwarder(config.origin ?? FORWARDER_DEFAULTS, undefined, now),
-    shadow: new ShadowRecorder(registry.shadowStats, config.shadowFlushMs, now),
+    shadow: new ShadowRecorder(
+      registry.shadowStats,
+      config.shadowFlushMs,
+      now,
+      metrics && ((sample) => metrics.observeShadow(sample)),
+    ),
     maxRequestBytes: config.maxRequestBytes,
     ...(config.benchRepeatMax !== undefined ? { benchRepeatMax: config.benchRepeatMax } : {}),
     ...(config.maxExplainEvaluations !== undefined
       ? { maxExplainEvaluations: config.maxExplainEvaluations }
       : {}),
+    ...(metrics ? { metrics } : {}),
+    ...(metricsStore ? { metricsStore } : {}),
   });
 }

@@ -133,6 +133,8 @@ export class Executor {
       repeat?: number;
       repeatDecode?: number;
       onRuntime?: (name: RuntimeName) => void;
+      /** Called when the version is not loaded in this isolate and is loaded for this request. */
+      onColdLoad?: () => void;
     } = {},
   ): Promise<Execution> {
     const parameter = request.parameters?.runtime;
@@ -157,8 +159,17 @@ export class Executor {
     );
     const counts = this.classifications(manifest, outputs);
     const labels = counts.some((k) => k !== undefined) ? await this.labelsOf(manifest) : undefined;
+    const load = this.loader(manifest, runtime);
     const lease = await timing.measure("load", () =>
-      this.cache.acquire(cacheKey(manifest, runtime), this.loader(manifest, runtime)),
+      this.cache.acquire(
+        cacheKey(manifest, runtime),
+        options.onColdLoad
+          ? () => {
+              options.onColdLoad!();
+              return load();
+            }
+          : load,
+      ),
     );
     const model = lease.model;
     const names = outputs.map((o) => o.name);

@@ -9,6 +9,7 @@
 import type { InferenceRequest, InferenceResponse } from "../protocol/types";
 import { emptyTotals, type ShadowStatsStore, type ShadowTotals } from "../registry/shadow-stats";
 import { argmaxRows } from "./gates";
+import type { ShadowSample } from "./metrics";
 import type { Resolution } from "./resolver";
 
 /** Answers a request on another version of the same model, wherever that version is served. */
@@ -82,6 +83,8 @@ export class ShadowRecorder {
     private readonly stats: ShadowStatsStore,
     private readonly flushMs: number,
     private readonly now: () => number = Date.now,
+    /** Also counts each run in the live metrics (its promise is that flush). */
+    private readonly onSample?: (sample: ShadowSample) => Promise<void>,
   ) {}
 
   /** Runs `request` on the resolution's shadow version and records how its answer differs. */
@@ -100,6 +103,8 @@ export class ShadowRecorder {
       this.totals.set(id, entry);
     }
     const t = entry.totals;
+    let counted: Promise<void> | undefined;
+    const sample = { model: manifest.name, alias, version: shadowVersion };
     try {
       // The candidate runs on its own default runtime: shadowing compares versions as they would serve.
       const { runtime: _ignored, ...parameters } = request.parameters ?? {};
@@ -112,8 +117,10 @@ export class ShadowRecorder {
       t.sumMeanAbsDiff += d.meanAbsDiff;
       t.top1Rows += d.top1Rows;
       t.top1Disagreements += d.top1Disagreements;
+      counted = this.onSample?.({ ...sample, divergence: d });
     } catch (error) {
       t.errors += 1;
+      counted = this.onSample?.(sample);
       console.warn(
         JSON.stringify({
           event: "shadow_failure",
@@ -142,6 +149,7 @@ export class ShadowRecorder {
       });
       await this.trailing;
     }
+    await counted;
   }
 
   /** Writes every changed total; failures are logged and retried on the next flush. */

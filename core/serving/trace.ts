@@ -20,4 +20,8 @@ export class Trace {
   repeat?: number;
   /** How many times the decode ran (benchmarks only; unset means once). */
   decodeRepeat?: number;
+  /** Whether the version had to be loaded into this isolate for this request. */
+  coldLoad?: boolean;
+  /** The response body's size in bytes, when the answer was encoded here. */
+  bytesOut?: number;
 }

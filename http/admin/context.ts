@@ -6,7 +6,9 @@
  */
 import type { ArtifactUploads } from "../../core/registry/uploads";
 import type { ModelRegistry } from "../../core/registry/registry";
+import type { MetricsStore } from "../../core/serving/metrics";
 import type { Promoter } from "../../core/serving/promoter";
+import type { RolloutControl } from "../../core/serving/rollout";
 import type { VersionChecker } from "../../core/serving/version-checker";
 
 /** An admin token and the name its changes are recorded under in the audit log. */
@@ -26,6 +28,10 @@ export interface AdminContext {
   promoter: Promoter;
   /** Checks a version before it is committed; without one, commits are refused. */
   checker?: VersionChecker;
+  /** The live metrics (read side); without them, metrics routes answer 501. */
+  metrics?: MetricsStore;
+  /** Rollouts, driven server-side; without them, rollout routes answer 501. */
+  rollouts?: RolloutControl;
 }
 
 /**

@@ -12,7 +12,9 @@ import { disabled } from "../../core/errors";
 import { secretsEqual, tokenAuth } from "../auth";
 import { errorResponse } from "../errors";
 import type { AdminVariables } from "./context";
+import { metricsRoutes } from "./metrics-routes";
 import { promotionRoutes } from "./promotion-routes";
+import { rolloutRoutes } from "./rollout-routes";
 import { publishRoutes } from "./publish-routes";
 
 export {
@@ -29,7 +31,7 @@ type Ctx = Context<{ Variables: AdminVariables }>;
  * time), so timing tells nothing about which, if any, matched; the match's
  * name becomes the actor. No configured token disables the API.
  */
-function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
+export function requireToken(): MiddlewareHandler<{ Variables: AdminVariables }> {
   const check = tokenAuth(
     "pinion-admin",
     "missing or wrong admin token (Authorization: Bearer …)",
@@ -54,6 +56,8 @@ export function adminRoutes(): Hono<{ Variables: AdminVariables }> {
   app.use("*", requireToken());
   app.route("/", publishRoutes());
   app.route("/", promotionRoutes());
+  app.route("/", metricsRoutes());
+  app.route("/", rolloutRoutes());
   app.onError((error, c) => errorResponse(c, error));
   return app;
 }

@@ -12,6 +12,8 @@ import { kindOfStatus } from "../../http/errors";
 import type { AliasDocument } from "../../core/registry/aliases";
 import type { Manifest, VersionSummary } from "../../core/registry/manifest";
 import type { AuditRecord } from "../../core/registry/promotion";
+import type { RolloutState } from "../../core/registry/rollout";
+import type { MetricsReport } from "../../core/serving/metrics";
 import { ModelRegistry } from "../../core/registry/registry";
 import type { ShadowReport } from "../../core/registry/shadow-stats";
 import { Int8Runtime } from "../../core/runtimes/int8/int8-runtime";
@@ -33,6 +35,23 @@ import { uploadArtifact, type UploadProgress } from "./upload";
 export type PromoteRequest = Omit<PromoteOptions, "actor">;
 export type RollbackRequest = Omit<RollbackOptions, "actor">;
 
+/** A rollout as `pinion rollout` asks for it (the admin API's body). */
+export interface RolloutRequest {
+  alias: string;
+  version: number;
+  steps?: number[];
+  intervalMs?: number;
+  maxErrorRate?: number;
+  maxP99Ms?: number;
+  maxLatencyRatio?: number;
+  minAgreement?: number;
+  minRequests?: number;
+  shadowFirstMs?: number;
+  reason?: string;
+}
+
+export type RolloutAction = "pause" | "resume" | "abort";
+
 export interface Target {
   readonly description: string;
   publish(name: string, prepared: PreparedVersion, progress?: UploadProgress): Promise<Manifest>;
@@ -43,8 +62,20 @@ export interface Target {
   rollback(name: string, request: RollbackRequest): Promise<PromotionOutcome>;
   history(name: string, limit?: number): Promise<AuditRecord[]>;
   shadowReport(name: string): Promise<ShadowReport[]>;
+  /** Live metrics: running totals, or the minute buckets since `since` (`15m`, an ISO time). */
+  metrics(name: string, since?: string): Promise<MetricsReport>;
+  startRollout(name: string, request: RolloutRequest): Promise<RolloutState>;
+  rollout(name: string): Promise<RolloutState | null>;
+  controlRollout(name: string, action: RolloutAction): Promise<RolloutState>;
   close(): Promise<void>;
 }
+
+/** Live metrics and rollouts live in the worker (its Durable Objects), not in R2. */
+const needsWorker = (what: string) => async (): Promise<never> => {
+  throw invalid(
+    `${what} live in the worker, not in local R2: give --target the worker's URL (e.g. http://127.0.0.1:8787 for wrangler dev)`,
+  );
+};
 
 export interface TargetOptions {
   persistTo?: string;
@@ -120,6 +151,10 @@ async function openLocalTarget(persistTo: string, actor: string): Promise<Target
       await requireModel(name);
       return registry.shadowStats.report(name);
     },
+    metrics: needsWorker("live metrics"),
+    startRollout: needsWorker("rollouts"),
+    rollout: needsWorker("rollouts"),
+    controlRollout: needsWorker("rollouts"),
     close: () => r2.dispose(),
   };
 }
@@ -213,6 +248,27 @@ export class RemoteTarget implements Target {
 
   async shadowReport(name: string): Promise<ShadowReport[]> {
     return (await this.json<{ reports: ShadowReport[] }>(this.model(name, "shadow"))).reports;
+  }
+
+  metrics(name: string, since?: string): Promise<MetricsReport> {
+    const query = since === undefined ? "" : `?since=${encodeURIComponent(since)}`;
+    return this.json<MetricsReport>(this.model(name, `metrics${query}`));
+  }
+
+  startRollout(name: string, request: RolloutRequest): Promise<RolloutState> {
+    return this.json<RolloutState>(this.model(name, "rollouts"), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(request),
+    });
+  }
+
+  async rollout(name: string): Promise<RolloutState | null> {
+    return (await this.json<{ rollout: RolloutState | null }>(this.model(name, "rollout"))).rollout;
+  }
+
+  controlRollout(name: string, action: RolloutAction): Promise<RolloutState> {
+    return this.json<RolloutState>(this.model(name, `rollout/${action}`), { method: "POST" });
   }
 
   async publish(

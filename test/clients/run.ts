@@ -70,7 +70,8 @@ if (missing.length > 0) {
 
 const persistTo = await mkdtemp(join(tmpdir(), "pinion-clients-"));
 let status = 1;
-const server = await startDevServer(persistTo);
+// Counters reach the statistics within METRICS_FLUSH_MS of a response: short, for the statistics test.
+const server = await startDevServer(persistTo, ["--var", "METRICS_FLUSH_MS:100"]);
 try {
   const host = new URL(server.base).host;
   console.log(`test:clients: tritonclient from ${CLIENT} against ${server.base} (${PYTHON})`);

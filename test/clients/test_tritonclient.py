@@ -14,6 +14,7 @@ Environment: PINION_URL (host:port), PINION_FIXTURES (the fixtures folder).
 import asyncio
 import json
 import os
+import time
 import unittest
 
 import numpy as np
@@ -375,9 +376,22 @@ class ExtensionTest(ClientCase):
         self.assertTrue(self.client.is_model_ready("digits-cnn"))
         self.assertRefused(409, r"immutable", self.client.unload_model, "digits-cnn")
 
-    def test_statistics_is_not_read_as_a_model_name(self):
-        error = self.assertRefused(501, r"statistics", self.client.get_inference_statistics)
-        self.assertNotRegex(error.message(), r"model 'stats' not found")
+    def test_statistics_count_the_requests_sent(self):
+        before = self.client.get_inference_statistics("simple", model_version="2")
+        count = lambda stats: stats["model_stats"][0]["inference_stats"]["success"]["count"]
+        for _ in range(3):
+            self.infer_simple(False, False, version="2")
+        # The edge writes its counters within METRICS_FLUSH_MS (test:clients runs with 100 ms) of a response.
+        deadline = time.monotonic() + 5
+        while count(self.client.get_inference_statistics("simple", model_version="2")) < count(before) + 3:
+            self.assertLess(time.monotonic(), deadline, "statistics did not count the requests")
+            time.sleep(0.1)
+        after = self.client.get_inference_statistics("simple", model_version="2")
+        self.assertEqual(count(after), count(before) + 3)
+        self.assertEqual(after["model_stats"][0]["name"], "simple")
+        self.assertEqual(after["model_stats"][0]["version"], "2")
+        every = self.client.get_inference_statistics()
+        self.assertNotIn("stats", [s["name"] for s in every["model_stats"]])
 
 
 class ErrorTest(ClientCase):
