@@ -98,6 +98,7 @@ export function registerPublish(program: Command): void {
         "--max-sequence <tokens>",
         "with --quantize int8, the longest sequence a text model's int8 plan takes when its sequence axis is dynamic (default 128)",
       ).argParser(positiveInteger),
+    )
     .option(
       "--prune <fraction|auto>",
       "remove that share of each hidden layer's units (dense layers), or auto: the most within --max-accuracy-drop on the --golden set",
