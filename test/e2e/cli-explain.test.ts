@@ -135,6 +135,14 @@ describe("pinion explain", () => {
       /^digits-cnn@1 on ort: occlusion, 49 samples, 50 evaluations, baseline value 0$/m,
     );
     expect(text.stdout).toMatch(/^\[0,\d,\d\]\s+[+-]\d/m);
+    // An 8×8 heatmap (two characters per pixel) before the table; the largest attribution is '#' or '%'.
+    const lines = text.stdout.split("\n");
+    const start = lines.indexOf("  heatmap (+ .:*#, − .-=%):");
+    expect(start).toBeGreaterThan(0);
+    const heatmap = lines.slice(start + 1, start + 9);
+    // Rows without attribution print as nothing (trailing blanks trimmed).
+    for (const line of heatmap) expect(line).toMatch(/^(?: {4}[ .:*#=%-]{0,16})?$/);
+    expect(heatmap.join("")).toMatch(/##|%%/);
   });
 
   it("refuses a background file of the wrong shape at publish with one line", async () => {
