@@ -370,6 +370,7 @@ export function printExplanation(
     }
     return `[${at.join(",")}]`;
   };
+  printHeatmap(attributions, row);
   const ranked = attributions
     .map((value, index) => ({ value, index }))
     .sort((a, b) => Math.abs(b.value) - Math.abs(a.value))
@@ -477,4 +478,35 @@ export function printRollout(model: string, state: RolloutState | null, json: bo
     }
   }
   if (state.outcome) console.log(`  ${state.outcome}`);
+}
+
+/** Positive attributions by magnitude (a fifth of the largest each), then negative ones. */
+const UP = " .:*#";
+const DOWN = " .-=%";
+/** Widest image printed as a heatmap, in columns. */
+const MAX_HEATMAP_COLUMNS = 64;
+
+/**
+ * Image-shaped inputs (two or more axes per instance, at most 64 columns) get
+ * a character heatmap per channel: `.:*#` for growing positive attribution,
+ * `.-=%` for negative, relative to the largest magnitude.
+ */
+function printHeatmap(attributions: readonly number[], row: readonly number[]): void {
+  if (row.length < 2) return;
+  const [h, w] = [row.at(-2)!, row.at(-1)!];
+  if (w > MAX_HEATMAP_COLUMNS) return;
+  const channels = attributions.length / (h * w);
+  const largest = Math.max(...attributions.map(Math.abs)) || 1;
+  for (let c = 0; c < channels; c++) {
+    console.log(channels > 1 ? `  channel ${c}:` : "  heatmap (+ .:*#, − .-=%):");
+    for (let r = 0; r < h; r++) {
+      let line = "    ";
+      for (let col = 0; col < w; col++) {
+        const value = attributions[c * h * w + r * w + col]!;
+        const level = Math.min(4, Math.ceil((Math.abs(value) / largest) * 4));
+        line += (value >= 0 ? UP : DOWN)[level]!.repeat(2);
+      }
+      console.log(line.trimEnd());
+    }
+  }
 }

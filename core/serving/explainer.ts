@@ -43,6 +43,11 @@ export const MAX_EXACT_FEATURES = 14;
 export const MAX_SHAP_FEATURES = 256;
 /** Rows handed to the runtime per call (the int8 kernels' block size). */
 export const EXPLAIN_BATCH_ROWS = 256;
+/**
+ * Most values (input or output) one batch may hold, so large inputs run in
+ * fewer rows per call: 1M floats, 4 MB each way, well inside an isolate.
+ */
+export const MAX_BATCH_VALUES = 1024 * 1024;
 
 /** Runs `rows` inputs (row-major, one model input each) and returns their output rows. */
 export type Evaluate = (inputs: Float32Array, rows: number) => Promise<Float32Array>;
@@ -294,6 +299,8 @@ export function seededRandom(seed: number): () => number {
 class BatchedTarget {
   evaluations = 0;
   private readonly buffer: Float32Array;
+  /** Rows per call: EXPLAIN_BATCH_ROWS, fewer when a row is large. */
+  private readonly batchRows: number;
 
   constructor(
     private readonly evaluate: Evaluate,
@@ -301,14 +308,18 @@ class BatchedTarget {
     private readonly outputWidth: number,
     private readonly target: number,
   ) {
-    this.buffer = new Float32Array(EXPLAIN_BATCH_ROWS * features);
+    this.batchRows = Math.max(
+      1,
+      Math.min(EXPLAIN_BATCH_ROWS, Math.floor(MAX_BATCH_VALUES / Math.max(features, outputWidth))),
+    );
+    this.buffer = new Float32Array(this.batchRows * features);
   }
 
   /** `fill(i, row)` writes input row i of `count`; returns the target output of each. */
   async run(count: number, fill: (i: number, row: Float32Array) => void): Promise<Float64Array> {
     const values = new Float64Array(count);
-    for (let start = 0; start < count; start += EXPLAIN_BATCH_ROWS) {
-      const rows = Math.min(EXPLAIN_BATCH_ROWS, count - start);
+    for (let start = 0; start < count; start += this.batchRows) {
+      const rows = Math.min(this.batchRows, count - start);
       for (let i = 0; i < rows; i++) {
         fill(start + i, this.buffer.subarray(i * this.features, (i + 1) * this.features));
       }
@@ -437,13 +448,18 @@ async function kernelShap(
   // The normal equations of the constrained fit: unknowns φ of varying[0..M-2];
   // φ of the last is delta − Σ of the others (efficiency, exactly).
   const n = M - 1;
-  const ata = new Float64Array(n * n);
-  const aty = new Float64Array(n);
-  // A design row's entries are mask − last ∈ {−1, 0, 1}; only its non-zero ones are kept
-  // (indices and signs), so a coalition costs (non-zeros)², not n², to accumulate — few, since
-  // sampled coalitions are mostly small or nearly full, and pairs share the smaller size.
-  const nonZero = new Int32Array(n);
-  const signs = new Float64Array(n);
+  // The fit's sums over coalitions z (0/1 over the M varying elements), weight w, value y:
+  // G = Σ w z zᵀ and Y = Σ w y z. A coalition with more members than not is added through
+  // its complement c (z = 1 − c: z zᵀ = 11ᵀ − 1cᵀ − c1ᵀ + ccᵀ, kept as Σw, Σw c, Σw ccᵀ, and
+  // Σwy, Σwy c), so each costs min(|S|, M − |S|)², small for the sizes the kernel favours.
+  const gram = new Float64Array(M * M);
+  const outer = new Float64Array(M * M);
+  const yz = new Float64Array(M);
+  const complementSum = new Float64Array(M);
+  const complementY = new Float64Array(M);
+  let weightSum = 0;
+  let weightedY = 0;
+  const members = new Int32Array(M);
   const coalitions = exact ? 2 ** M - 2 : samples - (samples % 2);
   const random = seededRandom(seed);
   // Sampling: a coalition's size s with probability ∝ (M−1) / (s (M−s)), its members
@@ -505,24 +521,40 @@ async function kernelShap(
       let size = 0;
       for (let k = 0; k < M; k++) size += mask[k]!;
       const weight = exact ? (M - 1) / (binomial(M, size) * size * (M - size)) : 1;
-      const last = mask[n]!;
-      const y = v - last * delta;
-      let nonZeros = 0;
-      for (let k = 0; k < n; k++) {
-        const d = mask[k]! - last;
-        if (d !== 0) {
-          nonZero[nonZeros] = k;
-          signs[nonZeros++] = d;
-        }
+      const flip = 2 * size > M;
+      let listed = 0;
+      for (let k = 0; k < M; k++) if ((mask[k] === 1) !== flip) members[listed++] = k;
+      const target = flip ? outer : gram;
+      for (let a = 0; a < listed; a++) {
+        const row = members[a]! * M;
+        for (let b = 0; b < listed; b++) target[row + members[b]!]! += weight;
       }
-      for (let a = 0; a < nonZeros; a++) {
-        const r = nonZero[a]!;
-        const wr = weight * signs[a]!;
-        aty[r]! += wr * y;
-        const row = r * n;
-        for (let b = 0; b < nonZeros; b++) ata[row + nonZero[b]!]! += wr * signs[b]!;
+      if (flip) {
+        weightSum += weight;
+        weightedY += weight * v;
+        for (let a = 0; a < listed; a++) {
+          complementSum[members[a]!]! += weight;
+          complementY[members[a]!]! += weight * v;
+        }
+      } else {
+        for (let a = 0; a < listed; a++) yz[members[a]!]! += weight * v;
       }
     }
+  }
+  // G and Y in full, then the constrained normal equations over d = z[0..n) − z[n]·1
+  // with target y − z[n]·Δ (efficiency imposed by eliminating the last element).
+  for (let r = 0; r < M; r++) {
+    yz[r]! += weightedY - complementY[r]!;
+    for (let k = 0; k < M; k++) {
+      gram[r * M + k]! += weightSum - complementSum[r]! - complementSum[k]! + outer[r * M + k]!;
+    }
+  }
+  const G = (r: number, k: number) => gram[r * M + k]!;
+  const ata = new Float64Array(n * n);
+  const aty = new Float64Array(n);
+  for (let r = 0; r < n; r++) {
+    aty[r] = yz[r]! - yz[n]! - delta * (G(r, n) - G(n, n));
+    for (let k = 0; k < n; k++) ata[r * n + k] = G(r, k) - G(r, n) - G(n, k) + G(n, n);
   }
   const phi = solveSymmetric(ata, aty, n);
   let sum = 0;

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { root } from "../../scripts/lib/dev-server";
+import { root, startDevServer } from "../../scripts/lib/dev-server";
 
 const run = promisify(execFile);
 const fixture = (path: string) => new URL(`fixtures/${path}`, root).pathname;
@@ -24,13 +24,13 @@ interface Result {
 
 let dir: string;
 
-async function pinion(args: string[]): Promise<Result> {
+async function pinion(args: string[], target = "local"): Promise<Result> {
   const bin = new URL("bin/pinion.js", root).pathname;
   try {
     const { stdout, stderr } = await run(
       process.execPath,
       [bin, ...args, "--persist-to", join(dir, "state")],
-      { cwd: root, env: { ...process.env, PINION_ADMIN_TOKEN: "", PINION_TARGET: "local" } },
+      { cwd: root, env: { ...process.env, PINION_ADMIN_TOKEN: "", PINION_TARGET: target } },
     );
     return { code: 0, stdout, stderr };
   } catch (error) {
@@ -135,6 +135,14 @@ describe("pinion explain", () => {
       /^digits-cnn@1 on ort: occlusion, 49 samples, 50 evaluations, baseline value 0$/m,
     );
     expect(text.stdout).toMatch(/^\[0,\d,\d\]\s+[+-]\d/m);
+    // An 8×8 heatmap (two characters per pixel) before the table; the largest attribution is '#' or '%'.
+    const lines = text.stdout.split("\n");
+    const start = lines.indexOf("  heatmap (+ .:*#, − .-=%):");
+    expect(start).toBeGreaterThan(0);
+    const heatmap = lines.slice(start + 1, start + 9);
+    // Rows without attribution print as nothing (trailing blanks trimmed).
+    for (const line of heatmap) expect(line).toMatch(/^(?: {4}[ .:*#=%-]{0,16})?$/);
+    expect(heatmap.join("")).toMatch(/##|%%/);
   });
 
   it("refuses a background file of the wrong shape at publish with one line", async () => {
@@ -151,5 +159,27 @@ describe("pinion explain", () => {
     expect(refused.stderr).toMatch(
       /background row 0 has shape \[3\]; 'input' takes \[64\] per row/,
     );
+  });
+
+  it("asks a worker's /explain with --target URL, and answers as locally", async () => {
+    const server = await startDevServer(join(dir, "state"));
+    try {
+      const args = ["explain", "digits", join(dir, "input.json"), "--samples", "300", "--json"];
+      const remote = await pinion(args, server.base);
+      expect(remote.stderr).toBe("");
+      expect(remote.code).toBe(0);
+      const local = await pinion(args);
+      const attributions = (text: string) =>
+        (JSON.parse(text) as { outputs: { name: string; data: number[] }[] }).outputs.find(
+          (o) => o.name === "attributions",
+        )!.data;
+      // The same version, runtime, seed and arithmetic: the same answer, bit for bit.
+      expect(attributions(remote.stdout)).toEqual(attributions(local.stdout));
+      const missing = await pinion(["explain", "nope", join(dir, "input.json")], server.base);
+      expect(missing.code).not.toBe(0);
+      expect(missing.stderr).toMatch(/model 'nope'/);
+    } finally {
+      await server.stop();
+    }
   });
 });

@@ -15,7 +15,13 @@ import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
 import { readOnnxSignature } from "../../../core/runtimes/ort/tensor-types";
 import { parseServingConfig } from "../../../core/serving/config";
 import { edgeDataPlane, type DataPlane } from "../../../core/serving/data-plane";
-import { seededRandom } from "../../../core/serving/explainer";
+import {
+  explain,
+  parseExplainSettings,
+  plannedWork,
+  seededRandom,
+  type Evaluate,
+} from "../../../core/serving/explainer";
 import { Trace } from "../../../core/serving/trace";
 import { loadOrt } from "../../../worker/ort-workerd";
 import { fixtureJson, publishFixture, registry } from "../../worker/helpers";
@@ -403,5 +409,82 @@ describe("explain requests the plane refuses", () => {
     expect(
       (await failure(explainVia(p, "explain-refusals", request(x, [10], { windows: 2 })))).message,
     ).toMatch(/unknown explain parameter "windows"/);
+  });
+});
+
+describe("KernelSHAP against Shapley values known in closed form", () => {
+  // f(x) = Σ aⱼxⱼ + Σ bᵢⱼxᵢxⱼ over pairs, from a zero baseline: each pair's product is shared
+  // equally, so φᵢ = aᵢxᵢ + ½ Σⱼ bᵢⱼxᵢxⱼ (no model file has this form; the explainer takes any
+  // evaluator, so the algorithm is checked here on its own).
+  function quadratic(m: number, seed: number) {
+    const random = seededRandom(seed);
+    const a = Array.from({ length: m }, () => random() * 2 - 1);
+    const b = Array.from({ length: m * m }, () => (random() < 0.2 ? random() * 2 - 1 : 0));
+    const f = (row: ArrayLike<number>) => {
+      let value = 0;
+      for (let i = 0; i < m; i++) {
+        value += a[i]! * row[i]!;
+        for (let j = i + 1; j < m; j++) value += b[i * m + j]! * row[i]! * row[j]!;
+      }
+      return value;
+    };
+    const shapley = (x: readonly number[]) =>
+      x.map((xi, i) => {
+        let phi = a[i]! * xi;
+        for (let j = 0; j < m; j++) {
+          if (j !== i) phi += (b[Math.min(i, j) * m + Math.max(i, j)]! * xi * x[j]!) / 2;
+        }
+        return phi;
+      });
+    const evaluate: Evaluate = async (rows, count) =>
+      Float32Array.from({ length: count }, (_, r) => f(rows.subarray(r * m, (r + 1) * m)));
+    return { evaluate, shapley };
+  }
+
+  // Enumerated, the fit is the Shapley values of any game; sampled with pairs (each coalition
+  // and its complement), it is still exact for games of pairwise interactions like this one.
+  it("is exact when every coalition is enumerated, and with paired sampling", async () => {
+    for (const [m, samples, tolerance] of [
+      [8, 254, 1e-5],
+      [24, 1000, 1e-5],
+    ] as const) {
+      const { evaluate, shapley } = quadratic(m, m);
+      const x = Array.from({ length: m }, (_, i) => Math.fround(Math.cos(i) * 1.5));
+      const settings = parseExplainSettings({ samples, seed: 3 });
+      const explanation = await explain(
+        settings,
+        Float32Array.from(x),
+        [m],
+        { rows: new Float32Array(m), count: 1, description: "zeros" },
+        samples,
+        evaluate,
+      );
+      expect(explanation.exact).toBe(m === 8);
+      const want = shapley(x);
+      const scale = Math.max(...want.map(Math.abs));
+      explanation.attributions.forEach((phi, i) => {
+        expect(Math.abs(phi - want[i]!)).toBeLessThan(tolerance * Math.max(1, scale));
+      });
+    }
+  });
+
+  it("plans the work before running: evaluations per method, defaults shrunk to the budget", () => {
+    const shap = parseExplainSettings({});
+    expect(plannedWork(shap, [64], 20, 200_000)).toEqual({
+      samples: 2048,
+      evaluations: 1 + 20 + 2048 * 20,
+    });
+    expect(plannedWork(shap, [64], 200, 200_000)).toEqual({
+      samples: 998,
+      evaluations: 1 + 200 + 998 * 200,
+    });
+    const occlusion = parseExplainSettings({ method: "occlusion", window: "3x2", stride: 2 });
+    // Rows 0, 2, 4, 5 (the last flush with the edge) × columns 0, 2, 4, 6.
+    expect(plannedWork(occlusion, [1, 8, 8], 1, 1000)).toEqual({ samples: 16, evaluations: 17 });
+    const ig = parseExplainSettings({ method: "integrated_gradients" });
+    expect(plannedWork(ig, [64], 1, 200_000)).toEqual({ samples: 32, evaluations: 2 + 32 * 128 });
+    expect(() => plannedWork(parseExplainSettings({ samples: 100 }), [64], 20, 1000)).toThrow(
+      /needs 2021 model evaluations \(100 coalitions × 20 background rows\); this server allows 1000/,
+    );
   });
 });
