@@ -6,13 +6,14 @@
  * faster — not sparse weights that dense kernels would multiply anyway.
  *
  * Units are ranked by their measured effect on the golden set when there is one
- * (the loss increase when that unit alone is removed: cross-entropy against the
- * labels, or the squared change of the outputs), else by weight norm
- * (‖incoming‖ · ‖outgoing‖). A fraction removes that share of every hidden
- * layer's units, the least important first; `auto` binary-searches the largest
- * fraction whose golden-set score stays within the allowed drop. Candidates are
- * scored by onnxruntime-node on the ONNX that would be published, and with
- * `int8` also by the int8 runtime on its plan, since that is what would serve.
+ * (the squared change of the outputs when that unit alone is replaced by its
+ * mean activation, which pruning then folds into the next layer's bias), else
+ * by weight norm (‖incoming‖ · ‖outgoing‖). A fraction removes that share of
+ * every hidden layer's units, the least important first; `auto` binary-searches
+ * the largest fraction whose golden-set score stays within the allowed drop.
+ * Candidates are scored by onnxruntime-node on the ONNX that would be
+ * published, and with `int8` also by the int8 runtime on its plan, since that
+ * is what would serve.
  */
 import ort from "onnxruntime-node";
 import pkg from "onnx-proto";
@@ -25,7 +26,6 @@ import { compileInt8, denseChainOf, type DenseLayer } from "./int8-compiler";
 import { readGraph, type Graph } from "./onnx";
 
 export type PruneMethod = PruningRecord["method"];
-export type ScoreMetric = NonNullable<PruningRecord["accuracy"]>["metric"];
 
 /** The golden cases pruning is measured on: inputs flattened per case, labels for classifiers. */
 export interface PruneCases {
