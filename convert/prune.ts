@@ -304,8 +304,8 @@ interface Ranking {
  * of the network run again). The loss is the squared change of the outputs
  * (logits for classifiers): it measures what a unit contributes to the
  * function, which cross-entropy against the labels misses on the confident
- * cases (tried: that ranking lost 37 points of digits accuracy at 25 %, this one
- * far less). Large layers rank on an even sample of the cases, so the ranking
+ * cases (digits-mlp at 25 %: 96.1 % accuracy; ranked by cross-entropy and removed
+ * without the mean folded in, 60.3 %). Large layers rank on an even sample of the cases, so the ranking
  * stays within `RANKING_BUDGET_MACS` per layer; the means use every case; a
  * layer that would get fewer than `MIN_RANKING_ROWS` cases ranks by its local
  * effect (`rankByLocalEffect`).
