@@ -6,13 +6,14 @@
  * faster — not sparse weights that dense kernels would multiply anyway.
  *
  * Units are ranked by their measured effect on the golden set when there is one
- * (the loss increase when that unit alone is removed: cross-entropy against the
- * labels, or the squared change of the outputs), else by weight norm
- * (‖incoming‖ · ‖outgoing‖). A fraction removes that share of every hidden
- * layer's units, the least important first; `auto` binary-searches the largest
- * fraction whose golden-set score stays within the allowed drop. Candidates are
- * scored by onnxruntime-node on the ONNX that would be published, and with
- * `int8` also by the int8 runtime on its plan, since that is what would serve.
+ * (the squared change of the outputs when that unit alone is replaced by its
+ * mean activation, which pruning then folds into the next layer's bias), else
+ * by weight norm (‖incoming‖ · ‖outgoing‖). A fraction removes that share of
+ * every hidden layer's units, the least important first; `auto` binary-searches
+ * the largest fraction whose golden-set score stays within the allowed drop.
+ * Candidates are scored by onnxruntime-node on the ONNX that would be
+ * published, and with `int8` also by the int8 runtime on its plan, since that
+ * is what would serve.
  */
 import ort from "onnxruntime-node";
 import pkg from "onnx-proto";
@@ -25,7 +26,6 @@ import { compileInt8, denseChainOf, type DenseLayer } from "./int8-compiler";
 import { readGraph, type Graph } from "./onnx";
 
 export type PruneMethod = PruningRecord["method"];
-export type ScoreMetric = NonNullable<PruningRecord["accuracy"]>["metric"];
 
 /** The golden cases pruning is measured on: inputs flattened per case, labels for classifiers. */
 export interface PruneCases {
@@ -304,8 +304,8 @@ interface Ranking {
  * of the network run again). The loss is the squared change of the outputs
  * (logits for classifiers): it measures what a unit contributes to the
  * function, which cross-entropy against the labels misses on the confident
- * cases (tried: that ranking lost 37 points of digits accuracy at 25 %, this one
- * far less). Large layers rank on an even sample of the cases, so the ranking
+ * cases (digits-mlp at 25 %: 96.1 % accuracy; ranked by cross-entropy and removed
+ * without the mean folded in, 60.3 %). Large layers rank on an even sample of the cases, so the ranking
  * stays within `RANKING_BUDGET_MACS` per layer; the means use every case; a
  * layer that would get fewer than `MIN_RANKING_ROWS` cases ranks by its local
  * effect (`rankByLocalEffect`).

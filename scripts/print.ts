@@ -136,6 +136,9 @@ function printPruning(prepared: PreparedVersion, manifest: Manifest): void {
   console.log(`  pruned:  ${(p.fraction * 100).toFixed(1)}% of hidden units (${asked}; ${how})`);
   for (const l of p.layers)
     console.log(`    ${l.name}: ${l.units} → ${l.kept} units (${l.removed} removed)`);
+  if (p.layers.every((l) => l.removed === 0)) {
+    console.log("    nothing could be removed within the drop: this version is the unpruned model");
+  }
   const search = prepared.pruning?.search ?? [];
   if (search.length > 0) {
     const steps = search.map(

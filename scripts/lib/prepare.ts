@@ -12,7 +12,7 @@ import { parseGolden, type Golden } from "../../convert/golden";
 import { compileInt8, measureAccuracy, type CompileOptions } from "../../convert/int8-compiler";
 import { linearLayers, linearStackToOnnx, type Activation } from "../../convert/linear-stack";
 import { inspectOnnx } from "../../convert/onnx";
-import { pruneDenseModel, type PruneOutcome } from "../../convert/prune";
+import type { PruneOutcome } from "../../convert/prune";
 import { readStateDict } from "../../convert/torch-checkpoint";
 import { valueShapedOutputs, type ValueShapedOutput } from "../../convert/value-shapes";
 import { invalid } from "../../core/errors";
@@ -251,6 +251,8 @@ export async function prepareVersion(
     throw invalid("--max-accuracy-drop bounds what --prune may lose; give --prune too");
   }
   if (options.prune !== undefined) {
+    // Loaded only here: it brings onnxruntime-node's native binding, which plain publishes never need.
+    const { pruneDenseModel } = await import("../../convert/prune");
     pruned = await pruneDenseModel(onnx, {
       fraction: options.prune,
       ...(golden

@@ -584,6 +584,36 @@ describe("checking a version at commit", () => {
     await expectDefaultServes(model, "2");
   });
 
+  it("records what pruning removed, lists it, and refuses a malformed pruning record", async () => {
+    const model = "check-pruning";
+    const onnx = await stored(
+      model,
+      await fixtureBytes("seed-simple/simple_model.onnx"),
+      "application/x-onnx",
+    );
+    const pruning = {
+      method: "weight-norm",
+      fraction: 0.25,
+      requested: 0.25,
+      layers: [{ name: "/layer1/Gemm", units: 20, kept: 15, removed: 5 }],
+      parameters: { before: 430, after: 325 },
+    };
+    const bad = await commit(model, {
+      ...simpleFields,
+      pruning: { ...pruning, fraction: 2 },
+      artifacts: { onnx },
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatch(/^pruning\.fraction: /);
+    const ok = await commit(model, { ...simpleFields, pruning, artifacts: { onnx } });
+    expect(ok.status).toBe(201);
+    expect((ok.body as { pruning?: unknown }).pruning).toEqual(pruning);
+    const listed = (await (await admin(`models/${model}/versions`)).json()) as {
+      versions: { pruned?: string }[];
+    };
+    expect(listed.versions[0]!.pruned).toBe("/layer1/Gemm 20→15 (25.0%, weight-norm)");
+  });
+
   it("refuses a golden set that is not JSON or does not fit the model's shapes", async () => {
     const model = "check-golden";
     const onnx = await seeded(model);
