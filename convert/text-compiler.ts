@@ -1281,6 +1281,52 @@ class TextCompiler {
     const near = (v: number | undefined, t: number) =>
       v !== undefined && Math.abs(v - t) <= 1e-4 * Math.abs(t);
     const other = (n: GraphNode, name: string) => n.inputs.find((i) => i !== name);
+    // x³ as Pow(x, 3), or as x·x then ·x.
+    const square =
+      node.op === "Mul" && node.inputs[0] === node.inputs[1]
+        ? this.only(node.outputs[0]!)
+        : undefined;
+    const cubed =
+      node.op === "Pow" && this.scalarConst(node.inputs[1]) === 3
+        ? node
+        : square?.op === "Mul" &&
+            square.inputs.includes(node.outputs[0]!) &&
+            square.inputs.includes(node.inputs[0]!)
+          ? square
+          : undefined;
+    if (cubed) {
+      // x³ · 0.044715 + x, · √(2/π), tanh, + 1, · x, · 0.5 (or · (0.5·x)).
+      const x = node.inputs[0]!;
+      const scaled = (n: GraphNode | undefined, input: string, value: number) =>
+        n?.op === "Mul" && near(this.scalarConst(other(n, input)), value) ? n : undefined;
+      const k = scaled(this.only(cubed.outputs[0]!), cubed.outputs[0]!, 0.044715);
+      const sum = k ? this.only(k.outputs[0]!) : undefined;
+      if (!k || sum?.op !== "Add" || other(sum, k.outputs[0]!) !== x) return false;
+      const c = scaled(this.only(sum.outputs[0]!), sum.outputs[0]!, Math.sqrt(2 / Math.PI));
+      const tanh = c ? this.only(c.outputs[0]!) : undefined;
+      const plus = tanh?.op === "Tanh" ? this.only(tanh.outputs[0]!) : undefined;
+      if (!c || plus?.op !== "Add" || !near(this.scalarConst(other(plus, tanh!.outputs[0]!)), 1))
+        return false;
+      const mul = this.only(plus.outputs[0]!);
+      if (mul?.op !== "Mul") return false;
+      const withX = other(mul, plus.outputs[0]!);
+      let nodes: GraphNode[];
+      let end: GraphNode | undefined;
+      if (withX === x) {
+        end = scaled(this.only(mul.outputs[0]!), mul.outputs[0]!, 0.5);
+        nodes = [k, sum, c, tanh!, plus, mul, ...(end ? [end] : [])];
+        if (cubed !== node) nodes.push(cubed);
+      } else {
+        const half = this.graph.nodes.find((n) => n.outputs[0] === withX);
+        if (!scaled(half, x, 0.5) || !half!.inputs.includes(x)) return false;
+        end = mul;
+        nodes = [half!, k, sum, c, tanh!, plus, mul, ...(cubed !== node ? [cubed] : [])];
+      }
+      if (!end) return false;
+      for (const n of nodes) this.done.add(n);
+      this.unary(node, "geluTanh", x, end.outputs[0]);
+      return true;
+    }
     if (node.op === "Div" || node.op === "Mul") {
       const x = node.inputs[0]!;
       const c = this.scalarConst(node.inputs[1]);

@@ -289,6 +289,27 @@ describe("each operator against onnxruntime, over token ids", () => {
       ],
       13,
     ],
+    [
+      "tanh form, x³ as x·x·x",
+      [
+        { op: "Mul", inputs: ["x", "x"], outputs: ["sq"] },
+        { op: "Mul", inputs: ["x", "sq"], outputs: ["cube"] },
+        { op: "Mul", inputs: ["k", "cube"], outputs: ["kc"] },
+        { op: "Add", inputs: ["x", "kc"], outputs: ["inner"] },
+        { op: "Mul", inputs: ["c", "inner"], outputs: ["arg"] },
+        { op: "Tanh", inputs: ["arg"], outputs: ["t"] },
+        { op: "Add", inputs: ["onef", "t"], outputs: ["t1"] },
+        { op: "Mul", inputs: ["x", "t1"], outputs: ["xt"] },
+        { op: "Mul", inputs: ["half", "xt"], outputs: ["y"] },
+      ],
+      [
+        scalar("k", 0.044715),
+        scalar("c", Math.sqrt(2 / Math.PI)),
+        scalar("onef", 1),
+        scalar("half", 0.5),
+      ],
+      13,
+    ],
     ["Gelu op (opset 20)", [{ op: "Gelu", inputs: ["x"], outputs: ["y"] }], [], 20],
     ["Relu", [{ op: "Relu", inputs: ["x"], outputs: ["y"] }], [], 13],
     ["Tanh", [{ op: "Tanh", inputs: ["x"], outputs: ["y"] }], [], 13],
@@ -303,11 +324,16 @@ describe("each operator against onnxruntime, over token ids", () => {
       expect(maxError(got, want)).toBeLessThan(2e-5);
     });
   }
-  it("the erf form of GELU is one gelu step", () => {
-    const [, nodes, initializers] = geluForms[0]!;
-    expect(
-      stepsOf(overTokens(new Random(1), 4, nodes, ["N", "S", 4], { initializers }), 4),
-    ).toEqual(["gather", "unary:gelu"]);
+  it("the erf and tanh forms of GELU (x³ either way) are one gelu step each", () => {
+    for (const [form, step] of [
+      [0, "unary:gelu"],
+      [1, "unary:geluTanh"],
+      [2, "unary:geluTanh"],
+    ] as const) {
+      const [, nodes, initializers] = geluForms[form]!;
+      const onnx = overTokens(new Random(1), 4, nodes, ["N", "S", 4], { initializers });
+      expect(stepsOf(onnx, 4)).toEqual(["gather", step]);
+    }
   });
 });
 
