@@ -58,6 +58,14 @@ interface TextAbi {
   activate(x: number, count: number, act: number, p0: number, p1: number, y: number): void;
   add(a: number, b: number, count: number, act: number, p0: number, p1: number, y: number): void;
   addBias(x: number, rows: number, width: number, bias: number, y: number): void;
+  meanPoolMasked(
+    x: number,
+    batch: number,
+    seq: number,
+    width: number,
+    mask: number,
+    y: number,
+  ): void;
 }
 
 /** The int32 range: INT64 ids outside it cannot be narrowed (and are no token anyway). */
@@ -464,6 +472,11 @@ export class TextExecutor {
       }
       case "reduce": {
         const [outer, size, inner] = [p(step.outer), p(step.size), p(step.inner)];
+        if (step.fn === "mean") {
+          // The pooling kernel with no mask: the mean over the middle axis, SIMD over `inner`.
+          const [x, y] = [out(step.input), out(step.output)];
+          return () => abi.meanPoolMasked(x, outer, size, inner, 0, y);
+        }
         const x = new Float32Array(memory, out(step.input), outer * size * inner);
         const y = new Float32Array(memory, out(step.output), outer * inner);
         const fn = step.fn;
