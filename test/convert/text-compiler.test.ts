@@ -311,6 +311,19 @@ describe("each operator against onnxruntime, over token ids", () => {
       13,
     ],
     ["Gelu op (opset 20)", [{ op: "Gelu", inputs: ["x"], outputs: ["y"] }], [], 20],
+    [
+      "Gelu op, approximate tanh (opset 20)",
+      [
+        {
+          op: "Gelu",
+          inputs: ["x"],
+          outputs: ["y"],
+          attributes: { approximate: { string: "tanh" } },
+        },
+      ],
+      [],
+      20,
+    ],
     ["Relu", [{ op: "Relu", inputs: ["x"], outputs: ["y"] }], [], 13],
     ["Tanh", [{ op: "Tanh", inputs: ["x"], outputs: ["y"] }], [], 13],
     ["Erf", [{ op: "Erf", inputs: ["x"], outputs: ["y"] }], [], 13],
