@@ -658,6 +658,29 @@ class TextCompiler {
         this.set(out, this.viewOf(buffer, x.shape));
         return;
       }
+      case "Clip": {
+        // Bounds from inputs (opset ≥ 11) or attributes; each a max/min against a scalar.
+        const bound = (i: number, attr: string) => {
+          const name = node.inputs[i];
+          if (name) {
+            const v = this.scalarConst(name);
+            if (v === undefined) this.fail("has a bound that is not a constant scalar");
+            return v;
+          }
+          return a[attr] as number | undefined;
+        };
+        const [lo, hi] = [bound(1, "min"), bound(2, "max")];
+        let x = this.tensor(node.inputs[0]);
+        for (const [fn, v] of [
+          ["max", lo],
+          ["min", hi],
+        ] as const) {
+          if (v === undefined) continue;
+          x = this.elementwise(fn, this.contiguous(x), this.scalarView(v));
+        }
+        this.set(out, x);
+        return;
+      }
       case "Relu":
         return this.unary(node, "relu");
       case "Tanh":
@@ -679,6 +702,49 @@ class TextCompiler {
       default:
         this.fail("is an operator int8 text plans do not run");
     }
+  }
+
+  /** A scalar float as a tensor in a blob. */
+  private scalarView(v: number): View {
+    return {
+      kind: "view",
+      dtype: "f32",
+      shape: [],
+      strides: [],
+      at: { blob: this.blob(Float32Array.of(v)), offset: P(0) },
+      scale: 1,
+    };
+  }
+
+  /** `x ∘ y` elementwise with broadcasting, into a new buffer. */
+  private elementwise(fn: (typeof BINARY_FUNCTIONS)[number], x: View, y: View): View {
+    const rank = Math.max(x.shape.length, y.shape.length, 1);
+    const lift = (v: View) => ({
+      shape: [...Array(rank - v.shape.length).fill(P(1)), ...v.shape] as Poly[],
+      strides: [...Array(rank - v.shape.length).fill(P(0)), ...v.strides] as Poly[],
+    });
+    const [lx, ly] = [lift(x), lift(y)];
+    const shape: Poly[] = lx.shape.map((d, i) => {
+      const e = ly.shape[i]!;
+      if (peq(d, e)) return d;
+      if (isConst(d) && constOf(d) === 1) return e;
+      if (isConst(e) && constOf(e) === 1) return d;
+      return this.fail(`broadcasts ${this.show(x.shape)} with ${this.show(y.shape)}`);
+    });
+    if (rank > 4)
+      this.fail(`combines tensors of rank ${rank}; int8 text plans combine up to 4 axes`);
+    const bstr = (l: { shape: Poly[]; strides: Poly[] }) =>
+      l.strides.map((s, i) => (isConst(l.shape[i]!) && constOf(l.shape[i]!) === 1 ? P(0) : s));
+    const buffer = this.newBuffer(product(shape));
+    this.emit({
+      op: "binary",
+      fn,
+      a: { at: x.at, strides: bstr(lx) },
+      b: { at: y.at, strides: bstr(ly) },
+      shape,
+      output: buffer,
+    });
+    return this.viewOf(buffer, x.shape.length === 0 && y.shape.length === 0 ? [] : shape);
   }
 
   private unary(
@@ -773,7 +839,9 @@ class TextCompiler {
 
   private slice(node: GraphNode) {
     const out = node.outputs[0];
-    const x = this.sym(node.inputs[0]);
+    const raw = this.sym(node.inputs[0]);
+    // A constant too large for a shape value (position ids) is sliced as a tensor in a blob.
+    const x = raw.kind === "const" && !this.small(node.inputs[0]) ? this.constView(raw) : raw;
     const starts = this.needSmall(node.inputs[1], "start").values;
     const ends = this.needSmall(node.inputs[2], "end").values;
     const rank = x.kind === "view" ? x.shape.length : x.kind === "const" ? x.dims.length : 1;
@@ -950,57 +1018,31 @@ class TextCompiler {
       this.fail("does arithmetic on integer tensors at run time (Cast to float first)");
     if (x.scale !== 1) x = this.contiguous(x);
     if (y.scale !== 1) y = this.contiguous(y);
-    const rank = Math.max(x.shape.length, y.shape.length);
-    const lift = (v: View) => ({
-      shape: [...Array(rank - v.shape.length).fill(P(1)), ...v.shape] as Poly[],
-      strides: [...Array(rank - v.shape.length).fill(P(0)), ...v.strides] as Poly[],
-    });
-    const [lx, ly] = [lift(x), lift(y)];
-    const shape: Poly[] = lx.shape.map((d, i) => {
-      const e = ly.shape[i]!;
-      if (peq(d, e)) return d;
-      if (isConst(d) && constOf(d) === 1) return e;
-      if (isConst(e) && constOf(e) === 1) return d;
-      return this.fail(`broadcasts ${this.show(x.shape)} with ${this.show(y.shape)}`);
-    });
-    const bstr = (l: { shape: Poly[]; strides: Poly[] }) =>
-      l.strides.map((s, i) => (isConst(l.shape[i]!) && constOf(l.shape[i]!) === 1 ? P(0) : s));
-    const fn = node.op.toLowerCase() as (typeof BINARY_FUNCTIONS)[number];
     // An attention mask added to the scores right before their Softmax: the Softmax adds it.
     const next = this.only(out!);
-    if (fn === "add" && next?.op === "Softmax" && rank >= 1) {
-      for (const [scores, mask, ml] of [
-        [x, y, ly],
-        [y, x, lx],
-      ] as const) {
-        const ms = bstr(ml);
-        const rowsOfMask = ms.slice(0, -1);
-        const lastOk = peq(ms.at(-1)!, P(1)) && peq(ml.shape.at(-1)!, shape.at(-1)!);
-        const scoresWhole = peq(product(scores.shape), product(shape));
-        if (lastOk && scoresWhole && rowsOfMask.every((s) => peq(s, P(0)))) {
-          return this.set(out, {
-            ...this.contiguous(scores),
-            shape,
-            strides: rowMajor(shape),
-            mask: { at: mask.at, stride: P(0) },
-          });
-        }
-      }
+    if (node.op === "Add" && next?.op === "Softmax") {
+      const masked = this.maskedScores(x, y) ?? this.maskedScores(y, x);
+      if (masked) return this.set(out, masked);
     }
-    // A constant row added to every row (a bias): the kernel's add of equal shapes needs both whole.
-    if (rank > 4)
-      this.fail(`combines tensors of rank ${rank}; int8 text plans combine up to 4 axes`);
-    const buffer = this.newBuffer(product(shape));
-    const squeeze = (strides: Poly[]) => (strides.length ? strides : [P(1)]);
-    this.emit({
-      op: "binary",
-      fn,
-      a: { at: x.at, strides: squeeze(bstr(lx)) },
-      b: { at: y.at, strides: squeeze(bstr(ly)) },
-      shape: shape.length ? shape : [P(1)],
-      output: buffer,
-    });
-    this.set(out, this.viewOf(buffer, shape));
+    const fn = node.op.toLowerCase() as (typeof BINARY_FUNCTIONS)[number];
+    this.set(out, this.elementwise(fn, x, y));
+  }
+
+  /**
+   * Scores plus a mask that is one row broadcast over all rows of the scores
+   * (HF's [batch, 1, 1, S] additive mask): the scores, carrying the mask to
+   * the Softmax's kernel.
+   */
+  private maskedScores(scores: View, mask: View): View | undefined {
+    const rank = scores.shape.length;
+    if (rank < 1 || mask.shape.length > rank) return undefined;
+    const ms = [...Array(rank - mask.shape.length).fill(P(1)), ...mask.shape] as Poly[];
+    const mst = [...Array(rank - mask.shape.length).fill(P(0)), ...mask.strides] as Poly[];
+    const one = (d: Poly) => isConst(d) && constOf(d) === 1;
+    const rowsBroadcast = ms.slice(0, -1).every(one);
+    const lastOk = peq(ms.at(-1)!, scores.shape.at(-1)!) && peq(mst.at(-1)!, P(1));
+    if (!rowsBroadcast || !lastOk) return undefined;
+    return { ...this.contiguous(scores), mask: { at: mask.at, stride: P(0) } };
   }
 
   private smallArith(op: string, x: Small, y: Small): Small {
