@@ -148,6 +148,10 @@ class TextCompiler {
   private readonly blobs: Uint8Array[] = [];
   private readonly constBlobs = new Map<string, number>();
   private readonly reports: StepReport[] = [];
+  /** The activation products by the buffer they write (a scale after one folds into it). */
+  private readonly products = new Map<number, Extract<TextStep, { op: "matmul" }>>();
+  /** Each activation product's ONNX output. */
+  private readonly productNames = new Map<TextStep, string>();
   private readonly consumers = new Map<string, GraphNode[]>();
   private readonly done = new Set<GraphNode>();
   private readonly max: number;
@@ -924,8 +928,46 @@ class TextCompiler {
       this.set(out, { ...x, shape: dims, strides });
       return;
     }
-    const c = this.contiguous(x);
+    const c = this.productInOrder(x, node) ?? this.contiguous(x);
     this.set(out, { ...c, shape: dims, strides: rowMajor(dims) });
+  }
+
+  /**
+   * Heads merged without a copy: when `x` is a transposed view of an
+   * activation product read by nothing else (MatMul → Transpose → this
+   * Reshape), the product writes its rows straight into `x`'s order instead.
+   */
+  private productInOrder(x: View, reshape: GraphNode): View | undefined {
+    const step = x.at.buffer !== undefined ? this.products.get(x.at.buffer) : undefined;
+    const source = step ? this.productNames.get(step) : undefined;
+    if (!step || !source || x.scale !== 1 || !peq(x.at.offset, P(0))) return undefined;
+    // Shape nodes read only the shape, so they do not count as readers.
+    const readers = (name: string) => this.consumersOf(name).filter((n) => n.op !== "Shape");
+    const [transpose, ...others] = readers(source);
+    if (transpose?.op !== "Transpose" || others.length > 0) return undefined;
+    const after = readers(transpose.outputs[0]!);
+    if (after.length !== 1 || after[0] !== reshape) return undefined;
+    const { m, n } = step;
+    const target = rowMajor(x.shape);
+    let ldy: Poly | undefined;
+    let strideY: Poly = P(0);
+    let cols = false;
+    const mn = pmul(m, n);
+    for (const [k, d] of x.shape.entries()) {
+      if (isConst(d) && constOf(d) === 1) continue;
+      const s = x.strides[k]!;
+      if (peq(s, P(1)) && peq(d, n)) {
+        if (!peq(target[k]!, P(1))) return undefined;
+        cols = true;
+      } else if (peq(s, n) && peq(d, m) && !peq(n, mn)) ldy = target[k]!;
+      else if (peq(s, mn) && peq(d, step.batch) && !peq(mn, n)) strideY = target[k]!;
+      else return undefined;
+    }
+    if (!cols || !ldy) return undefined;
+    const buffer = this.newBuffer(product(x.shape));
+    Object.assign(step, { output: buffer, ldy, strideY });
+    this.products.delete(x.at.buffer!);
+    return this.viewOf(buffer, x.shape);
   }
 
   /** Strides for `dims` over the same memory as `x` without a copy, when there are. */
@@ -995,10 +1037,17 @@ class TextCompiler {
         return this.set(out, this.viewOf(buffer, x.shape));
       }
     }
-    // Scale a view by a constant scalar: rides along to the product that reads it.
+    // Scale a view by a constant scalar: rides along to the product that reads it,
+    // or into the product that wrote it (scores / √d after Q·Kᵀ).
     if ((node.op === "Mul" || node.op === "Div") && sa.kind === "view" && sa.dtype === "f32") {
       const c = this.scalarConst(bn);
       if (c !== undefined && c !== 0) {
+        const factor = node.op === "Mul" ? c : 1 / c;
+        const writer = sa.at.buffer !== undefined ? this.products.get(sa.at.buffer) : undefined;
+        if (writer && sa.scale === 1 && this.consumersOf(an!).length === 1) {
+          writer.scale *= factor;
+          return this.set(out, sa);
+        }
         const feedsProduct = this.consumersOf(out!).every(
           (n) => n.op === "MatMul" || n.op === "Transpose" || n.op === "Reshape",
         );
@@ -1232,6 +1281,52 @@ class TextCompiler {
     const near = (v: number | undefined, t: number) =>
       v !== undefined && Math.abs(v - t) <= 1e-4 * Math.abs(t);
     const other = (n: GraphNode, name: string) => n.inputs.find((i) => i !== name);
+    // x³ as Pow(x, 3), or as x·x then ·x.
+    const square =
+      node.op === "Mul" && node.inputs[0] === node.inputs[1]
+        ? this.only(node.outputs[0]!)
+        : undefined;
+    const cubed =
+      node.op === "Pow" && this.scalarConst(node.inputs[1]) === 3
+        ? node
+        : square?.op === "Mul" &&
+            square.inputs.includes(node.outputs[0]!) &&
+            square.inputs.includes(node.inputs[0]!)
+          ? square
+          : undefined;
+    if (cubed) {
+      // x³ · 0.044715 + x, · √(2/π), tanh, + 1, · x, · 0.5 (or · (0.5·x)).
+      const x = node.inputs[0]!;
+      const scaled = (n: GraphNode | undefined, input: string, value: number) =>
+        n?.op === "Mul" && near(this.scalarConst(other(n, input)), value) ? n : undefined;
+      const k = scaled(this.only(cubed.outputs[0]!), cubed.outputs[0]!, 0.044715);
+      const sum = k ? this.only(k.outputs[0]!) : undefined;
+      if (!k || sum?.op !== "Add" || other(sum, k.outputs[0]!) !== x) return false;
+      const c = scaled(this.only(sum.outputs[0]!), sum.outputs[0]!, Math.sqrt(2 / Math.PI));
+      const tanh = c ? this.only(c.outputs[0]!) : undefined;
+      const plus = tanh?.op === "Tanh" ? this.only(tanh.outputs[0]!) : undefined;
+      if (!c || plus?.op !== "Add" || !near(this.scalarConst(other(plus, tanh!.outputs[0]!)), 1))
+        return false;
+      const mul = this.only(plus.outputs[0]!);
+      if (mul?.op !== "Mul") return false;
+      const withX = other(mul, plus.outputs[0]!);
+      let nodes: GraphNode[];
+      let end: GraphNode | undefined;
+      if (withX === x) {
+        end = scaled(this.only(mul.outputs[0]!), mul.outputs[0]!, 0.5);
+        nodes = [k, sum, c, tanh!, plus, mul, ...(end ? [end] : [])];
+        if (cubed !== node) nodes.push(cubed);
+      } else {
+        const half = this.graph.nodes.find((n) => n.outputs[0] === withX);
+        if (!scaled(half, x, 0.5) || !half!.inputs.includes(x)) return false;
+        end = mul;
+        nodes = [half!, k, sum, c, tanh!, plus, mul, ...(cubed !== node ? [cubed] : [])];
+      }
+      if (!end) return false;
+      for (const n of nodes) this.done.add(n);
+      this.unary(node, "geluTanh", x, end.outputs[0]);
+      return true;
+    }
     if (node.op === "Div" || node.op === "Mul") {
       const x = node.inputs[0]!;
       const c = this.scalarConst(node.inputs[1]);
@@ -1357,6 +1452,9 @@ class TextCompiler {
       scale,
       output: buffer,
     });
+    const step = this.steps.at(-1) as Extract<TextStep, { op: "matmul" }>;
+    this.products.set(buffer, step);
+    this.productNames.set(step, out);
     this.set(out, this.viewOf(buffer, [...batchShape, m, n]));
   }
 

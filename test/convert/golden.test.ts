@@ -26,6 +26,18 @@ describe("parseGolden", () => {
     expect(digits.outputName).toBe("logits");
   });
 
+  it("accepts integer token ids for an INT64 input, and refuses fractions there", () => {
+    const ids = [{ name: "input_ids", datatype: "INT64" as const, shape: [-1, 8] }];
+    const logits = [{ name: "logits", datatype: "FP32" as const, shape: [-1, 4] }];
+    const text = parseGolden(read("text-small/testset.json"), ids, logits);
+    expect(text.inputName).toBe("input_ids");
+    expect(text.inputs).toHaveLength(200);
+    const fraction = [[1, 2, 3, 4, 5, 6, 7, 8.5]];
+    expect(() =>
+      parseGolden(JSON.stringify({ inputs: fraction, logits: [[0, 0, 0, 0]] }), ids, logits),
+    ).toThrow(/golden input 0 holds values that are not INT64 integers/);
+  });
+
   it("refuses files that do not fit the model", () => {
     expect(() => parseGolden("{", simpleIn, simpleOut)).toThrow(/not valid JSON/);
     expect(() => parseGolden(JSON.stringify({ inputs: [[1]] }), simpleIn, simpleOut)).toThrow(

@@ -288,8 +288,8 @@ export class TextExecutor {
           step.transB ? 1 : 0,
           step.scale,
           out(step.output),
-          p(step.n),
-          p(step.m) * p(step.n),
+          step.ldy ? p(step.ldy) : p(step.n),
+          step.strideY ? p(step.strideY) : p(step.m) * p(step.n),
         ];
         return () => abi.batchedMatMulStrided(...args);
       }

@@ -127,6 +127,9 @@ export const textStepSchema = z.discriminatedUnion("op", [
     transB: z.boolean(),
     scale: z.number(),
     output: buffer,
+    /** Where rows and batches of the result go, when not packed [batch, m, n] (heads merged in place). */
+    ldy: poly.optional(),
+    strideY: poly.optional(),
   }),
   z.object({
     op: z.literal("unary"),
