@@ -267,7 +267,7 @@ async function main(): Promise<void> {
     printed.push(line);
   };
   const row = (cells: string[]) =>
-    say(cells.map((c, i) => (i === 0 ? c.padEnd(30) : ` ${c}`.padStart(13))).join(""));
+    say(cells.map((c, i) => (i === 0 ? c.padEnd(40) : ` ${c}`.padStart(13))).join(""));
   const ratio = (int8: number | undefined, ort: number) =>
     int8 === undefined ? "-" : `${(ort / int8).toFixed(1)}×`;
 
@@ -424,7 +424,7 @@ async function main(): Promise<void> {
     }
     if (warm.cosines) {
       row([
-        `  pooled cosine vs fp32 (min of ${warm.cosines.length})`,
+        `  pooled cosine, min of ${warm.cosines.length}`,
         Math.min(...warm.cosines).toFixed(4),
         "",
         "",
@@ -439,10 +439,13 @@ async function main(): Promise<void> {
       "",
       "≈ 23 MB",
     ]);
-    if (coldRefused) say(`  cold at the default model budget: refused: ${coldRefused}`);
+    if (coldRefused) {
+      say(`  cold at the default model budget: refused: ${coldRefused}`);
+      say(`  so the cold samples below ran with ${bigCache.replace(":", "=")}`);
+    }
     if (cold.length) {
       row([
-        coldRefused ? `  cold (${bigCache.replace(":", " ")}) (ms)` : "  cold first answer (ms)",
+        coldRefused ? "  cold, budget raised (ms)" : "  cold first answer (ms)",
         median(cold.map((c) => c.wall)).toFixed(0),
         "",
         "",
