@@ -14,8 +14,8 @@ import { ElemType, buildModel, type Initializer, type NodeSpec } from "../../con
 import type { Tensor } from "../../core/protocol/datatypes";
 import { loadProgram, type Int8Program } from "../../core/runtimes/int8/int8-runtime";
 import type { Int8Kernels } from "../../core/runtimes/int8/kernels";
-import { planFormatVersion } from "../../core/runtimes/int8/plan";
-import { decodeTextPlan } from "../../core/runtimes/int8/text-plan";
+import { blobView, planFormatVersion } from "../../core/runtimes/int8/plan";
+import { decodeTextPlan, encodeTextPlan } from "../../core/runtimes/int8/text-plan";
 import { loadKernels, loadKernelsModule } from "../../scripts/lib/kernels-node";
 import { ort, session } from "../../scripts/lib/onnx-graph";
 import { Random } from "../assembly/random";
@@ -454,6 +454,23 @@ describe("an attention block, at any length up to the maximum", () => {
 });
 
 describe("what text plans refuse", () => {
+  it("refuses at load a plan whose steps would reach outside their buffers", async () => {
+    const outcome = compileInt8(fixture("text-small/text_small.onnx"), kernels);
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const { kind: _kind, blobs, ...plan } = decodeTextPlan(outcome.plan);
+    const gather = plan.steps.find((s) => s.op === "gather")!;
+    const shrunk = plan.buffers.map((b, i) => (i === gather.output ? { ...b, elements: [4] } : b));
+    const broken = encodeTextPlan(
+      { ...plan, buffers: shrunk },
+      blobs.map((ref) => blobView(outcome.plan, ref)),
+    );
+    await expect(loadProgram(module, broken)).rejects.toThrow(
+      /int8 text plan step 0 \(gather\) reaches outside its buffers at sequence length 8/,
+    );
+    // The plan as compiled loads.
+    await expect(loadProgram(module, outcome.plan)).resolves.toBeDefined();
+  });
+
   it("names the node of an unsupported operator", () => {
     const onnx = overTokens(
       new Random(1),

@@ -58,6 +58,14 @@ interface TextAbi {
   activate(x: number, count: number, act: number, p0: number, p1: number, y: number): void;
   add(a: number, b: number, count: number, act: number, p0: number, p1: number, y: number): void;
   addBias(x: number, rows: number, width: number, bias: number, y: number): void;
+  meanPoolMasked(
+    x: number,
+    batch: number,
+    seq: number,
+    width: number,
+    mask: number,
+    y: number,
+  ): void;
 }
 
 /** The int32 range: INT64 ids outside it cannot be narrowed (and are no token anyway). */
@@ -106,6 +114,10 @@ export class TextExecutor {
     }
     this.arena = allocateIn(abi, plan.arenaElements * 4);
     this.scratch = allocateIn(abi, Math.max(16, scratch));
+    // Every step's reads and writes must stay inside its buffers and blobs: checked (and bound)
+    // at the shortest and the longest sequence, so a plan that would not is refused at load.
+    this.calls(max);
+    if (!plan.sequence.fixed) this.calls(1);
   }
 
   static async instantiate(module: WebAssembly.Module, plan: Uint8Array): Promise<TextExecutor> {
@@ -192,7 +204,10 @@ export class TextExecutor {
   private calls(s: number): (() => void)[] {
     const cached = this.bound.get(s);
     if (cached && cached.buffer === this.abi.memory.buffer) return cached.calls;
-    const calls = this.plan.steps.map((step) => this.bind(step, s));
+    const calls = this.plan.steps.map((step, i) => {
+      this.checkStep(step, s, i);
+      return this.bind(step, s);
+    });
     this.bound.set(s, { buffer: this.abi.memory.buffer, calls });
     return calls;
   }
@@ -203,6 +218,102 @@ export class TextExecutor {
         ? this.arena + this.plan.buffers[l.buffer]!.offset * 4
         : this.blobs[l.blob ?? 0]!;
     return base + evalPoly(l.offset, s) * 4;
+  }
+
+  /** Refuses a step whose reads or writes at sequence length `s` leave their buffer or blob. */
+  private checkStep(step: TextStep, s: number, index: number): void {
+    const p = (x: number[]) => evalPoly(x, s);
+    const fits = (l: Loc, extent: number) => {
+      const start = p(l.offset);
+      const size =
+        l.buffer !== undefined
+          ? p(this.plan.buffers[l.buffer]!.elements)
+          : this.plan.blobs[l.blob ?? 0]!.bytes / 4;
+      return extent <= 0 || (start >= 0 && start + extent <= size);
+    };
+    const whole = (buffer: number, extent: number) => fits({ buffer, offset: [0] }, extent);
+    const blobBytes = (i: number | null, bytes: number) =>
+      i === null || this.plan.blobs[i]!.bytes === bytes;
+    const span = (v: Strided, shape: number[][]) => {
+      const strides = v.strides.map(p);
+      const dims = shape.map(p);
+      if (strides.some((d) => d < 0) || strides.length !== dims.length) return -1;
+      return dims.some((d) => d === 0) ? 0 : dims.reduce((a, d, i) => a + (d - 1) * strides[i]!, 1);
+    };
+    let ok: boolean;
+    switch (step.op) {
+      case "gather":
+        ok =
+          fits(step.ids, p(step.count)) &&
+          whole(step.output, p(step.count) * step.width) &&
+          blobBytes(step.table, step.rows * step.width * 4);
+        break;
+      case "dense":
+        ok =
+          whole(step.input, p(step.rows) * step.k) &&
+          whole(step.output, p(step.rows) * step.n) &&
+          blobBytes(step.scales, step.n * 4) &&
+          blobBytes(step.bias, step.n * 4);
+        break;
+      case "layerNorm":
+        ok =
+          whole(step.input, p(step.rows) * step.width) &&
+          whole(step.output, p(step.rows) * step.width) &&
+          blobBytes(step.gamma, step.width * 4) &&
+          blobBytes(step.beta, step.width * 4);
+        break;
+      case "softmax": {
+        const [rows, width] = [p(step.rows), p(step.width)];
+        ok =
+          whole(step.input, rows * width) &&
+          whole(step.output, rows * width) &&
+          p(step.maskStride) >= 0 &&
+          (!step.mask || fits(step.mask, (rows - 1) * p(step.maskStride) + width));
+        break;
+      }
+      case "matmul": {
+        const [batch, m, k, n] = [p(step.batch), p(step.m), p(step.k), p(step.n)];
+        const last = (stride: number[], ld: number[], rows: number, cols: number) =>
+          p(stride) < 0 || p(ld) < 0
+            ? Infinity
+            : (batch - 1) * p(stride) + (rows - 1) * p(ld) + cols;
+        const y = step.ldy ? last(step.strideY ?? [0], step.ldy, m, n) : batch * m * n;
+        ok =
+          fits(step.a, last(step.strideA, step.lda, m, k)) &&
+          fits(
+            step.b,
+            step.transB ? last(step.strideB, step.ldb, n, k) : last(step.strideB, step.ldb, k, n),
+          ) &&
+          whole(step.output, y);
+        break;
+      }
+      case "unary":
+        ok = fits(step.input, p(step.count)) && whole(step.output, p(step.count));
+        break;
+      case "binary": {
+        const [a, b] = [span(step.a, step.shape), span(step.b, step.shape)];
+        const count = step.shape.reduce((acc, d) => acc * p(d), 1);
+        ok =
+          a >= 0 && b >= 0 && fits(step.a.at, a) && fits(step.b.at, b) && whole(step.output, count);
+        break;
+      }
+      case "copy": {
+        const x = span(step.input, step.shape);
+        const count = step.shape.reduce((acc, d) => acc * p(d), 1);
+        ok = x >= 0 && fits(step.input.at, x) && whole(step.output, count);
+        break;
+      }
+      case "reduce":
+        ok =
+          whole(step.input, p(step.outer) * p(step.size) * p(step.inner)) &&
+          whole(step.output, p(step.outer) * p(step.inner));
+        break;
+    }
+    if (!ok) {
+      throw invalid(
+        `int8 text plan step ${index} (${step.op}) reaches outside its buffers at sequence length ${s}`,
+      );
+    }
   }
 
   private bind(step: TextStep, s: number): () => void {
@@ -361,6 +472,11 @@ export class TextExecutor {
       }
       case "reduce": {
         const [outer, size, inner] = [p(step.outer), p(step.size), p(step.inner)];
+        if (step.fn === "mean") {
+          // The pooling kernel with no mask: the mean over the middle axis, SIMD over `inner`.
+          const [x, y] = [out(step.input), out(step.output)];
+          return () => abi.meanPoolMasked(x, outer, size, inner, 0, y);
+        }
         const x = new Float32Array(memory, out(step.input), outer * size * inner);
         const y = new Float32Array(memory, out(step.output), outer * inner);
         const fn = step.fn;
