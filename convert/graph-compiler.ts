@@ -27,7 +27,8 @@ import { quantiseWeights } from "./weight-quantisation";
 /** A compiled step's weight quality, for publish's report. */
 export interface StepReport {
   name: string;
-  op: "conv" | "dense";
+  /** `embedding`: a text plan's int8 embedding table (k rows of n). */
+  op: "conv" | "dense" | "embedding";
   /** Weights' K×N (K = kh·kw·cin for a convolution). */
   k: number;
   n: number;

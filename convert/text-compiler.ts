@@ -33,12 +33,15 @@ import {
 import { describeNonFinite, scanValues } from "./finite";
 import type { StepReport } from "./graph-compiler";
 import type { Graph, GraphNode } from "./onnx";
-import { quantiseWeights } from "./weight-quantisation";
+import { db, quantiseWeights } from "./weight-quantisation";
 
 export interface TextCompileOptions {
   /** The longest sequence a request may send, when the model's sequence axis is dynamic. */
   maxSequence?: number;
 }
+
+/** Embedding tables of at least this many values are stored int8 (per-row scales); smaller stay f32. */
+export const INT8_TABLE_MIN_VALUES = 16384;
 
 /** When a dynamic sequence axis has no `maxSequence`: BERT-style encoders' usual serving length. */
 export const DEFAULT_MAX_SEQUENCE = 128;
@@ -148,6 +151,7 @@ class TextCompiler {
   private readonly blobs: Uint8Array[] = [];
   private readonly constBlobs = new Map<string, number>();
   private readonly reports: StepReport[] = [];
+  private readonly int8Tables = new Map<string, { table: number; scales: number }>();
   /** The activation products by the buffer they write (a scale after one folds into it). */
   private readonly products = new Map<number, Extract<TextStep, { op: "matmul" }>>();
   /** Each activation product's ONNX output. */
@@ -828,9 +832,13 @@ class TextCompiler {
               (this.values.get(i.name) as View).at.buffer === ids.at.buffer,
           )?.name
         : undefined;
+    const table =
+      rows * width >= INT8_TABLE_MIN_VALUES
+        ? this.int8Table(data.name, data.values, rows, width, node)
+        : { table: this.constView(data).at.blob! };
     this.emit({
       op: "gather",
-      table: this.constView(data).at.blob!,
+      ...table,
       rows,
       width,
       ids: ids.at,
@@ -839,6 +847,53 @@ class TextCompiler {
       ...(fromInput ? { input: fromInput } : {}),
     });
     this.set(out, this.viewOf(buffer, [...ids.shape, P(width)]));
+  }
+
+  /**
+   * A large embedding table as int8 rows with one f32 scale per row (absmax / 127,
+   * values rounded to nearest): a quarter of the f32 table's bytes, and reported
+   * like a dense layer's weights.
+   */
+  private int8Table(
+    name: string,
+    values: Float32Array,
+    rows: number,
+    width: number,
+    node: GraphNode,
+  ) {
+    const cached = this.int8Tables.get(name);
+    if (cached) return cached;
+    const q = new Int8Array(rows * width);
+    const scales = new Float32Array(rows);
+    let signal = 0;
+    let noise = 0;
+    for (let r = 0; r < rows; r++) {
+      let absmax = 0;
+      for (let j = r * width; j < (r + 1) * width; j++)
+        absmax = Math.max(absmax, Math.abs(values[j]!));
+      const scale = absmax > 0 ? absmax / 127 : 1;
+      scales[r] = scale;
+      for (let j = r * width; j < (r + 1) * width; j++) {
+        const v = values[j]!;
+        const k = Math.max(-127, Math.min(127, Math.round(v / scale)));
+        q[j] = k;
+        signal += v * v;
+        noise += (v - k * Math.fround(scale)) ** 2;
+      }
+    }
+    const sqnrDb = db(signal, noise);
+    this.reports.push({
+      name: `${node.name || `Gather_${node.index}`} (embedding table ${name})`,
+      op: "embedding",
+      k: rows,
+      n: width,
+      activation: "none",
+      sqnrDb,
+      absmaxSqnrDb: sqnrDb,
+    });
+    const refs = { table: this.blob(q), scales: this.blob(scales) };
+    this.int8Tables.set(name, refs);
+    return refs;
   }
 
   private slice(node: GraphNode) {

@@ -34,6 +34,15 @@ interface TextAbi {
     count: number,
     y: number,
   ): number;
+  gatherRowsI8(
+    table: number,
+    scales: number,
+    rows: number,
+    width: number,
+    ids: number,
+    count: number,
+    y: number,
+  ): number;
   layerNorm(
     x: number,
     rows: number,
@@ -246,7 +255,10 @@ export class TextExecutor {
         ok =
           fits(step.ids, p(step.count)) &&
           whole(step.output, p(step.count) * step.width) &&
-          blobBytes(step.table, step.rows * step.width * 4);
+          (step.scales === undefined
+            ? blobBytes(step.table, step.rows * step.width * 4)
+            : blobBytes(step.table, step.rows * step.width) &&
+              blobBytes(step.scales, step.rows * 4));
         break;
       case "dense":
         ok =
@@ -332,8 +344,11 @@ export class TextExecutor {
           p(step.count),
           out(step.output),
         ];
+        const scales = step.scales === undefined ? 0 : blob(step.scales);
         return () => {
-          const bad = abi.gatherRows(table, rows, width, ids, count, y);
+          const bad = scales
+            ? abi.gatherRowsI8(table, scales, rows, width, ids, count, y)
+            : abi.gatherRows(table, rows, width, ids, count, y);
           if (bad !== 0) {
             const id = new Int32Array(memory, ids, count)[bad - 1];
             throw invalid(
@@ -488,7 +503,7 @@ export class TextExecutor {
                 const v = x[(o * size + r) * inner + i]!;
                 acc = fn === "max" ? Math.max(acc, v) : acc + v;
               }
-              y[o * inner + i] = fn === "mean" ? acc / size : acc;
+              y[o * inner + i] = acc;
             }
           }
         };

@@ -63,10 +63,14 @@ export const UNARY_FUNCTIONS = [
 export const BINARY_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "max", "min"] as const;
 
 export const textStepSchema = z.discriminatedUnion("op", [
-  /** Embedding rows: table [rows, width] (f32 blob) at the i32 ids `ids` (`count` of them). */
+  /**
+   * Embedding rows: table [rows, width] at the i32 ids `ids` (`count` of them);
+   * f32, or int8 with one f32 scale per row when `scales` is given.
+   */
   z.object({
     op: z.literal("gather"),
     table: blobIndex,
+    scales: blobIndex.optional(),
     rows: size,
     width: size,
     ids: loc,
