@@ -26,10 +26,10 @@
  * The table goes into docs/benchmarks.md (section bench:runtime; see `report.ts`).
  */
 import autocannon from "autocannon";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { cpus, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pmaddwdPeakGops } from "../lib/cpu-peak";
 import { startDevServer, type DevServer } from "../lib/dev-server";
 import { mobileNetV2 } from "../lib/mobilenet";
 import { recordBench } from "./report";
@@ -208,22 +208,6 @@ async function seedCnns(persistTo: string, mobilenet: Uint8Array | undefined): P
   } finally {
     await r2.dispose();
   }
-}
-
-/** The peak of the int8 GEMM's instruction: two `pmaddwd` (8 MACs each) per cycle at the CPU's clock. */
-function pmaddwdPeakGops(): { gops: number; mhz: number } | undefined {
-  // Node reports 0 on some VMs; /proc/cpuinfo still says the clock.
-  let mhz = cpus()[0]?.speed ?? 0;
-  if (!mhz) {
-    try {
-      mhz = Math.round(
-        Number(/cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? 0),
-      );
-    } catch {
-      mhz = 0;
-    }
-  }
-  return mhz > 0 ? { gops: (2 * 8 * 2 * mhz * 1e6) / 1e9, mhz } : undefined;
 }
 
 async function main(): Promise<void> {

@@ -38,11 +38,19 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
+/** Fixed ports for a server and its helpers (otherwise free ones are picked). */
+export interface DevServerPorts {
+  server: number;
+  inspector: number;
+  origin: number;
+}
+
 export async function startDevServer(
   persistTo: string,
   extraArgs: string[] = [],
+  ports?: DevServerPorts,
 ): Promise<DevServer> {
-  const port = await freePort();
+  const port = ports?.server ?? (await freePort());
   const base = `http://127.0.0.1:${port}`;
   const secrets: Record<string, string> = {};
   const passed: string[] = [];
@@ -66,7 +74,7 @@ export async function startDevServer(
     "--persist-to",
     persistTo,
     "--inspector-port",
-    String(await freePort()),
+    String(ports?.inspector ?? (await freePort())),
     "--show-interactive-dev-session=false",
     ...passed,
   ];
@@ -75,7 +83,12 @@ export async function startDevServer(
     detached: true, // its own process group, so the whole tree can be ended
     stdio: ["ignore", "pipe", "pipe"],
     // The GPU origin beside it gets a free port too, so servers can run side by side.
-    env: { ...process.env, CI: "true", PINION_ORIGIN_PORT: String(await freePort()), ...secrets },
+    env: {
+      ...process.env,
+      CI: "true",
+      PINION_ORIGIN_PORT: String(ports?.origin ?? (await freePort())),
+      ...secrets,
+    },
   });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));

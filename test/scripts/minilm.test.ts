@@ -3,12 +3,18 @@
  * onnxruntime runs it, padding with attention_mask 0 leaves its pooled output
  * unchanged, activations stay in range, and each layer is the node pattern
  * torch.onnx.export writes for a BERT layer (compared with the PyTorch-exported
- * fixture fixtures/text-masked/text_masked_cls.onnx, same opset).
+ * fixture fixtures/text-masked/text_masked_cls.onnx, same opset), and it
+ * compiles to an int8 text plan that follows onnxruntime, padded or not — the
+ * subject of `npm run bench:text`, checked at a size a test can afford.
  */
 import { readFile } from "node:fs/promises";
 import ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { compileInt8 } from "../../convert/int8-compiler";
 import { readGraph, type Graph } from "../../convert/onnx";
+import type { Tensor } from "../../core/protocol/datatypes";
+import { loadProgram } from "../../core/runtimes/int8/int8-runtime";
+import { loadKernels, loadKernelsModule } from "../../scripts/lib/kernels-node";
 import {
   MINILM_L6,
   OUTPUT_NAME,
@@ -168,5 +174,48 @@ describe("sentenceEncoder (MiniLM-shaped, synthetic weights)", () => {
     expect(
       alone.reduce((m, v, j) => Math.max(m, Math.abs(v - (unmasked[j] as number))), 0),
     ).toBeGreaterThan(1e-2);
+  });
+
+  it("compiles to an int8 text plan whose pooled output follows onnxruntime's, padded or not", async () => {
+    const outcome = compileInt8(encoder.onnx, await loadKernels(), {
+      maxSequence: SMALL.maxPositions,
+    });
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const program = await loadProgram(await loadKernelsModule(), outcome.plan);
+    const feed = (name: string, rows: number[][]): Tensor => ({
+      name,
+      datatype: "INT64",
+      shape: [rows.length, rows[0]!.length],
+      data: BigInt64Array.from(rows.flat(), (v) => BigInt(v)),
+    });
+    const max = SMALL.maxPositions;
+    for (const length of [3, 11, max]) {
+      const s = Array.from({ length }, (_, i) => (i * 131 + 7) % SMALL.vocab);
+      const padded = [...s, ...Array<number>(max - length).fill(0)];
+      const mask = [...s.map(() => 1), ...Array<number>(max - length).fill(0)];
+      const fp32 = (await run([s], [s.map(() => 1)])).data as Float32Array;
+      const alone = program.runInputs([
+        feed("input_ids", [s]),
+        feed("attention_mask", [s.map(() => 1)]),
+      ]);
+      const inPadding = program.runInputs([
+        feed("input_ids", [padded]),
+        feed("attention_mask", [mask]),
+      ]);
+      for (const int8 of [alone, inPadding]) {
+        let dot = 0;
+        let a = 0;
+        let b = 0;
+        int8.forEach((v, j) => {
+          dot += v * fp32[j]!;
+          a += v * v;
+          b += fp32[j]! * fp32[j]!;
+        });
+        expect(dot / Math.sqrt(a * b)).toBeGreaterThan(0.99);
+      }
+      // Padding with mask 0 leaves the int8 answer where it was.
+      const worst = alone.reduce((m, v, j) => Math.max(m, Math.abs(v - inPadding[j]!)), 0);
+      expect(worst).toBeLessThan(1e-3);
+    }
   });
 });
