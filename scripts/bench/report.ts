@@ -15,7 +15,8 @@ import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The sections of docs/benchmarks.md, one per bench script. */
-export type BenchName = "kernels" | "runtime" | "protocol" | "promotion" | "origin" | "size";
+export type BenchName =
+  "kernels" | "runtime" | "protocol" | "promotion" | "origin" | "size" | "metrics";
 
 const DOC = fileURLToPath(new URL("../../docs/benchmarks.md", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));

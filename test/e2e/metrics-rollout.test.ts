@@ -257,6 +257,7 @@ describe("rollouts through wrangler dev, under load", () => {
       // The CLI has exited: the worker's alarm does the rest.
       const ended = await waitForEnd("simple", 90_000);
       expect(ended.status, ended.outcome).toBe("succeeded");
+      console.log((await pinion(["history", "simple"])).stdout);
       expect((await target.aliases("simple")).aliases.production).toEqual({
         split: [{ version: 2, weight: 10_000 }],
       });
@@ -339,6 +340,9 @@ describe("rollouts through wrangler dev, under load", () => {
       const state = JSON.parse(started.stdout) as RolloutState;
       const ended = await waitForEnd("simple", 60_000);
       expect(ended.status).toBe("rolled-back");
+      expect(ended.expected).toEqual({ split: [{ version: 2, weight: 10_000 }] });
+      // What an operator sees (the README quotes it).
+      console.log((await pinion(["rollout", "status", "simple"])).stdout);
       expect(ended.outcome).toMatch(/error-rate/);
       expect((await target.aliases("simple")).aliases.production).toEqual({
         split: [{ version: 2, weight: 10_000 }],
