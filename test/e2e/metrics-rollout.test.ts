@@ -427,7 +427,9 @@ describe("rollouts through wrangler dev, under load", () => {
         steps: [50, 100],
         intervalMs: INTERVAL_MS,
         minRequests: 10,
-        maxLatencyRatio: 5,
+        // The window spans the restart: the fresh isolates' first requests load onnxruntime
+        // (seconds), which a latency ratio would rightly count; this test is about resuming.
+        maxLatencyRatio: 1000,
       });
       expect(state).toMatchObject({ status: "stepping", step: 0 });
     } finally {
