@@ -53,6 +53,7 @@ export class ModelMonitor extends DurableObject<Env> {
   private lastAlarmCheck = 0;
   private driver: RolloutDriver | undefined;
   private plane: DataPlane | undefined;
+  private rolloutQueue: Promise<unknown> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -91,7 +92,7 @@ export class ModelMonitor extends DurableObject<Env> {
     if (!model) return;
     let nextAt: number | undefined;
     try {
-      ({ nextAt } = await this.rollouts(model).tick(model));
+      ({ nextAt } = await this.serial(() => this.rollouts(model).tick(model)));
     } catch (error) {
       // A registry hiccup: look again soon rather than lose the rollout.
       console.error(JSON.stringify({ event: "rollout_tick_failed", model, error: String(error) }));
@@ -107,7 +108,7 @@ export class ModelMonitor extends DurableObject<Env> {
   ): Promise<RolloutAnswer<T>> {
     this.setMeta("model", model);
     try {
-      const value = await work(this.rollouts(model));
+      const value = await this.serial(() => work(this.rollouts(model)));
       const state = value as RolloutState | null;
       const active = state !== null && ["shadowing", "stepping"].includes(state.status);
       this.setMeta("active", active ? "1" : "");
@@ -126,6 +127,21 @@ export class ModelMonitor extends DurableObject<Env> {
       }
       throw error;
     }
+  }
+
+  /**
+   * Runs rollout work one at a time: R2 calls are I/O, during which the object takes other
+   * calls, and a tick must not interleave with a pause or an abort (rollout.json's
+   * compare-and-swap would catch it, but only after the tick had moved the alias).
+   * Metrics writes are not queued behind it.
+   */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.rolloutQueue.then(work, work);
+    this.rolloutQueue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   private rollouts(model: string): RolloutDriver {

@@ -281,25 +281,34 @@ export function subtractCounters(later: Counters, earlier: Counters): Counters {
   };
 }
 
-/** The counters of one request. */
-export function countersOf(sample: RequestSample, at: number): Counters {
-  const c = emptyCounters();
-  c.requests = 1;
+/** Adds one request to `c` in place (the hot path: no allocation but new record keys). */
+export function countRequest(c: Counters, sample: RequestSample, at: number): Counters {
   const ok = sample.statusClass === "2xx";
-  c.success = ok ? 1 : 0;
-  c.statusClasses[sample.statusClass] = 1;
-  if (!ok) c.errorKinds[sample.errorKind ?? "unknown"] = 1;
+  c.requests += 1;
+  if (ok) c.success += 1;
+  c.statusClasses[sample.statusClass] = (c.statusClasses[sample.statusClass] ?? 0) + 1;
+  if (!ok) {
+    const kind = sample.errorKind ?? "unknown";
+    c.errorKinds[kind] = (c.errorKinds[kind] ?? 0) + 1;
+  }
   observe(c.latency, sample.totalMs);
   observe(c.compute, sample.computeMs);
-  if (ok) c.successMs = sample.totalMs;
-  else c.failMs = sample.totalMs;
-  c.decodeMs = sample.decodeMs;
-  if (sample.runtime !== undefined) c.runtimes[sample.runtime] = 1;
-  c.coldLoads = sample.coldLoad ? 1 : 0;
-  c.bytesIn = sample.bytesIn;
-  c.bytesOut = sample.bytesOut;
-  c.lastAt = at;
+  if (ok) c.successMs += sample.totalMs;
+  else c.failMs += sample.totalMs;
+  c.decodeMs += sample.decodeMs;
+  if (sample.runtime !== undefined) {
+    c.runtimes[sample.runtime] = (c.runtimes[sample.runtime] ?? 0) + 1;
+  }
+  if (sample.coldLoad) c.coldLoads += 1;
+  c.bytesIn += sample.bytesIn;
+  c.bytesOut += sample.bytesOut;
+  c.lastAt = Math.max(c.lastAt, at);
   return c;
+}
+
+/** The counters of one request. */
+export function countersOf(sample: RequestSample, at: number): Counters {
+  return countRequest(emptyCounters(), sample, at);
 }
 
 /** Failed requests (any status class but 2xx) over all requests; 0 without requests. */
@@ -372,7 +381,7 @@ export class MetricsRecorder {
   /** Counts one inference request; the promise is the flush, for `waitUntil`. */
   observe(sample: RequestSample): Promise<void> {
     const at = this.now();
-    this.add(sample.model, sample.version, sample.alias ?? "", at, countersOf(sample, at));
+    countRequest(this.entry(sample.model, sample.version, sample.alias ?? "", at), sample, at);
     return this.flushSoon();
   }
 
@@ -395,16 +404,21 @@ export class MetricsRecorder {
   }
 
   private add(model: string, version: number, alias: string, at: number, counters: Counters) {
+    addCounters(this.entry(model, version, alias, at), counters);
+  }
+
+  /** The buffered counters of one series in the minute of `at` (0: now). */
+  private entry(model: string, version: number, alias: string, at: number): Counters {
     const minute = minuteOf(at || this.now());
     const key = `${model}\u0000${minute}\u0000${version}\u0000${alias}`;
     const held = this.buffer.get(key);
-    if (held) addCounters(held.entry.counters, counters);
-    else {
-      if (this.buffer.size >= MAX_BUFFERED) {
-        this.buffer.delete(this.buffer.keys().next().value!);
-      }
-      this.buffer.set(key, { model, entry: { minute, version, alias, counters } });
+    if (held) return held.entry.counters;
+    if (this.buffer.size >= MAX_BUFFERED) {
+      this.buffer.delete(this.buffer.keys().next().value!);
     }
+    const counters = emptyCounters();
+    this.buffer.set(key, { model, entry: { minute, version, alias, counters } });
+    return counters;
   }
 
   private flushSoon(): Promise<void> {

@@ -311,6 +311,7 @@ export class RolloutDriver {
           checks,
           this.describe(state, `rolled back: ${failed.map((c) => c.detail).join("; ")}`),
         );
+        state.expected = state.before;
         this.finish(state, "rolled-back", failed.map((c) => `${c.gate}: ${c.detail}`).join("; "));
         state.lastCheck.decision = "rollback";
       } else if (now - state.windowStartedAt >= this.windowMs(state)) {
@@ -392,6 +393,7 @@ export class RolloutDriver {
         [],
         this.describe(state, `aborted by ${actor}`),
       );
+      state.expected = state.before;
       this.finish(state, "aborted", `aborted by ${actor}`);
     });
   }

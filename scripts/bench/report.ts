@@ -16,7 +16,15 @@ import { fileURLToPath } from "node:url";
 
 /** The sections of docs/benchmarks.md, one per bench script. */
 export type BenchName =
-  "kernels" | "runtime" | "text" | "protocol" | "promotion" | "origin" | "size" | "explain";
+  | "kernels"
+  | "runtime"
+  | "text"
+  | "protocol"
+  | "promotion"
+  | "origin"
+  | "size"
+  | "explain"
+  | "metrics";
 
 const DOC = fileURLToPath(new URL("../../docs/benchmarks.md", import.meta.url));
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));

@@ -120,7 +120,11 @@ export function registerRollout(program: Command): void {
     .argument("<model>", "model name")
     .action(async (model: string, _o, command: Command) => {
       const o = command.optsWithGlobals();
-      printRollout(model, await withTarget(o as TargetFlags, (t) => t.rollout(model)), o.json === true);
+      printRollout(
+        model,
+        await withTarget(o as TargetFlags, (t) => t.rollout(model)),
+        o.json === true,
+      );
     });
 
   for (const [action, description] of [

@@ -257,6 +257,7 @@ describe("rollouts through wrangler dev, under load", () => {
       // The CLI has exited: the worker's alarm does the rest.
       const ended = await waitForEnd("simple", 90_000);
       expect(ended.status, ended.outcome).toBe("succeeded");
+      console.log((await pinion(["history", "simple"])).stdout);
       expect((await target.aliases("simple")).aliases.production).toEqual({
         split: [{ version: 2, weight: 10_000 }],
       });
@@ -339,6 +340,9 @@ describe("rollouts through wrangler dev, under load", () => {
       const state = JSON.parse(started.stdout) as RolloutState;
       const ended = await waitForEnd("simple", 60_000);
       expect(ended.status).toBe("rolled-back");
+      expect(ended.expected).toEqual({ split: [{ version: 2, weight: 10_000 }] });
+      // What an operator sees (the README quotes it).
+      console.log((await pinion(["rollout", "status", "simple"])).stdout);
       expect(ended.outcome).toMatch(/error-rate/);
       expect((await target.aliases("simple")).aliases.production).toEqual({
         split: [{ version: 2, weight: 10_000 }],
@@ -411,4 +415,53 @@ describe("rollouts through wrangler dev, under load", () => {
     const status = await pinion(["rollout", "status", "simple"]);
     expect(status.stdout).toMatch(/superseded/);
   }, 60_000);
+
+  it("survives a restart of the worker: it goes on from its recorded state", async () => {
+    const load = startLoad([body(1)]);
+    let state: RolloutState;
+    try {
+      await sleep(1000);
+      state = await target.startRollout("simple", {
+        alias: "production",
+        version: 1,
+        steps: [50, 100],
+        intervalMs: INTERVAL_MS,
+        minRequests: 10,
+        // The window spans the restart: the fresh isolates' first requests load onnxruntime
+        // (seconds), which a latency ratio would rightly count; this test is about resuming.
+        maxLatencyRatio: 1000,
+      });
+      expect(state).toMatchObject({ status: "stepping", step: 0 });
+    } finally {
+      await load.stop();
+    }
+    // The whole wrangler dev (workerd and its Durable Object) goes away mid-rollout…
+    await server!.stop();
+    server = await startDevServer(persistTo, [
+      "--var",
+      `PINION_ADMIN_TOKEN:${TOKEN}`,
+      "--var",
+      `METRICS_FLUSH_MS:${FLUSH_MS}`,
+      "--var",
+      `ALIAS_TTL_MS:${ALIAS_TTL_MS}`,
+    ]);
+    target = new RemoteTarget(new URL(server.base), TOKEN);
+    // …and the new one finishes it from rollout.json and its alarm.
+    const again = startLoad([body(1)]);
+    try {
+      const ended = await waitForEnd("simple", 90_000);
+      expect(ended.id).toBe(state.id);
+      expect(ended.status, ended.outcome).toBe("succeeded");
+      expect((await target.aliases("simple")).aliases.production).toEqual({
+        split: [{ version: 1, weight: 10_000 }],
+      });
+      const steps = ofRollout(await target.history("simple"), state.id).filter(
+        (r) => r.action === "promote",
+      );
+      expect(steps.map((r) => r.rollout!.percent)).toEqual([50, 100]);
+    } finally {
+      await again.stop();
+    }
+    expect([...again.failures]).toEqual([]);
+  }, 240_000);
 });
