@@ -104,6 +104,8 @@ export interface VersionSummary {
   bytes: number;
   sha256: string;
   source?: string;
+  /** The int8 plan's quantisation and accuracy report, when the version has one. */
+  quantization?: Quantization;
 }
 
 export const placementOf = (manifest: Manifest): Placement => manifest.placement ?? "edge";

@@ -316,6 +316,7 @@ export class ModelRegistry {
       bytes: Object.values(m.artifacts).reduce((sum, a) => sum + (a?.bytes ?? 0), 0),
       sha256: m.artifacts.onnx.sha256,
       ...(m.source ? { source: m.source } : {}),
+      ...(m.quantization ? { quantization: m.quantization } : {}),
     }));
   }
 }
