@@ -39,9 +39,11 @@ export function PromotePage({ name }: { name: string }) {
   const [busy, setBusy] = useState(false);
 
   const chosenVersion = version || String(versions.data?.versions.at(-1)?.version ?? "");
+  // Any edit discards the plan (it was for other values) and the last answer.
   const invalidate = () => {
     setPlanned(undefined);
     setApplied(undefined);
+    setError(undefined);
   };
   const choose = (next: typeof mode) => {
     setMode(next);

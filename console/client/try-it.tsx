@@ -26,6 +26,8 @@ const INTEGER_TYPES = new Set([
   "UINT32",
   "UINT64",
 ]);
+/** An output's values listed on the page; the rest are counted. */
+const SHOWN_VALUES = 1000;
 /** Bounds what the text boxes accept before anything is allocated for it. */
 const MAX_VALUES = 1_000_000;
 
@@ -327,11 +329,16 @@ function OutputView({ output }: { output: OutputTensor }) {
         : null}
       <TableScroll label={`Values of ${output.name}`}>
         <ol class="values" start={0} data-testid="values">
-          {values.map((v) => (
+          {values.slice(0, SHOWN_VALUES).map((v) => (
             <li>{String(v)}</li>
           ))}
         </ol>
       </TableScroll>
+      {values.length > SHOWN_VALUES ? (
+        <p class="muted">
+          The first {SHOWN_VALUES} of {values.length} values.
+        </p>
+      ) : null}
     </div>
   );
 }

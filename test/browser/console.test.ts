@@ -233,6 +233,20 @@ describe("the web console in Chromium", () => {
 
   it("promotes through the form: the dry run and its gates first, then a canary with a shadow", async () => {
     await page.getByRole("link", { name: "Promote / roll back" }).click();
+    // A refusal is shown as the API words it, and nothing is planned.
+    await page.getByLabel("Alias", { exact: true }).first().fill("staging");
+    await page.getByLabel("Version", { exact: true }).selectOption("2");
+    await page.getByLabel(/a canary:/).check();
+    await page.getByRole("button", { name: "Plan promotion (dry run)" }).click();
+    const refusal = page.getByTestId("error");
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toBe(
+      "Refused (400): alias 'staging' does not exist yet; a canary needs a current version: promote one first",
+    );
+    expect(await page.getByTestId("plan").count()).toBe(0);
+    await page.getByLabel("Alias", { exact: true }).first().fill("production");
+    await page.getByLabel(/all of the alias/).check();
+
     await page.getByLabel("Version", { exact: true }).selectOption("1");
     await page.locator("#promote-reason").fill("first release");
     expect(await planAndConfirm("Plan promotion (dry run)", "v1")).toMatch(/golden: passed/);
