@@ -77,6 +77,7 @@ function App() {
           </nav>
         ) : null}
       </header>
+      {/* Model pages are keyed by model, so no form state carries over from another model. */}
       <main id="main">
         {!signedIn ? (
           <SignInPage
@@ -90,11 +91,11 @@ function App() {
         ) : route.page === "models" ? (
           <ModelsPage />
         ) : route.page === "try" ? (
-          <TryItPage name={route.name} />
+          <TryItPage key={route.name} name={route.name} />
         ) : route.page === "promote" ? (
-          <PromotePage name={route.name} />
+          <PromotePage key={route.name} name={route.name} />
         ) : (
-          <ModelPage name={route.name} />
+          <ModelPage key={route.name} name={route.name} />
         )}
       </main>
     </>

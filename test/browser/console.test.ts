@@ -202,6 +202,59 @@ describe("the web console in Chromium", () => {
     await check("04-try-it");
   });
 
+  it("turns an uploaded image into digits-cnn's input and shows its top-k", async () => {
+    await page.evaluate(() => (location.hash = "#/models/digits-cnn/try"));
+    await page.getByRole("heading", { level: 1, name: "digits-cnn: try it" }).waitFor();
+    const testset = JSON.parse(
+      await readFile(new URL("fixtures/digits-cnn/testset.json", root), "utf8"),
+    ) as { inputs: number[][][][]; labels: number[] };
+    const pixels = testset.inputs[0]!.flat(2);
+    // The first test image as an 8×8 grey PNG, made by the browser itself.
+    const png = await page.evaluate(async (values: number[]) => {
+      const canvas = new OffscreenCanvas(8, 8);
+      const context = canvas.getContext("2d")!;
+      const image = context.createImageData(8, 8);
+      values.forEach((v, i) => {
+        const grey = Math.round(v * 255);
+        image.data.set([grey, grey, grey, 255], i * 4);
+      });
+      context.putImageData(image, 0, 0);
+      const blob = await canvas.convertToBlob({ type: "image/png" });
+      return [...new Uint8Array(await blob.arrayBuffer())];
+    }, pixels);
+    await page.getByLabel(/Image file/).setInputFiles({
+      name: "seven.png",
+      mimeType: "image/png",
+      buffer: Buffer.from(png),
+    });
+    const box = page.getByRole("textbox", { name: /Values/ });
+    await expect.poll(async () => (await box.inputValue()).split(",").length).toBe(64);
+    const read = (await box.inputValue()).split(",").map(Number);
+    read.forEach((v, i) => expect(Math.abs(v - pixels[i]!)).toBeLessThanOrEqual(1 / 255));
+
+    await page.getByRole("button", { name: "Run inference" }).click();
+    const result = page.getByTestId("result");
+    await result.waitFor();
+    // A fresh form for this model: the default target, not the version chosen for simple.
+    expect(await result.locator('[data-header="x-pinion-model"]').textContent()).toBe(
+      "digits-cnn@2",
+    );
+    const top = await result.getByTestId("topk").locator("li").first().textContent();
+    expect(top).toMatch(new RegExp(`^class ${testset.labels[0]}: `));
+    const direct = await fetch(`${server.base}/v2/models/digits-cnn/infer`, {
+      method: "POST",
+      body: JSON.stringify({
+        inputs: [{ name: "input", shape: [1, 1, 8, 8], datatype: "FP32", data: read }],
+      }),
+    });
+    const answer = (await direct.json()) as { outputs: { data: number[] }[] };
+    const shown = (await result.getByTestId("values").locator("li").allTextContents()).map(Number);
+    expect(shown).toEqual(answer.outputs[0]!.data);
+    await check("04b-try-it-image");
+    await page.evaluate(() => (location.hash = "#/models/simple"));
+    await page.getByRole("heading", { level: 1, name: "simple" }).waitFor();
+  });
+
   /** Asks for the dry run, checks the plan and returns its gates' text, then confirms. */
   async function planAndConfirm(formButton: string, expectedTo: string): Promise<string> {
     await page.getByRole("button", { name: formButton }).click();
