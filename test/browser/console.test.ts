@@ -163,13 +163,13 @@ describe("the web console in Chromium", () => {
     await page.locator('tr[data-version="2"] summary').click();
     await expect.poll(() => page.locator('tr[data-version="2"] dl.report').isVisible()).toBe(true);
     await page.getByTestId("no-aliases").waitFor();
-    // Before the metrics endpoint exists: the empty state; once it does: charts (or their first poll).
+    // Without a metrics source: the empty state; with one: charts (or the wait for a first point).
     await expect
       .poll(
         async () =>
           (await page.getByTestId("metrics-empty").count()) +
           (await page.getByTestId("charts").count()) +
-          (await page.getByText("Collecting live metrics").count()),
+          (await page.getByTestId("metrics-collecting").count()),
       )
       .toBe(1);
     await check("03-model-simple");
