@@ -2,7 +2,8 @@
  * @module
  * `npm run size`: what `wrangler deploy` would upload, with onnxruntime-web and
  * without it (`--define PINION_WITH_ORT:false`, for fleets whose versions are
- * all int8), from `wrangler deploy --dry-run --outdir`. The table goes into
+ * all int8), from `wrangler deploy --dry-run --outdir`, and the web console's
+ * static assets (its first view; budget 150 KB gzip). The table goes into
  * docs/benchmarks.md (section bench:size; see `bench/report.ts`).
  */
 import { execFile } from "node:child_process";
@@ -13,6 +14,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { recordBench } from "./bench/report";
+import { buildConsole } from "./build-console";
 
 const run = promisify(execFile);
 const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
@@ -55,4 +57,9 @@ async function measure(label: string, extra: string[]): Promise<void> {
 print(`${"bundle".padEnd(22)} ${"upload".padStart(10)} ${"".padStart(10)}`);
 await measure("with onnxruntime-web", []);
 await measure("int8 only", ["--define", "PINION_WITH_ORT:false"]);
+const consoleAssets = await buildConsole();
+const sum = (key: "bytes" | "gzip") => consoleAssets.reduce((total, a) => total + a[key], 0);
+print(
+  `${"console assets".padEnd(22)} ${`${(sum("bytes") / 1024).toFixed(0)} KiB`.padStart(10)} ${`${(sum("gzip") / 1024).toFixed(0)} KiB`.padStart(10)} gzip   (${consoleAssets.map((a) => `${a.file} ${(a.gzip / 1024).toFixed(0)} KiB gzip`).join(", ")}; static assets, not in the worker)`,
+);
 await recordBench("size", printed.join("\n"));

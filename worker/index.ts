@@ -3,6 +3,7 @@
  * Worker entry point: wires the R2 registry, the runtimes and the serving limits
  * into the HTTP app. One data plane per isolate (the model cache lives in it).
  */
+import { consoleRoutes } from "../console/shell";
 import { parseAdminTokens, type AdminContext } from "../http/admin";
 import { createApp } from "../http/app";
 import { ModelRegistry } from "../core/registry/registry";
@@ -55,7 +56,11 @@ function wiringFor(env: WorkerEnv): Wiring {
 
 export { ModelMonitor } from "./model-monitor";
 
-export default createApp<WorkerEnv>({
+const app = createApp<WorkerEnv>({
   planeFor: (env) => wiringFor(env).plane,
   adminFor: (env) => wiringFor(env).admin,
 });
+// The web console's page; its script and stylesheet are static assets (wrangler.toml [assets]).
+app.route("/console", consoleRoutes());
+
+export default app;

@@ -152,6 +152,8 @@ export interface VersionSummary {
   source?: string;
   /** What pruning removed, in a line (e.g. `fc1 128→96, fc2 64→48 (25.0%, golden-effect)`). */
   pruned?: string;
+  /** The int8 plan's quantisation and accuracy report, when the version has one. */
+  quantization?: Quantization;
 }
 
 /** A pruned version's layers in a line, for listings. */

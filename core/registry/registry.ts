@@ -321,6 +321,7 @@ export class ModelRegistry {
       sha256: m.artifacts.onnx.sha256,
       ...(m.source ? { source: m.source } : {}),
       ...(m.pruning ? { pruned: describePruning(m.pruning) } : {}),
+      ...(m.quantization ? { quantization: m.quantization } : {}),
     }));
   }
 }

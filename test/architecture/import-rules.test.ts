@@ -2,7 +2,8 @@
  * The import rules of docs/architecture.md, enforced: the core imports neither
  * Hono, nor Workers APIs, nor Node built-ins, so the edge, the origin, the CLI
  * and the compiler can all run it; the shared HTTP layer has no runtime of its
- * own; the origin never reaches into the CLI's scripts; the kernels import nothing.
+ * own; the origin never reaches into the CLI's scripts; the kernels import nothing;
+ * the web console reaches the server only over HTTP.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { builtinModules } from "node:module";
@@ -41,12 +42,18 @@ export const RULES: Record<string, Rule> = {
     forbiddenGlobals: WORKERS_GLOBALS,
   },
   worker: {
-    mayImport: ["worker", "http", "core", "build", "package.json"],
+    mayImport: ["worker", "http", "core", "console", "build", "package.json"],
     forbiddenPackages: NODE,
   },
   origin: {
     mayImport: ["origin", "http", "core", "convert", "package.json"],
     forbiddenPackages: WORKERS,
+  },
+  // The web console talks to the server only over HTTP (admin API, OIP), like any other client.
+  console: {
+    mayImport: ["console"],
+    forbiddenPackages: [...WORKERS, ...NODE],
+    forbiddenGlobals: WORKERS_GLOBALS,
   },
   convert: { mayImport: ["convert", "core", "build"], forbiddenPackages: [...HONO, ...WORKERS] },
   assembly: { mayImport: ["assembly"], forbiddenPackages: [], packages: false },
@@ -131,5 +138,26 @@ describe("import rules", () => {
     ).toHaveLength(1);
     expect(violations("assembly/x.ts", `import { a } from "as-bignum";`)).toHaveLength(1);
     expect(violations("assembly/x.ts", `import { a } from "./gemm";`)).toEqual([]);
+  });
+
+  it("keeps the console a client of the HTTP API", () => {
+    expect(
+      violations(
+        "console/client/x.tsx",
+        `import type { AuditRecord } from "../../core/registry/promotion";`,
+      ),
+    ).toHaveLength(1);
+    expect(
+      violations("console/client/x.tsx", `import { adminRoutes } from "../../http/admin";`),
+    ).toHaveLength(1);
+    expect(
+      violations("console/x.tsx", `import { readFile } from "node:fs/promises";`),
+    ).toHaveLength(1);
+    expect(
+      violations(
+        "console/client/x.tsx",
+        `import uPlot from "uplot";\nimport { render } from "hono/jsx/dom";\nimport { a } from "../shell";`,
+      ),
+    ).toEqual([]);
   });
 });
