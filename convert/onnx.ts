@@ -26,12 +26,17 @@ export interface NodeSpec {
   inputs: string[];
   outputs: string[];
   /**
-   * Integers, integer lists, `{ float: x }` for a float attribute, or
-   * `{ tensor }` for a tensor attribute (a Constant node's `value`).
+   * Integers, integer lists, `{ float: x }` for a float attribute,
+   * `{ tensor }` for a tensor attribute (a Constant node's `value`), or
+   * `{ string }` (Gelu's `approximate`).
    */
   attributes?: Record<
     string,
-    number | number[] | { float: number } | { tensor: Omit<Initializer, "name"> }
+    | number
+    | number[]
+    | { float: number }
+    | { tensor: Omit<Initializer, "name"> }
+    | { string: string }
   >;
 }
 /** A constant tensor stored in the graph (weights), as little-endian raw data. */
@@ -89,7 +94,13 @@ export function buildModel(
                     type: onnx.AttributeProto.AttributeType.TENSOR,
                     t: tensorProto(value.tensor),
                   }
-                : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: value.float },
+                : "string" in value
+                  ? {
+                      name,
+                      type: onnx.AttributeProto.AttributeType.STRING,
+                      s: new TextEncoder().encode(value.string),
+                    }
+                  : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: value.float },
         ),
       })),
       input: inputs.map(valueInfo),

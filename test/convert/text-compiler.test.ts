@@ -311,6 +311,19 @@ describe("each operator against onnxruntime, over token ids", () => {
       13,
     ],
     ["Gelu op (opset 20)", [{ op: "Gelu", inputs: ["x"], outputs: ["y"] }], [], 20],
+    [
+      "Gelu op, approximate tanh (opset 20)",
+      [
+        {
+          op: "Gelu",
+          inputs: ["x"],
+          outputs: ["y"],
+          attributes: { approximate: { string: "tanh" } },
+        },
+      ],
+      [],
+      20,
+    ],
     ["Relu", [{ op: "Relu", inputs: ["x"], outputs: ["y"] }], [], 13],
     ["Tanh", [{ op: "Tanh", inputs: ["x"], outputs: ["y"] }], [], 13],
     ["Erf", [{ op: "Erf", inputs: ["x"], outputs: ["y"] }], [], 13],
@@ -482,6 +495,32 @@ describe("what text plans refuse", () => {
       ok: false,
       reason: "node 1 (Sin 'Sin_1') is an operator int8 text plans do not run",
     });
+  });
+
+  it("takes INT32 ids too, and a dynamic sequence axis defaults to 128 tokens", async () => {
+    const table = Float32Array.from({ length: VOCAB * 3 }, (_, i) => Math.sin(i));
+    const onnx = buildModel(
+      [{ op: "Gather", inputs: ["table", "ids"], outputs: ["y"] }],
+      [{ name: "ids", type: ElemType.INT32, dims: ["N", "S"] }],
+      [{ name: "y", type: ElemType.FLOAT, dims: ["N", "S", 3] }],
+      13,
+      [f32("table", [VOCAB, 3], table)],
+    );
+    const outcome = compileInt8(onnx, kernels);
+    expect(outcome.ok && outcome.maxSequence).toBe(128);
+    const run = await program(onnx);
+    const tokens = [3, 0, VOCAB - 1];
+    const got = run.runInputs([
+      { name: "ids", datatype: "INT32", shape: [1, 3], data: Int32Array.from(tokens) },
+    ]);
+    expect(Array.from(got)).toEqual(
+      tokens.flatMap((t) => Array.from(table.subarray(t * 3, t * 3 + 3))),
+    );
+    expect(() =>
+      run.runInputs([
+        { name: "ids", datatype: "INT32", shape: [1, 129], data: new Int32Array(129) },
+      ]),
+    ).toThrow(/sequences of 1 to 128 tokens .*got 129/);
   });
 
   it("refuses --max-sequence for a model whose sequence axis is fixed", () => {

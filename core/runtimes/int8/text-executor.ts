@@ -22,6 +22,8 @@ import {
 interface TextAbi {
   memory: WebAssembly.Memory;
   allocate(bytes: number): number;
+  mark(): number;
+  release(to: number): void;
   packColumns(...args: number[]): void;
   packedBytes(k: number, n: number): number;
   fusedLinear(...args: number[]): number;
@@ -105,10 +107,13 @@ export class TextExecutor {
       if (!shape) return copyIn(abi, data);
       if (data.byteLength !== shape.k * shape.n)
         throw invalid(`int8 text plan blob ${i} is not ${shape.k}×${shape.n} weights`);
+      // Packed weights stay; the plain copy they are packed from is freed for the next blob.
+      const out = allocateIn(abi, abi.packedBytes(shape.k, shape.n));
+      const before = abi.mark();
       const staging = copyIn(abi, data);
       const zero = copyIn(abi, new Uint8Array(1));
-      const out = allocateIn(abi, abi.packedBytes(shape.k, shape.n));
       abi.packColumns(staging, shape.k, shape.n, 1, zero, 0, out);
+      abi.release(before);
       return out;
     });
     const max = plan.sequence.max;
