@@ -101,6 +101,18 @@ export class TextExecutor {
     for (const step of plan.steps) {
       if (step.op === "dense") packed.set(step.weights, { k: step.k, n: step.n });
     }
+    // Grow the memory once for everything loading places in it (weights, the largest staging
+    // copy, arena, scratch): growing blob by blob re-maps it dozens of times on a cold start.
+    let held = 0;
+    let staged = 0;
+    plan.blobs.forEach((ref, i) => {
+      const shape = packed.get(i);
+      held += (shape ? abi.packedBytes(shape.k, shape.n) : ref.bytes) + 16;
+      if (shape) staged = Math.max(staged, ref.bytes + 32);
+    });
+    const reserve = abi.mark();
+    allocateIn(abi, held + staged + plan.arenaElements * 4 + (1 << 20));
+    abi.release(reserve);
     this.blobs = plan.blobs.map((ref, i) => {
       const data = blobView(bytes, ref);
       const shape = packed.get(i);
