@@ -175,6 +175,7 @@ export function LiveCharts({ name }: { name: string }) {
           versions={versions}
           pick={chart.metric}
           unit={chart.unit}
+          window={state.source === "minutes" ? "hour" : "auto"}
         />
       ))}
     </div>
@@ -223,12 +224,15 @@ function Chart({
   versions,
   pick,
   unit,
+  window,
 }: {
   title: string;
   series: Series;
   versions: string[];
   pick: Metric;
   unit: string;
+  /** "hour": the last hour of minute buckets; "auto": the points collected so far. */
+  window: "hour" | "auto";
 }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
@@ -254,6 +258,20 @@ function Chart({
           })),
         ],
         axes: [{}, { label: unit }],
+        // The minute buckets cover the last hour: show that hour, even with one point in it.
+        ...(window === "hour"
+          ? {
+              scales: {
+                x: {
+                  time: true,
+                  range: (): uPlot.Range.MinMax => [
+                    Date.now() / 1000 - 3600,
+                    Date.now() / 1000 + 60,
+                  ],
+                },
+              },
+            }
+          : {}),
       },
       data,
       element,

@@ -345,7 +345,7 @@ describe("the web console in Chromium", () => {
           ],
         }),
       });
-      expect(response.status).toBe(200);
+      expect(response.status, await response.text()).toBe(200);
     }
     await page.getByRole("link", { name: "Overview" }).click();
     await page.getByTestId("alias-production").waitFor();
