@@ -1,7 +1,7 @@
 /**
  * Live metrics inside workerd, through the worker's fetch handler, with the
- * real ModelMonitor Durable Object and R2 emulation (METRICS_FLUSH_MS is 0
- * here, so each response's counters are written from its waitUntil): counts
+ * real ModelMonitor Durable Object and R2 emulation (METRICS_FLUSH_MS is 250
+ * here: the counters are written from waitUntil a moment after): counts
  * per version and alias, failures by class and kind, histogram sums, and the
  * three views — the statistics extension, /metrics and the admin route — agree.
  */
