@@ -21,6 +21,7 @@ import { invalid } from "../core/errors";
 import { decodeOnnxModel, ElemType } from "../core/registry/onnx-structure";
 import type { PruningRecord } from "../core/registry/manifest";
 import type { Int8Kernels } from "../core/runtimes/int8/kernels";
+import { erf } from "../core/runtimes/int8/executor";
 import { loadProgram } from "../core/runtimes/int8/int8-runtime";
 import { compileInt8, denseChainOf, type DenseLayer } from "./int8-compiler";
 import { readGraph, type Graph } from "./onnx";
@@ -157,17 +158,6 @@ const parametersOf = (layers: readonly DenseLayer[]) =>
   layers.reduce((sum, l) => sum + l.k * l.n + (l.bias ? l.n : 0), 0);
 
 // ---------------------------------------------------------------- the reference computation
-
-/** erf to ~1.5e-7 (Abramowitz & Stegun 7.1.26), as the int8 executor computes GELU. */
-function erf(x: number): number {
-  const t = 1 / (1 + 0.3275911 * Math.abs(x));
-  const y =
-    1 -
-    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) *
-      t *
-      Math.exp(-x * x);
-  return x >= 0 ? y : -y;
-}
 
 function activate(values: Float32Array, layer: DenseLayer): void {
   const alpha = layer.alpha ?? 0.01;

@@ -16,8 +16,8 @@ import {
   unpackV1Weights,
 } from "./plan";
 
-/** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), plenty for int8 activations. */
-function erf(x: number): number {
+/** erf to ~1.5e-7 (Abramowitz & Stegun 7.1.26), plenty for int8 activations; pruning's reference computation uses it too. */
+export function erf(x: number): number {
   const t = 1 / (1 + 0.3275911 * Math.abs(x));
   const y =
     1 -
