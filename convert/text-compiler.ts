@@ -40,6 +40,17 @@ export interface TextCompileOptions {
   maxSequence?: number;
 }
 
+/** Unary functions the compiler evaluates on compile-time values. */
+const COMPILE_TIME_UNARY: Partial<Record<(typeof UNARY_FUNCTIONS)[number], (x: number) => number>> =
+  {
+    sqrt: Math.sqrt,
+    neg: (x) => -x,
+    exp: Math.exp,
+    reciprocal: (x) => 1 / x,
+    tanh: Math.tanh,
+    relu: (x) => Math.max(0, x),
+  };
+
 /** Embedding tables of at least this many values are stored int8 (per-row scales); smaller stay f32. */
 export const INT8_TABLE_MIN_VALUES = 16384;
 
@@ -761,6 +772,14 @@ class TextCompiler {
     input = node.inputs[0],
     out = node.outputs[0],
   ) {
+    // On a compile-time value (1/√d computed from a shape, as SDPA exports write it): evaluated here.
+    const known = this.sym(input).kind !== "view" ? this.small(input) : undefined;
+    const at = COMPILE_TIME_UNARY[fn];
+    if (known && at && known.values.every(isConst)) {
+      const values = known.values.map((v) => P(at(constOf(v))));
+      this.set(out, { ...known, values, float: true });
+      return;
+    }
     const x = this.contiguous(this.tensor(input));
     if (x.dtype !== "f32") this.fail("applies a float function to integers");
     const count = product(x.shape);

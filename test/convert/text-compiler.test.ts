@@ -423,6 +423,30 @@ function attentionBlock(random: Random, d: number, heads: number): Uint8Array {
   );
 }
 
+it("evaluates a scale computed from a shape (SDPA's 1/√d) at compile time, into the product", async () => {
+  const random = new Random(21);
+  const d = 8;
+  const onnx = overTokens(
+    random,
+    d,
+    [
+      { op: "Shape", inputs: ["x"], outputs: ["shape"] },
+      { op: "Slice", inputs: ["shape", "minus1", "big"], outputs: ["last"] },
+      { op: "Cast", inputs: ["last"], outputs: ["lastf"], attributes: { to: 1 } },
+      { op: "Sqrt", inputs: ["lastf"], outputs: ["root"] },
+      { op: "Reciprocal", inputs: ["root"], outputs: ["scale"] },
+      { op: "Mul", inputs: ["x", "scale"], outputs: ["xs"] },
+      { op: "Transpose", inputs: ["x"], outputs: ["xt"], attributes: { perm: [0, 2, 1] } },
+      { op: "MatMul", inputs: ["xs", "xt"], outputs: ["y"] },
+    ],
+    ["N", "S", "S"],
+    { initializers: [i64("minus1", [-1]), i64("big", [2 ** 40])] },
+  );
+  expect(stepsOf(onnx, 6)).toEqual(["gather", "matmul"]);
+  const { got, want } = await both(onnx, random, 5, 6);
+  expect(maxError(got, want)).toBeLessThan(1e-4);
+});
+
 describe("an attention block, at any length up to the maximum", () => {
   it("answers as onnxruntime at the maximum and at shorter lengths, within int8 error", async () => {
     const random = new Random(11);
