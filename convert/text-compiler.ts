@@ -528,6 +528,16 @@ class TextCompiler {
           });
           return;
         }
+        if (to === 9) {
+          // To BOOL (a mask for Where): 0/1 as i32.
+          const src = this.contiguous(x);
+          const count = product(src.shape);
+          const buffer = this.newBuffer(count);
+          const fn = src.dtype === "f32" ? "nonzero" : "nonzeroInt";
+          this.emit({ op: "unary", fn, input: src.at, count, output: buffer });
+          this.set(out, this.viewOf(buffer, src.shape, "i32"));
+          return;
+        }
         if (toFloat === (x.dtype === "f32")) {
           this.set(out, x);
           return;
@@ -675,6 +685,44 @@ class TextCompiler {
           output: buffer,
         });
         this.set(out, this.viewOf(buffer, x.shape));
+        return;
+      }
+      case "Where": {
+        const cond = this.tensor(node.inputs[0]);
+        if (cond.dtype !== "i32") this.fail("selects by a float condition");
+        const [x, y] = [node.inputs[1], node.inputs[2]].map((n) => {
+          const v = this.tensor(n);
+          if (v.dtype !== "f32") this.fail("selects between integer tensors");
+          return v.scale === 1 ? v : this.contiguous(v);
+        }) as [View, View];
+        const views = [cond, x, y];
+        const rank = Math.max(1, ...views.map((v) => v.shape.length));
+        if (rank > 4)
+          this.fail(`selects over rank ${rank}; int8 text plans select over up to 4 axes`);
+        const lifted = views.map((v) => ({
+          shape: [...Array(rank - v.shape.length).fill(P(1)), ...v.shape] as Poly[],
+          strides: [...Array(rank - v.shape.length).fill(P(0)), ...v.strides] as Poly[],
+        }));
+        const one = (d: Poly) => isConst(d) && constOf(d) === 1;
+        const shape = Array.from({ length: rank }, (_, i) => {
+          const dims = lifted.map((l) => l.shape[i]!).filter((d) => !one(d));
+          if (dims.some((d) => !peq(d, dims[0]!))) this.fail("broadcasts shapes that do not match");
+          return dims[0] ?? P(1);
+        });
+        const strided = (l: { shape: Poly[]; strides: Poly[] }, v: View) => ({
+          at: v.at,
+          strides: l.strides.map((st, i) => (one(l.shape[i]!) ? P(0) : st)),
+        });
+        const buffer = this.newBuffer(product(shape));
+        this.emit({
+          op: "where",
+          cond: strided(lifted[0]!, cond),
+          a: strided(lifted[1]!, x),
+          b: strided(lifted[2]!, y),
+          shape,
+          output: buffer,
+        });
+        this.set(out, this.viewOf(buffer, shape));
         return;
       }
       case "Clip": {
