@@ -40,6 +40,17 @@ export interface TextCompileOptions {
   maxSequence?: number;
 }
 
+/** Unary functions the compiler evaluates on compile-time values. */
+const COMPILE_TIME_UNARY: Partial<Record<(typeof UNARY_FUNCTIONS)[number], (x: number) => number>> =
+  {
+    sqrt: Math.sqrt,
+    neg: (x) => -x,
+    exp: Math.exp,
+    reciprocal: (x) => 1 / x,
+    tanh: Math.tanh,
+    relu: (x) => Math.max(0, x),
+  };
+
 /** Embedding tables of at least this many values are stored int8 (per-row scales); smaller stay f32. */
 export const INT8_TABLE_MIN_VALUES = 16384;
 
@@ -517,6 +528,16 @@ class TextCompiler {
           });
           return;
         }
+        if (to === 9) {
+          // To BOOL (a mask for Where): 0/1 as i32.
+          const src = this.contiguous(x);
+          const count = product(src.shape);
+          const buffer = this.newBuffer(count);
+          const fn = src.dtype === "f32" ? "nonzero" : "nonzeroInt";
+          this.emit({ op: "unary", fn, input: src.at, count, output: buffer });
+          this.set(out, this.viewOf(buffer, src.shape, "i32"));
+          return;
+        }
         if (toFloat === (x.dtype === "f32")) {
           this.set(out, x);
           return;
@@ -666,6 +687,44 @@ class TextCompiler {
         this.set(out, this.viewOf(buffer, x.shape));
         return;
       }
+      case "Where": {
+        const cond = this.tensor(node.inputs[0]);
+        if (cond.dtype !== "i32") this.fail("selects by a float condition");
+        const [x, y] = [node.inputs[1], node.inputs[2]].map((n) => {
+          const v = this.tensor(n);
+          if (v.dtype !== "f32") this.fail("selects between integer tensors");
+          return v.scale === 1 ? v : this.contiguous(v);
+        }) as [View, View];
+        const views = [cond, x, y];
+        const rank = Math.max(1, ...views.map((v) => v.shape.length));
+        if (rank > 4)
+          this.fail(`selects over rank ${rank}; int8 text plans select over up to 4 axes`);
+        const lifted = views.map((v) => ({
+          shape: [...Array(rank - v.shape.length).fill(P(1)), ...v.shape] as Poly[],
+          strides: [...Array(rank - v.shape.length).fill(P(0)), ...v.strides] as Poly[],
+        }));
+        const one = (d: Poly) => isConst(d) && constOf(d) === 1;
+        const shape = Array.from({ length: rank }, (_, i) => {
+          const dims = lifted.map((l) => l.shape[i]!).filter((d) => !one(d));
+          if (dims.some((d) => !peq(d, dims[0]!))) this.fail("broadcasts shapes that do not match");
+          return dims[0] ?? P(1);
+        });
+        const strided = (l: { shape: Poly[]; strides: Poly[] }, v: View) => ({
+          at: v.at,
+          strides: l.strides.map((st, i) => (one(l.shape[i]!) ? P(0) : st)),
+        });
+        const buffer = this.newBuffer(product(shape));
+        this.emit({
+          op: "where",
+          cond: strided(lifted[0]!, cond),
+          a: strided(lifted[1]!, x),
+          b: strided(lifted[2]!, y),
+          shape,
+          output: buffer,
+        });
+        this.set(out, this.viewOf(buffer, shape));
+        return;
+      }
       case "Clip": {
         // Bounds from inputs (opset ≥ 11) or attributes; each a max/min against a scalar.
         const bound = (i: number, attr: string) => {
@@ -761,6 +820,14 @@ class TextCompiler {
     input = node.inputs[0],
     out = node.outputs[0],
   ) {
+    // On a compile-time value (1/√d computed from a shape, as SDPA exports write it): evaluated here.
+    const known = this.sym(input).kind !== "view" ? this.small(input) : undefined;
+    const at = COMPILE_TIME_UNARY[fn];
+    if (known && at && known.values.every(isConst)) {
+      const values = known.values.map((v) => P(at(constOf(v))));
+      this.set(out, { ...known, values, float: true });
+      return;
+    }
     const x = this.contiguous(this.tensor(input));
     if (x.dtype !== "f32") this.fail("applies a float function to integers");
     const count = product(x.shape);

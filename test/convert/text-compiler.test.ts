@@ -255,6 +255,44 @@ describe("each operator against onnxruntime, over token ids", () => {
     }
   });
 
+  it("a mask made with Cast to BOOL and Where (masked_fill, as SDPA exports write it), still one softmax step", async () => {
+    const random = new Random(8);
+    const d = 8;
+    const onnx = overTokens(
+      random,
+      d,
+      [
+        { op: "Transpose", inputs: ["x"], outputs: ["xt"], attributes: { perm: [0, 2, 1] } },
+        { op: "MatMul", inputs: ["x", "xt"], outputs: ["scores"] },
+        { op: "Unsqueeze", inputs: ["mask", "one"], outputs: ["m1"] },
+        { op: "Cast", inputs: ["m1"], outputs: ["mf"], attributes: { to: 1 } },
+        { op: "Sub", inputs: ["onef", "mf"], outputs: ["inv"] },
+        { op: "Cast", inputs: ["inv"], outputs: ["flag"], attributes: { to: 9 } },
+        { op: "Where", inputs: ["flag", "lowest", "inv"], outputs: ["bias"] },
+        { op: "Add", inputs: ["scores", "bias"], outputs: ["masked"] },
+        { op: "Softmax", inputs: ["masked"], outputs: ["y"], attributes: { axis: -1 } },
+      ],
+      ["N", "S", "S"],
+      {
+        mask: true,
+        initializers: [
+          i64("one", [1]),
+          scalar("onef", 1),
+          scalar("lowest", -3.4028234663852886e38),
+        ],
+      },
+    );
+    const steps = stepsOf(onnx, 12);
+    expect(steps).toContain("where");
+    expect(steps.filter((s) => s === "softmax")).toHaveLength(1);
+    expect(steps).not.toContain("binary:add");
+    for (const s of [1, 4, 9]) {
+      const mask = Array.from({ length: s }, (_, i) => (i === 0 || random.next() < 0.5 ? 1 : 0));
+      const { got, want } = await both(onnx, random, s, 12, mask);
+      expect(maxError(got, want)).toBeLessThan(1e-5);
+    }
+  });
+
   const geluForms: [string, NodeSpec[], Initializer[], number][] = [
     [
       "erf form",
@@ -422,6 +460,30 @@ function attentionBlock(random: Random, d: number, heads: number): Uint8Array {
     },
   );
 }
+
+it("evaluates a scale computed from a shape (SDPA's 1/√d) at compile time, into the product", async () => {
+  const random = new Random(21);
+  const d = 8;
+  const onnx = overTokens(
+    random,
+    d,
+    [
+      { op: "Shape", inputs: ["x"], outputs: ["shape"] },
+      { op: "Slice", inputs: ["shape", "minus1", "big"], outputs: ["last"] },
+      { op: "Cast", inputs: ["last"], outputs: ["lastf"], attributes: { to: 1 } },
+      { op: "Sqrt", inputs: ["lastf"], outputs: ["root"] },
+      { op: "Reciprocal", inputs: ["root"], outputs: ["scale"] },
+      { op: "Mul", inputs: ["x", "scale"], outputs: ["xs"] },
+      { op: "Transpose", inputs: ["x"], outputs: ["xt"], attributes: { perm: [0, 2, 1] } },
+      { op: "MatMul", inputs: ["xs", "xt"], outputs: ["y"] },
+    ],
+    ["N", "S", "S"],
+    { initializers: [i64("minus1", [-1]), i64("big", [2 ** 40])] },
+  );
+  expect(stepsOf(onnx, 6)).toEqual(["gather", "matmul"]);
+  const { got, want } = await both(onnx, random, 5, 6);
+  expect(maxError(got, want)).toBeLessThan(1e-4);
+});
 
 describe("an attention block, at any length up to the maximum", () => {
   it("answers as onnxruntime at the maximum and at shorter lengths, within int8 error", async () => {

@@ -326,6 +326,17 @@ export class TextExecutor {
           a >= 0 && b >= 0 && fits(step.a.at, a) && fits(step.b.at, b) && whole(step.output, count);
         break;
       }
+      case "where": {
+        const spans = [step.cond, step.a, step.b].map((v) => span(v, step.shape));
+        const count = step.shape.reduce((acc, d) => acc * p(d), 1);
+        ok =
+          spans.every((n) => n >= 0) &&
+          fits(step.cond.at, spans[0]!) &&
+          fits(step.a.at, spans[1]!) &&
+          fits(step.b.at, spans[2]!) &&
+          whole(step.output, count);
+        break;
+      }
       case "copy": {
         const x = span(step.input, step.shape);
         const count = step.shape.reduce((acc, d) => acc * p(d), 1);
@@ -455,6 +466,21 @@ export class TextExecutor {
         const xs = new Float32Array(memory, x, count);
         const ys = new Float32Array(memory, y, count);
         switch (step.fn) {
+          case "nonzero": {
+            const flags = new Int32Array(memory, y, count);
+            return () => {
+              for (let i = 0; i < count; i++) flags[i] = xs[i] !== 0 ? 1 : 0;
+            };
+          }
+          case "nonzeroInt": {
+            const [ints, flags] = [
+              new Int32Array(memory, x, count),
+              new Int32Array(memory, y, count),
+            ];
+            return () => {
+              for (let i = 0; i < count; i++) flags[i] = ints[i] !== 0 ? 1 : 0;
+            };
+          }
           case "toFloat": {
             const ints = new Int32Array(memory, x, count);
             return () => {
@@ -493,6 +519,27 @@ export class TextExecutor {
         }
         const f = BINARY[step.fn]!;
         return () => strided4(shape, (o, i, j) => (y[o] = f(a[i]!, b[j]!)), sa, sb);
+      }
+      case "where": {
+        const shape = pad4(step.shape.map(p), 1);
+        const count = shape.reduce((a, b) => a * b, 1);
+        const start = this.ptr(step.cond.at, s);
+        const cond = new Int32Array(memory, start, (memory.byteLength - start) >> 2);
+        const sc = pad4(step.cond.strides.map(p), 0);
+        const [a, sa] = this.view(step.a, s, memory);
+        const [b, sb] = this.view(step.b, s, memory);
+        const y = new Float32Array(memory, out(step.output), count);
+        return () => {
+          let o = 0;
+          for (let i0 = 0; i0 < shape[0]!; i0++)
+            for (let i1 = 0; i1 < shape[1]!; i1++)
+              for (let i2 = 0; i2 < shape[2]!; i2++)
+                for (let i3 = 0; i3 < shape[3]!; i3++) {
+                  const at = (st: number[]) =>
+                    i0 * st[0]! + i1 * st[1]! + i2 * st[2]! + i3 * st[3]!;
+                  y[o++] = cond[at(sc)] ? a[at(sa)]! : b[at(sb)]!;
+                }
+        };
       }
       case "copy": {
         const shape = pad4(step.shape.map(p), 1);

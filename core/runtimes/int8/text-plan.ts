@@ -59,6 +59,9 @@ export const UNARY_FUNCTIONS = [
   "exp",
   "reciprocal",
   "toFloat",
+  /** f32 (or, `nonzeroInt`, i32) to i32 0/1: a Cast to BOOL. */
+  "nonzero",
+  "nonzeroInt",
 ] as const;
 export const BINARY_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "max", "min"] as const;
 
@@ -146,6 +149,15 @@ export const textStepSchema = z.discriminatedUnion("op", [
   z.object({
     op: z.literal("binary"),
     fn: z.enum(BINARY_FUNCTIONS),
+    a: strided,
+    b: strided,
+    shape: z.array(poly).min(1).max(4),
+    output: buffer,
+  }),
+  /** `cond` (i32, nonzero = true) ? a : b elementwise over `shape`, all three broadcast by their strides. */
+  z.object({
+    op: z.literal("where"),
+    cond: strided,
     a: strided,
     b: strided,
     shape: z.array(poly).min(1).max(4),
