@@ -9,19 +9,22 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import kernelsWasm from "../../../build/kernels.wasm";
 import { planRollback } from "../../../core/registry/promotion";
-import { RolloutStore } from "../../../core/registry/rollout";
+import { RolloutStore, type RolloutState } from "../../../core/registry/rollout";
 import { Int8Runtime } from "../../../core/runtimes/int8/int8-runtime";
 import { OrtRuntime } from "../../../core/runtimes/ort/ort-runtime";
 import { parseServingConfig } from "../../../core/serving/config";
 import { edgeDataPlane } from "../../../core/serving/data-plane";
 import { runGates } from "../../../core/serving/gates";
 import {
+  addCounters,
   countersOf,
+  emptyCounters,
   minuteOf,
+  type Counters,
   type MetricsEntry,
   type RequestSample,
 } from "../../../core/serving/metrics";
-import { RolloutDriver, stepEntry } from "../../../core/serving/rollout";
+import { DEFAULT_POLICY, evaluate, RolloutDriver, stepEntry } from "../../../core/serving/rollout";
 import { monitorMetricsStore } from "../../../worker/monitor-client";
 import { loadOrt } from "../../../worker/ort-workerd";
 import { publishFixture, registry } from "../../worker/helpers";
@@ -214,5 +217,65 @@ describe("RolloutDriver", () => {
       .filter((r) => r.rollout)
       .map((r) => r.rollout!.decision);
     expect(decisions).toEqual(["start", "paused", "resumed", "aborted", "start", "superseded"]);
+  });
+});
+
+describe("a window's latency checks", () => {
+  /** `n` successful requests of `ms` each, counted as the monitor counts them. */
+  const window = (n: number, ms: number): Counters => {
+    let c = emptyCounters();
+    for (let i = 0; i < n; i++) {
+      c = addCounters(
+        c,
+        countersOf(
+          {
+            model: "m",
+            version: 1,
+            alias: "production",
+            statusClass: "2xx",
+            totalMs: ms,
+            computeMs: 1,
+            decodeMs: 0,
+            coldLoad: false,
+            bytesIn: 1,
+            bytesOut: 1,
+          },
+          0,
+        ),
+      );
+    }
+    return c;
+  };
+  const stepping = (policy: Partial<RolloutState["policy"]>) =>
+    ({
+      status: "stepping",
+      baseline: 1,
+      candidate: 2,
+      policy: { ...DEFAULT_POLICY, minRequests: 20, ...policy },
+    }) as RolloutState;
+  const gate = (checks: { gate: string; passed: boolean }[], name: string) =>
+    checks.find((c) => c.gate === name);
+
+  it("fails a candidate whose p99 is over the ratio to the baseline's, passes one under it", () => {
+    const policy = { maxLatencyRatio: 1.5 };
+    const slow = evaluate(stepping(policy), window(30, 40), window(30, 8));
+    expect(slow.enough).toBe(true);
+    expect(gate(slow.checks, "latency-ratio")).toMatchObject({ passed: false });
+    const fast = evaluate(stepping(policy), window(30, 8), window(30, 8));
+    expect(gate(fast.checks, "latency-ratio")).toMatchObject({ passed: true });
+  });
+
+  it("skips the ratio while the baseline has too little traffic, and checks an absolute p99", () => {
+    const few = evaluate(stepping({ maxLatencyRatio: 1.5 }), window(30, 40), window(3, 8));
+    expect(gate(few.checks, "latency-ratio")).toMatchObject({ passed: true, skipped: true });
+    const p99 = evaluate(stepping({ maxP99Ms: 20 }), window(30, 40), window(30, 8));
+    expect(gate(p99.checks, "p99")).toMatchObject({ passed: false });
+    expect(
+      gate(evaluate(stepping({ maxP99Ms: 20 }), window(30, 8), window(30, 8)).checks, "p99"),
+    ).toMatchObject({ passed: true });
+  });
+
+  it("waits while the candidate has fewer requests than the policy's minimum", () => {
+    expect(evaluate(stepping({}), window(5, 8), window(30, 8)).enough).toBe(false);
   });
 });
