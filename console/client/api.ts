@@ -85,9 +85,18 @@ const SHOWN_HEADERS = [
   "server-timing",
 ];
 
-export async function infer(path: string, request: unknown): Promise<InferResult> {
+export function infer(path: string, request: unknown): Promise<InferResult> {
+  return post(`/v2/${path}/infer`, request);
+}
+
+/** `POST …/explain`: the same request with `parameters` saying how (docs/explain.md). */
+export function explain(path: string, request: unknown): Promise<InferResult> {
+  return post(`/v2/${path}/explain`, request);
+}
+
+async function post(url: string, request: unknown): Promise<InferResult> {
   const started = performance.now();
-  const response = await fetch(`/v2/${path}/infer`, {
+  const response = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(request),

@@ -5,7 +5,7 @@
  * outputs (top-k for classifiers), what served it and how long it took.
  */
 import { useEffect, useState } from "hono/jsx/dom";
-import { admin, infer, oip, path, ApiError, type InferResult } from "./api";
+import { admin, explain, infer, oip, path, ApiError, type InferResult } from "./api";
 import { ErrorBox, Loading, PageHeading, TableScroll, useLoad } from "./common";
 import { ModelNav } from "./model-nav";
 import type {
@@ -130,13 +130,16 @@ export function TryItPage({ name }: { name: string }) {
 
   useEffect(() => setResult(undefined), [oipPath]);
 
-  const run = async (event: Event) => {
-    event.preventDefault();
-    if (!metadata.data) return;
+  const [explanation, setExplanation] = useState<InferResult | undefined>(undefined);
+
+  useEffect(() => setExplanation(undefined), [oipPath]);
+
+  /** The form as an OIP request; a bad value is shown, and nothing is sent. */
+  const requestOf = () => {
+    if (!metadata.data) return undefined;
     setFormError(undefined);
-    let request;
     try {
-      request = {
+      return {
         inputs: metadata.data.inputs.map((spec) => {
           const data = parseValues(texts[spec.name] ?? "", spec.datatype);
           return {
@@ -149,16 +152,35 @@ export function TryItPage({ name }: { name: string }) {
       };
     } catch (error) {
       setFormError(error as Error);
-      return;
+      return undefined;
     }
+  };
+
+  const send = async (call: () => Promise<void>) => {
     setBusy(true);
     try {
-      setResult(await infer(oipPath, request));
+      await call();
     } catch (error) {
       setFormError(error as Error);
     } finally {
       setBusy(false);
     }
+  };
+
+  const run = async (event: Event) => {
+    event.preventDefault();
+    const request = requestOf();
+    if (request) await send(async () => setResult(await infer(oipPath, request)));
+  };
+
+  // Occlusion for image-shaped inputs, KernelSHAP otherwise; a fixed seed, so the same form
+  // gives the same attributions (and the API's own answer for the same request).
+  const image = metadata.data?.inputs[0] ? imageShape(metadata.data.inputs[0]) : null;
+  const runExplain = async () => {
+    const request = requestOf();
+    if (!request) return;
+    const parameters = { method: image ? "occlusion" : "shap", seed: 1 };
+    await send(async () => setExplanation(await explain(oipPath, { ...request, parameters })));
   };
 
   return (
@@ -194,10 +216,19 @@ export function TryItPage({ name }: { name: string }) {
         ))}
         <button type="submit" disabled={busy || !metadata.data}>
           {busy ? "Running…" : "Run inference"}
+        </button>{" "}
+        <button
+          type="button"
+          class="secondary"
+          disabled={busy || !metadata.data}
+          onClick={runExplain}
+        >
+          Explain
         </button>
       </form>
       <ErrorBox error={formError} />
       {result ? <ResultView result={result} /> : null}
+      {explanation ? <ExplanationView result={explanation} image={image} /> : null}
     </section>
   );
 }
@@ -340,5 +371,96 @@ function OutputView({ output }: { output: OutputTensor }) {
         </p>
       ) : null}
     </div>
+  );
+}
+
+/** The attributions most worth reading: the largest by magnitude. */
+const SHOWN_ATTRIBUTIONS = 10;
+
+/**
+ * An explanation (docs/explain.md): what was explained and against what, then
+ * the attributions — a heatmap over an image-shaped input (red adds to the
+ * target, blue takes from it), else the largest as bars.
+ */
+function ExplanationView({
+  result,
+  image,
+}: {
+  result: InferResult;
+  image: { channels: number; height: number; width: number } | null;
+}) {
+  const ok = result.status >= 200 && result.status < 300;
+  const body = result.body as {
+    outputs?: OutputTensor[];
+    parameters?: Record<string, unknown>;
+    error?: string;
+  };
+  const attributions = body.outputs?.find((o) => o.name === "attributions");
+  const values = (attributions?.data.flat(Infinity as 1) ?? []) as number[];
+  const largest = Math.max(...values.map(Math.abs), 0) || 1;
+  const p = body.parameters ?? {};
+  const fmt = (v: unknown) =>
+    typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(6) : String(v ?? "-");
+  return (
+    <section class="result" aria-live="polite" data-testid="explanation">
+      <h2>Explanation</h2>
+      {!ok ? (
+        <ErrorBox
+          error={new ApiError(result.status, body.error ?? JSON.stringify(body), {})}
+          title="Explanation failed"
+        />
+      ) : (
+        <dl class="facts">
+          <dt>method</dt>
+          <dd data-testid="method">{fmt(p.method)}</dd>
+          <dt>baseline</dt>
+          <dd>{fmt(p.baseline)}</dd>
+          <dt>evaluations</dt>
+          <dd>{fmt(p.evaluations)}</dd>
+          <dt>
+            output {fmt(p.target_output)}[{fmt(p.target)}]
+          </dt>
+          <dd>
+            {fmt(p.prediction)} (baseline {fmt(p.base_value)})
+          </dd>
+          <dt>time in the browser</dt>
+          <dd>{result.milliseconds.toFixed(1)} ms</dd>
+        </dl>
+      )}
+      {ok && image ? (
+        <div
+          class="heatmap"
+          role="img"
+          aria-label={`Attributions over the ${image.height}×${image.width} image: red adds to the output, blue takes from it`}
+          data-testid="heatmap"
+          style={`grid-template-columns: repeat(${image.width}, 1fr)`}
+        >
+          {values.slice(0, image.height * image.width).map((v) => (
+            <span
+              data-value={String(v)}
+              style={`background: ${v >= 0 ? "rgba(200, 30, 30," : "rgba(30, 80, 200,"} ${(Math.abs(v) / largest).toFixed(3)})`}
+            />
+          ))}
+        </div>
+      ) : null}
+      {ok && !image ? (
+        <ol class="attributions" data-testid="attributions">
+          {values
+            .map((value, index) => ({ value, index }))
+            .sort((a, b) => Math.abs(b.value) - Math.abs(a.value))
+            .slice(0, SHOWN_ATTRIBUTIONS)
+            .map(({ value, index }) => (
+              <li data-index={index} data-value={String(value)}>
+                <span class="name">input[{index}]</span>
+                <span
+                  class={value >= 0 ? "bar up" : "bar down"}
+                  style={`width: ${((50 * Math.abs(value)) / largest).toFixed(1)}%`}
+                />
+                <span class="value">{value.toPrecision(4)}</span>
+              </li>
+            ))}
+        </ol>
+      ) : null}
+    </section>
   );
 }

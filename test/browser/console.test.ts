@@ -200,6 +200,37 @@ describe("the web console in Chromium", () => {
     const answer = (await direct.json()) as { outputs: { data: number[] }[] };
     expect(shown).toEqual(answer.outputs[0]!.data);
     await check("04-try-it");
+
+    // Explain: KernelSHAP with a fixed seed, so the bars are the API's own attributions.
+    await page.getByRole("button", { name: "Explain" }).click();
+    const explanation = page.getByTestId("explanation");
+    await explanation.getByTestId("attributions").waitFor();
+    expect(await explanation.getByTestId("method").textContent()).toBe("shap");
+    const bars = explanation.getByTestId("attributions").locator("li");
+    const barValues = (await bars.evaluateAll((items) =>
+      items.map((li) => [
+        Number(li.getAttribute("data-index")),
+        Number(li.getAttribute("data-value")),
+      ]),
+    )) as [number, number][];
+    const explained = await fetch(`${server.base}/v2/models/simple/versions/1/explain`, {
+      method: "POST",
+      body: JSON.stringify({
+        inputs: [{ name: "input", shape: [1, 10], datatype: "FP32", data: input }],
+        parameters: { method: "shap", seed: 1 },
+      }),
+    });
+    const attributions = (
+      (await explained.json()) as { outputs: { name: string; data: number[] }[] }
+    ).outputs
+      .find((o) => o.name === "attributions")!
+      .data.flat();
+    const largest = attributions
+      .map((value, index) => [index, value] as [number, number])
+      .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]))
+      .slice(0, 10);
+    expect(barValues).toEqual(largest);
+    await check("04c-try-it-explain");
   });
 
   it("turns an uploaded image into digits-cnn's input and shows its top-k", async () => {
@@ -251,6 +282,20 @@ describe("the web console in Chromium", () => {
     const shown = (await result.getByTestId("values").locator("li").allTextContents()).map(Number);
     expect(shown).toEqual(answer.outputs[0]!.data);
     await check("04b-try-it-image");
+
+    // Explain an image: occlusion, drawn as a heatmap over the 8×8 input.
+    await page.getByRole("button", { name: "Explain" }).click();
+    const heatmap = page.getByTestId("explanation").getByTestId("heatmap");
+    await heatmap.waitFor();
+    expect(await page.getByTestId("explanation").getByTestId("method").textContent()).toBe(
+      "occlusion",
+    );
+    const cells = (await heatmap
+      .locator("span")
+      .evaluateAll((spans) => spans.map((s) => Number(s.getAttribute("data-value"))))) as number[];
+    expect(cells).toHaveLength(64);
+    expect(cells.some((v) => v !== 0)).toBe(true);
+    await check("04d-try-it-heatmap");
     await page.evaluate(() => (location.hash = "#/models/simple"));
     await page.getByRole("heading", { level: 1, name: "simple" }).waitFor();
   });
