@@ -215,6 +215,11 @@ export function quantizeRowsI16(x: usize, m: i32, k: i32, scales: usize, zeroPoi
  * Packs the K×N byte matrix at `b` (row-major, as MatMul's B) into the panel
  * layout above as i16 at `out`, minus the zero point: one per tensor or one
  * per column. `out` must hold `packedBytes(k, n)` bytes.
+ *
+ * Runs at every cold load (megabytes of weights), so full panels go 16 columns
+ * by two rows at a time in SIMD, reading both operands' rows in order; only
+ * a last odd row, K's padding and the columns past the last full panel take
+ * the scalar path.
  */
 export function packColumns(
   b: usize, k: i32, n: i32, signed: bool,
@@ -222,16 +227,57 @@ export function packColumns(
 ): void {
   const kp = paddedK(k);
   const np = paddedN(n);
-  for (let col = 0; col < np; col++) {
-    const panel = col & ~(PANEL - 1);
-    const pairBytes = <usize>min(PANEL, np - panel) << 2; // one k-pair across the panel
-    const base = out + ((<usize>panel * <usize>kp) << 1) + (<usize>(col - panel) << 2);
-    const zp = col < n ? loadByte(zeroPoints + (zeroPointPerColumn ? <usize>col : 0), signed) : 0;
-    for (let i = 0; i < kp; i++) {
-      const dst = base + <usize>(i >> 1) * pairBytes + (<usize>(i & 1) << 1);
-      const v = col < n && i < k ? loadByte(b + <usize>i * <usize>n + <usize>col, signed) - zp : 0;
-      store<i16>(dst, <i16>v);
+  const pairs = k >> 1; // k-pairs whose two rows are both real
+  let panel = 0;
+  for (; panel + PANEL <= n; panel += PANEL) {
+    const base = out + ((<usize>panel * <usize>kp) << 1);
+    let zlo = i16x8.splat(0);
+    let zhi = zlo;
+    if (zeroPointPerColumn) {
+      const z = v128.load(zeroPoints + <usize>panel);
+      zlo = signed ? i16x8.extend_low_i8x16_s(z) : i16x8.extend_low_i8x16_u(z);
+      zhi = signed ? i16x8.extend_high_i8x16_s(z) : i16x8.extend_high_i8x16_u(z);
+    } else {
+      zlo = i16x8.splat(<i16>loadByte(zeroPoints, signed));
+      zhi = zlo;
     }
+    for (let p = 0; p < pairs; p++) {
+      const row = b + <usize>(p << 1) * <usize>n + <usize>panel;
+      const r0 = v128.load(row);
+      const r1 = v128.load(row + <usize>n);
+      const a0 = i16x8.sub(signed ? i16x8.extend_low_i8x16_s(r0) : i16x8.extend_low_i8x16_u(r0), zlo);
+      const a1 = i16x8.sub(signed ? i16x8.extend_high_i8x16_s(r0) : i16x8.extend_high_i8x16_u(r0), zhi);
+      const b0 = i16x8.sub(signed ? i16x8.extend_low_i8x16_s(r1) : i16x8.extend_low_i8x16_u(r1), zlo);
+      const b1 = i16x8.sub(signed ? i16x8.extend_high_i8x16_s(r1) : i16x8.extend_high_i8x16_u(r1), zhi);
+      // Column by column, the pair's two values side by side: 16 columns × 4 bytes.
+      const dst = base + (<usize>p << 6);
+      v128.store(dst, v128.shuffle<i16>(a0, b0, 0, 8, 1, 9, 2, 10, 3, 11));
+      v128.store(dst, v128.shuffle<i16>(a0, b0, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+      v128.store(dst, v128.shuffle<i16>(a1, b1, 0, 8, 1, 9, 2, 10, 3, 11), 32);
+      v128.store(dst, v128.shuffle<i16>(a1, b1, 4, 12, 5, 13, 6, 14, 7, 15), 48);
+    }
+    for (let col = panel; col < panel + PANEL; col++) {
+      packColumnRows(b, k, n, kp, np, signed, zeroPoints, zeroPointPerColumn, out, col, pairs << 1);
+    }
+  }
+  for (let col = panel; col < np; col++) {
+    packColumnRows(b, k, n, kp, np, signed, zeroPoints, zeroPointPerColumn, out, col, 0);
+  }
+}
+
+/** Packs rows `from`..K's padding of one column, one value at a time. */
+function packColumnRows(
+  b: usize, k: i32, n: i32, kp: i32, np: i32, signed: bool,
+  zeroPoints: usize, zeroPointPerColumn: bool, out: usize, col: i32, from: i32,
+): void {
+  const panel = col & ~(PANEL - 1);
+  const pairBytes = <usize>min(PANEL, np - panel) << 2; // one k-pair across the panel
+  const base = out + ((<usize>panel * <usize>kp) << 1) + (<usize>(col - panel) << 2);
+  const zp = col < n ? loadByte(zeroPoints + (zeroPointPerColumn ? <usize>col : 0), signed) : 0;
+  for (let i = from; i < kp; i++) {
+    const dst = base + <usize>(i >> 1) * pairBytes + (<usize>(i & 1) << 1);
+    const v = col < n && i < k ? loadByte(b + <usize>i * <usize>n + <usize>col, signed) - zp : 0;
+    store<i16>(dst, <i16>v);
   }
 }
 
