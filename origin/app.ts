@@ -30,6 +30,7 @@ import { traceHeaders } from "../http/middleware";
 import { oipRoutes, SERVER_METADATA, type PlaneVariables } from "../http/oip-routes";
 import type { ServerMetadata } from "../core/protocol/types";
 import { ModelRegistry } from "../core/registry/registry";
+import { nodeSha256 } from "./digest";
 import type { ObjectStore } from "../core/registry/store";
 import { DataPlane } from "../core/serving/data-plane";
 import { Executor, type RuntimeChoice } from "../core/serving/executor";
@@ -102,7 +103,7 @@ const MODEL_PATHS = ["", "/versions/:version"].flatMap((pinned) =>
 export async function createOriginApp(options: OriginOptions): Promise<OriginApp> {
   const log = options.log ?? jsonLogger;
   const token = options.token || undefined;
-  const registry = new ModelRegistry(options.store);
+  const registry = new ModelRegistry(options.store, { digests: nodeSha256 });
   const providers = await chooseProviders(options.providers ?? SERVER_DEFAULTS.providers);
   log({
     level: providers.failed.length > 0 ? "warn" : "info",

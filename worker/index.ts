@@ -15,6 +15,7 @@ import { ArtifactUploads } from "../core/registry/uploads";
 import { monitorMetricsStore, monitorRollouts, type MonitorNamespace } from "./monitor-client";
 import { edgeRuntimes } from "./runtimes";
 import { r2Store } from "./r2-store";
+import { digestStreamSha256 } from "./digest-stream";
 import { r2Uploads } from "./r2-uploads";
 
 /** Secrets are not in wrangler.toml, so `wrangler types` does not list them. */
@@ -31,7 +32,7 @@ const wirings = new WeakMap<object, Wiring>();
 function wiringFor(env: WorkerEnv): Wiring {
   let wiring = wirings.get(env.MODELS);
   if (!wiring) {
-    const registry = new ModelRegistry(r2Store(env.MODELS));
+    const registry = new ModelRegistry(r2Store(env.MODELS), { digests: digestStreamSha256 });
     const config = parseServingConfig(env as unknown as Record<string, unknown>);
     const runtimes = edgeRuntimes();
     const monitors = env.MONITOR as MonitorNamespace;

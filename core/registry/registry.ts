@@ -5,7 +5,8 @@
  */
 import { conflict, invalid, modelNotFound, notFound, unavailable } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
-import { sha256Hex } from "./digest";
+import { readChunks } from "./chunks";
+import { bufferedSha256, sha256Hex, type DigestFactory } from "./digest";
 import { blobKey, manifestKey, versionFromPrefix, versionsPrefix } from "./layout";
 import {
   MANIFEST_SCHEMA_VERSION,
@@ -50,6 +51,16 @@ export interface PublishInput extends VersionFields {
 
 /** How often a publish without a version number retries after losing a race. */
 const PUBLISH_ATTEMPTS = 5;
+/** How much of an artifact is read per step (see `readChunks`). */
+const READ_CHUNK_BYTES = 1 << 20;
+
+/** Takes an artifact's bytes as they arrive: `chunk` starts at `offset` and is reused afterwards. */
+export type ArtifactSink = (chunk: Uint8Array, offset: number) => void;
+
+export interface RegistryOptions {
+  /** The platform's incremental SHA-256, for artifacts streamed into place (default: buffered). */
+  digests?: DigestFactory;
+}
 
 export class ModelRegistry {
   /** The models' aliases and their audit log. */
@@ -57,7 +68,13 @@ export class ModelRegistry {
   /** Shadow divergence totals, written by serving isolates. */
   readonly shadowStats: ShadowStatsStore;
 
-  constructor(private readonly store: ObjectStore) {
+  private readonly digests: DigestFactory;
+
+  constructor(
+    private readonly store: ObjectStore,
+    options: RegistryOptions = {},
+  ) {
+    this.digests = options.digests ?? bufferedSha256;
     this.aliases = new AliasStore(store);
     this.shadowStats = new ShadowStatsStore(store);
   }
@@ -174,10 +191,57 @@ export class ModelRegistry {
     role: ArtifactRole,
     maxBytes: number,
   ): Promise<Uint8Array> {
-    const { object } = await this.openArtifact(manifest, role, maxBytes);
-    const bytes = new Uint8Array(await object.arrayBuffer());
+    const { artifact, object } = await this.openArtifact(manifest, role, maxBytes);
+    const bytes = new Uint8Array(artifact.bytes);
+    await this.pump(manifest, role, object, artifact.bytes, (chunk, at) => bytes.set(chunk, at));
     this.checkDigest(manifest, role, await sha256Hex(bytes));
     return bytes;
+  }
+
+  /**
+   * Streams an artifact into `sink` in order, never holding it whole, and
+   * resolves once its size and sha256 are verified. On a rejection, whatever
+   * the sink built from the bytes must be dropped: they are not the artifact.
+   */
+  async streamArtifact(
+    manifest: Manifest,
+    role: ArtifactRole,
+    maxBytes: number,
+    sink: ArtifactSink,
+  ): Promise<void> {
+    const { artifact, object } = await this.openArtifact(manifest, role, maxBytes);
+    const digest = this.digests();
+    await this.pump(manifest, role, object, artifact.bytes, async (chunk, at) => {
+      sink(chunk, at);
+      await digest.update(chunk);
+    });
+    this.checkDigest(manifest, role, await digest.hex());
+  }
+
+  /** Feeds an object's body to `take`, refusing more or fewer bytes than the manifest says. */
+  private async pump(
+    manifest: Manifest,
+    role: ArtifactRole,
+    object: StoredObject,
+    size: number,
+    take: (chunk: Uint8Array, offset: number) => void | Promise<void>,
+  ): Promise<void> {
+    const wrong = (what: string) =>
+      unavailable(
+        `${role} artifact of ${manifest.name}@${manifest.version} ${what} than the ${size} bytes its manifest says`,
+      );
+    let offset = 0;
+    try {
+      for await (const chunk of readChunks(object.body, READ_CHUNK_BYTES)) {
+        if (offset + chunk.byteLength > size) throw wrong("holds more");
+        await take(chunk, offset);
+        offset += chunk.byteLength;
+      }
+    } catch (error) {
+      await object.body.cancel().catch(() => {}); // free the rest of a body left unread
+      throw error;
+    }
+    if (offset !== size) throw wrong("holds fewer");
   }
 
   /** Model names that have at least one object in the bucket, sorted. */

@@ -14,7 +14,17 @@ import type { ArtifactRole, Manifest } from "../registry/manifest";
 export type RuntimeName = "ort" | "int8" | "origin";
 
 /** Fetches one of the version's artifacts, digest already verified. */
-export type ArtifactSource = (role: ArtifactRole) => Promise<Uint8Array>;
+export interface ArtifactSource {
+  (role: ArtifactRole): Promise<Uint8Array>;
+  /**
+   * Where offered, streams the artifact into `sink` in order (each chunk is
+   * reused after the call) and resolves once its size and digest are
+   * verified; on a rejection whatever was built from it must be dropped. A
+   * runtime that places bytes somewhere of its own (WASM memory) uses this to
+   * never hold the artifact twice.
+   */
+  stream?(role: ArtifactRole, sink: (chunk: Uint8Array, offset: number) => void): Promise<void>;
+}
 
 export interface LoadedModel {
   readonly runtime: RuntimeName;

@@ -24,7 +24,7 @@ import {
 import type { InferenceRequest, InferenceResponse, Parameters } from "../protocol/types";
 import type { Manifest } from "../registry/manifest";
 import type { ModelRegistry } from "../registry/registry";
-import type { LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
+import type { ArtifactSource, LoadedModel, Runtime, RuntimeName } from "../runtimes/runtime";
 import {
   checkClassifiable,
   classificationCount,
@@ -277,10 +277,10 @@ export class Executor {
   }
 
   private loader(manifest: Manifest, runtime: Runtime): () => Promise<LoadedModel> {
-    return () =>
-      runtime.load(manifest, (role) =>
-        this.registry.readArtifact(manifest, role, this.cache.budgetBytes),
-      );
+    const limit = this.cache.budgetBytes;
+    const artifacts: ArtifactSource = (role) => this.registry.readArtifact(manifest, role, limit);
+    artifacts.stream = (role, sink) => this.registry.streamArtifact(manifest, role, limit, sink);
+    return () => runtime.load(manifest, artifacts);
   }
 
   /** The classification count each selected output asks for, checked against its signature. */

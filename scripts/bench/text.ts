@@ -238,6 +238,17 @@ async function answers(server: DevServer, p: Published, body: string, output: st
   return out as Record<RuntimeName, number[]>;
 }
 
+/** Milliseconds per MB to write memory never touched before (median of 5 × 64 MB). */
+function freshMemoryMsPerMb(): number {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
+    new Uint8Array(64e6).fill(1);
+    times.push((performance.now() - start) / 64);
+  }
+  return median(times);
+}
+
 function cosine(a: number[], b: number[]): number {
   let dot = 0;
   let na = 0;
@@ -454,6 +465,12 @@ async function main(): Promise<void> {
         "≤ 150",
       ]);
       row(["    of which load (ms)", String(median(cold.map((c) => c.load))), "", "", ""]);
+      // A cold load's cost is mostly memory written for the first time (the page faults of
+      // the model's WASM memory); on a VM these can cost far more than on bare metal.
+      const perMb = freshMemoryMsPerMb();
+      say(
+        `  this machine writes fresh memory at ${perMb.toFixed(2)} ms/MB: the plan's ${mb(minilm.planBytes ?? 0)} written once costs ≥ ${((perMb * (minilm.planBytes ?? 0)) / 1e6).toFixed(0)} ms of any cold load here`,
+      );
     }
     if (warm.cosines) {
       say(

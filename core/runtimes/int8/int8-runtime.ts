@@ -9,15 +9,20 @@
  * sequence length per request) on the text executor. It never touches
  * onnxruntime.
  */
-import { unavailable } from "../../errors";
+import { invalid, unavailable } from "../../errors";
 import type { Tensor, TensorSpec } from "../../protocol/datatypes";
 import type { Manifest } from "../../registry/manifest";
 import type { ArtifactSource, LoadedModel, Runtime } from "../runtime";
 import { PlanExecutor } from "./executor";
 import { GraphExecutor } from "./graph-executor";
 import { Int8Kernels } from "./kernels";
-import { GRAPH_PLAN_VERSION, planFormatVersion, TEXT_PLAN_VERSION } from "./plan";
-import { TextExecutor } from "./text-executor";
+import {
+  GRAPH_PLAN_VERSION,
+  PLAN_HEADER_BYTES,
+  planFormatVersion,
+  TEXT_PLAN_VERSION,
+} from "./plan";
+import { headBytes, TextExecutor, textAbi, TextPlanPlacement } from "./text-executor";
 
 export class Int8Runtime implements Runtime {
   readonly name = "int8";
@@ -27,12 +32,24 @@ export class Int8Runtime implements Runtime {
 
   async load(manifest: Manifest, artifacts: ArtifactSource): Promise<LoadedModel> {
     const label = `${manifest.name}@${manifest.version}`;
-    if (!manifest.artifacts.int8) throw unavailable(`${label} has no int8 plan`);
-    const plan = await artifacts("int8");
+    const artifact = manifest.artifacts.int8;
+    if (!artifact) throw unavailable(`${label} has no int8 plan`);
+    // The registry's own errors (a missing object, a failed digest) pass as they are; anything
+    // the plan itself gets wrong is this version being unloadable.
+    let sourceError: unknown;
+    const feed = (sink: (chunk: Uint8Array, offset: number) => void) =>
+      artifacts.stream!("int8", sink).catch((error: unknown) => {
+        sourceError = error;
+        throw error;
+      });
+    const bytes = artifacts.stream ? undefined : await artifacts("int8");
     let program: Int8Program;
     try {
-      program = await loadProgram(this.kernels, plan);
+      program = bytes
+        ? await loadProgram(this.kernels, bytes)
+        : await streamProgram(this.kernels, artifact.bytes, feed);
     } catch (cause) {
+      if (cause === sourceError) throw cause;
       throw unavailable(
         `the int8 plan of ${label} cannot be loaded: ${(cause as Error).message}`,
         cause,
@@ -69,6 +86,58 @@ export interface Int8Program {
   run(x: Float32Array, batch: number): Float32Array;
 }
 
+/**
+ * Loads a plan as its bytes stream in (`feed` calls the sink in order, then
+ * resolves once the bytes are verified). A text plan is placed in its kernels
+ * instance chunk by chunk and never held whole; other formats are collected
+ * and loaded as a whole (they are small).
+ */
+export async function streamProgram(
+  module: WebAssembly.Module,
+  totalBytes: number,
+  feed: (sink: (chunk: Uint8Array, offset: number) => void) => Promise<void>,
+): Promise<Int8Program> {
+  const abi = await textAbi(module);
+  let text: TextPlanPlacement | undefined;
+  let whole: Uint8Array | undefined;
+  // The file's start, kept until its metadata is complete (usually all in the first chunk).
+  let pending: Uint8Array | undefined;
+  const place = (chunk: Uint8Array, offset: number): void => {
+    if (text) return text.place(chunk, offset);
+    if (whole) return void whole.set(chunk, offset);
+    let head = chunk;
+    if (pending) {
+      head = new Uint8Array(offset + chunk.byteLength);
+      head.set(pending);
+      head.set(chunk, offset);
+    }
+    if (head.byteLength >= PLAN_HEADER_BYTES && planFormatVersion(head) !== TEXT_PLAN_VERSION) {
+      whole = new Uint8Array(totalBytes);
+      whole.set(head);
+    } else if (head.byteLength < PLAN_HEADER_BYTES || head.byteLength < headBytes(head)) {
+      pending = head === chunk ? chunk.slice() : head;
+    } else {
+      text = new TextPlanPlacement(abi, head, totalBytes);
+      text.place(head, 0);
+    }
+  };
+  // Bytes are placed before the digest is known: a plan that fails to parse is reported only
+  // once the digest matched (a corrupted artifact is an integrity failure, logged as such).
+  let fault: unknown;
+  await feed((chunk, offset) => {
+    if (fault !== undefined) return;
+    try {
+      place(chunk, offset);
+    } catch (error) {
+      fault = error;
+    }
+  });
+  if (fault !== undefined) throw fault;
+  if (text) return textProgram(text.finish());
+  if (!whole) throw invalid("int8 plan is truncated (header)");
+  return loadProgram(module, whole);
+}
+
 /** Loads a plan of any readable format on its own kernels instance. */
 export async function loadProgram(
   module: WebAssembly.Module,
@@ -76,24 +145,7 @@ export async function loadProgram(
 ): Promise<Int8Program> {
   const version = planFormatVersion(plan);
   if (version === TEXT_PLAN_VERSION) {
-    const text = await TextExecutor.instantiate(module, plan);
-    const first = text.plan.inputs[0]!;
-    return {
-      inputNames: text.plan.inputs.map((i) => i.name),
-      outputName: text.plan.output.name,
-      bytesHeld: text.memoryBytes,
-      outputShapeOf: (inputs) => text.outputShape(inputs[0]!.shape[0]!, text.sequenceOf(inputs)),
-      runInputs: (inputs) => text.run(inputs),
-      run: (x, batch) =>
-        text.run([
-          {
-            name: first.name,
-            datatype: "INT32",
-            shape: [batch, x.length / batch],
-            data: x, // the executor narrows each value, refusing non-integers
-          },
-        ]),
-    };
+    return textProgram(await TextExecutor.instantiate(module, plan));
   }
   const floats = (inputs: readonly Tensor[]) => inputs[0]!.data as Float32Array;
   if (version === GRAPH_PLAN_VERSION) {
@@ -119,6 +171,26 @@ export async function loadProgram(
     // will make it grow to: WASM memory never shrinks, so count it up front.
     bytesHeld: kernels.memoryBytes + chain.blockScratchBytes(),
     run: (x, batch) => chain.run(x, batch),
+  };
+}
+
+function textProgram(text: TextExecutor): Int8Program {
+  const first = text.plan.inputs[0]!;
+  return {
+    inputNames: text.plan.inputs.map((i) => i.name),
+    outputName: text.plan.output.name,
+    bytesHeld: text.memoryBytes,
+    outputShapeOf: (inputs) => text.outputShape(inputs[0]!.shape[0]!, text.sequenceOf(inputs)),
+    runInputs: (inputs) => text.run(inputs),
+    run: (x, batch) =>
+      text.run([
+        {
+          name: first.name,
+          datatype: "INT32",
+          shape: [batch, x.length / batch],
+          data: x, // the executor narrows each value, refusing non-integers
+        },
+      ]),
   };
 }
 

@@ -9,7 +9,7 @@
 import { invalid } from "../../errors";
 import type { Tensor } from "../../protocol/datatypes";
 import { allocateIn, copyIn } from "./kernel-memory";
-import { blobView } from "./plan";
+import { PLAN_HEADER_BYTES } from "./plan";
 import {
   decodeTextPlan,
   evalPoly,
@@ -19,7 +19,7 @@ import {
   type TextStep,
 } from "./text-plan";
 
-interface TextAbi {
+export interface TextAbi {
   memory: WebAssembly.Memory;
   allocate(bytes: number): number;
   mark(): number;
@@ -83,51 +83,140 @@ interface TextAbi {
 const I32_MIN = -2147483648;
 const I32_MAX = 2147483647;
 
-export class TextExecutor {
+/** A fresh kernels instance for one text plan. */
+export async function textAbi(module: WebAssembly.Module): Promise<TextAbi> {
+  const instance = await WebAssembly.instantiate(module, {});
+  return instance.exports as unknown as TextAbi;
+}
+
+/**
+ * Places a text plan's blobs in a kernels instance as the plan's bytes arrive,
+ * in order, in chunks of any size: its metadata first (`headBytes` tells how
+ * much of the file that is), then each blob straight to its final place (a
+ * dense layer's weights through one reused staging block, packed for the GEMM
+ * as soon as they are complete). So a cold load writes each byte of the
+ * weights once and never holds the plan twice; on this design, the cost of a
+ * load is the memory it touches.
+ */
+export class TextPlanPlacement {
   readonly plan: TextPlan;
   private readonly blobs: number[];
+  private readonly dense = new Map<number, { k: number; n: number }>();
+  /** Blob indices by their offset in the file, and how far the stream has filled each. */
+  private readonly order: number[];
+  private readonly filled: number[];
+  private next = 0;
+  private readonly staging: number;
+  private readonly zero: number;
+  private readonly beforeStaging: number;
+
+  /** `head` holds at least the file's first `headBytes(head)` bytes. */
+  constructor(
+    private readonly abi: TextAbi,
+    head: Uint8Array,
+    private readonly totalBytes: number,
+  ) {
+    this.plan = decodeTextPlan(head, totalBytes);
+    const { plan, dense } = this;
+    for (const step of plan.steps) {
+      if (step.op === "dense") dense.set(step.weights, { k: step.k, n: step.n });
+    }
+    for (const [i, shape] of dense) {
+      if (plan.blobs[i]!.bytes !== shape.k * shape.n) {
+        throw invalid(`int8 text plan blob ${i} is not ${shape.k}×${shape.n} weights`);
+      }
+    }
+    this.order = plan.blobs
+      .map((_, i) => i)
+      .sort((x, y) => plan.blobs[x]!.offset - plan.blobs[y]!.offset);
+    this.order.forEach((blob, i) => {
+      const ref = plan.blobs[blob]!;
+      const after = this.order[i + 1];
+      if (ref.offset < headBytes(head))
+        throw invalid(`int8 text plan blob ${blob} overlaps its metadata`);
+      if (after !== undefined && ref.offset + ref.bytes > plan.blobs[after]!.offset) {
+        throw invalid(`int8 text plan blobs ${blob} and ${after} overlap`);
+      }
+    });
+    this.filled = plan.blobs.map(() => 0);
+    // Grow the memory once for everything (weights, staging, arena, scratch): growing blob by
+    // blob re-maps it dozens of times on a cold start.
+    let held = 0;
+    let staged = 0;
+    plan.blobs.forEach((ref, i) => {
+      const shape = dense.get(i);
+      held += (shape ? abi.packedBytes(shape.k, shape.n) : ref.bytes) + 16;
+      if (shape) staged = Math.max(staged, ref.bytes);
+    });
+    const reserve = abi.mark();
+    allocateIn(abi, held + staged + 32 + plan.arenaElements * 4 + (1 << 20));
+    abi.release(reserve);
+    this.blobs = plan.blobs.map((ref, i) => {
+      const shape = dense.get(i);
+      return allocateIn(abi, shape ? abi.packedBytes(shape.k, shape.n) : ref.bytes);
+    });
+    // Freed once placed, so the arena reuses these (already touched) pages.
+    this.beforeStaging = abi.mark();
+    this.staging = allocateIn(abi, Math.max(16, staged));
+    this.zero = copyIn(abi, new Uint8Array(1));
+  }
+
+  /** Places the file's bytes `offset`… (chunks in order, no gaps). */
+  place(chunk: Uint8Array, offset: number): void {
+    const end = offset + chunk.byteLength;
+    const { plan, order } = this;
+    while (this.next < order.length) {
+      const blob = order[this.next]!;
+      const ref = plan.blobs[blob]!;
+      if (ref.offset >= end) return;
+      const from = Math.max(ref.offset + this.filled[blob]!, offset);
+      const to = Math.min(ref.offset + ref.bytes, end);
+      if (to > from) {
+        const shape = this.dense.get(blob);
+        const base = shape ? this.staging : this.blobs[blob]!;
+        new Uint8Array(this.abi.memory.buffer, base + (from - ref.offset), to - from).set(
+          chunk.subarray(from - offset, to - offset),
+        );
+        this.filled[blob] = to - ref.offset;
+      }
+      if (this.filled[blob]! < ref.bytes) return;
+      const shape = this.dense.get(blob);
+      if (shape)
+        this.abi.packColumns(this.staging, shape.k, shape.n, 1, this.zero, 0, this.blobs[blob]!);
+      this.next++;
+    }
+  }
+
+  /** The executor, once every blob is in (after the artifact's digest was checked). */
+  finish(): TextExecutor {
+    if (this.next < this.order.length) {
+      throw invalid(`int8 text plan is truncated: blob ${this.order[this.next]} is incomplete`);
+    }
+    this.abi.release(this.beforeStaging);
+    return new TextExecutor(this.abi, this.plan, this.blobs);
+  }
+}
+
+/**
+ * How many bytes from the start of a plan file its metadata ends at, once the
+ * fixed header is in `head` (before that, the fixed header's length).
+ */
+export function headBytes(head: Uint8Array): number {
+  if (head.byteLength < PLAN_HEADER_BYTES) return PLAN_HEADER_BYTES;
+  const length = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(12, true);
+  return PLAN_HEADER_BYTES + length;
+}
+
+export class TextExecutor {
   private readonly arena: number;
   private readonly scratch: number;
   private readonly bound = new Map<number, { buffer: ArrayBuffer; calls: (() => void)[] }>();
 
-  private constructor(
+  constructor(
     private readonly abi: TextAbi,
-    bytes: Uint8Array,
+    readonly plan: TextPlan,
+    private readonly blobs: number[],
   ) {
-    this.plan = decodeTextPlan(bytes);
-    const { plan } = this;
-    // Dense weights are packed for the GEMM here; every other blob is copied as it is.
-    const packed = new Map<number, { k: number; n: number }>();
-    for (const step of plan.steps) {
-      if (step.op === "dense") packed.set(step.weights, { k: step.k, n: step.n });
-    }
-    // Grow the memory once for everything loading places in it (weights, the largest staging
-    // copy, arena, scratch): growing blob by blob re-maps it dozens of times on a cold start.
-    let held = 0;
-    let staged = 0;
-    plan.blobs.forEach((ref, i) => {
-      const shape = packed.get(i);
-      held += (shape ? abi.packedBytes(shape.k, shape.n) : ref.bytes) + 16;
-      if (shape) staged = Math.max(staged, ref.bytes + 32);
-    });
-    const reserve = abi.mark();
-    allocateIn(abi, held + staged + plan.arenaElements * 4 + (1 << 20));
-    abi.release(reserve);
-    this.blobs = plan.blobs.map((ref, i) => {
-      const data = blobView(bytes, ref);
-      const shape = packed.get(i);
-      if (!shape) return copyIn(abi, data);
-      if (data.byteLength !== shape.k * shape.n)
-        throw invalid(`int8 text plan blob ${i} is not ${shape.k}×${shape.n} weights`);
-      // Packed weights stay; the plain copy they are packed from is freed for the next blob.
-      const out = allocateIn(abi, abi.packedBytes(shape.k, shape.n));
-      const before = abi.mark();
-      const staging = copyIn(abi, data);
-      const zero = copyIn(abi, new Uint8Array(1));
-      abi.packColumns(staging, shape.k, shape.n, 1, zero, 0, out);
-      abi.release(before);
-      return out;
-    });
     const max = plan.sequence.max;
     let scratch = 0;
     for (const step of plan.steps) {
@@ -146,9 +235,11 @@ export class TextExecutor {
     if (!plan.sequence.fixed) this.calls(1);
   }
 
-  static async instantiate(module: WebAssembly.Module, plan: Uint8Array): Promise<TextExecutor> {
-    const instance = await WebAssembly.instantiate(module, {});
-    return new TextExecutor(instance.exports as unknown as TextAbi, plan);
+  /** Loads a whole plan file (publish, tests): the streaming placement, in one chunk. */
+  static async instantiate(module: WebAssembly.Module, bytes: Uint8Array): Promise<TextExecutor> {
+    const placement = new TextPlanPlacement(await textAbi(module), bytes, bytes.byteLength);
+    placement.place(bytes, 0);
+    return placement.finish();
   }
 
   get memoryBytes(): number {
