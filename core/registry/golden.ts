@@ -5,7 +5,7 @@
  * by `convert/golden.ts` at publish, read back here by the worker and the CLI.
  */
 import { z } from "zod";
-import { internal, invalid, PinionError } from "../errors";
+import { internal, invalid } from "../errors";
 import type { TensorSpec } from "../protocol/datatypes";
 
 export const GOLDEN_FORMAT = "pinion.golden/1";

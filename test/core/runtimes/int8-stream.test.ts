@@ -87,6 +87,30 @@ describe("int8 plans loaded as they stream in", () => {
     }
   });
 
+  it("judges a plan only once all of it went by, and refuses one cut short", async () => {
+    const bogus = new Uint8Array(5000).fill(7);
+    let fed = 0;
+    const feed = chunked(bogus, 1000);
+    await expect(
+      streamProgram(kernelsWasm, bogus.byteLength, (sink) =>
+        feed((chunk, offset) => {
+          sink(chunk, offset);
+          fed = offset + chunk.byteLength;
+        }),
+      ),
+    ).rejects.toThrow(/bad magic/);
+    expect(fed).toBe(bogus.byteLength); // the digest, checked at the end, would speak first
+
+    const manifest = await publishFixture("st-short", "text-small/text_small.onnx", 1, {
+      int8: true,
+    });
+    const plan = await planOf(manifest);
+    const short = plan.subarray(0, plan.byteLength - 100);
+    await expect(streamProgram(kernelsWasm, plan.byteLength, chunked(short, 4096))).rejects.toThrow(
+      /truncated/,
+    );
+  });
+
   it("the runtime streams from the registry and refuses bytes that are not the artifact", async () => {
     const manifest = await publishFixture("st-tamper", "text-small/text_small.onnx", 1, {
       int8: true,
