@@ -24,6 +24,12 @@ export interface ArtifactSource {
    * never hold the artifact twice.
    */
   stream?(role: ArtifactRole, sink: (chunk: Uint8Array, offset: number) => void): Promise<void>;
+  /**
+   * The most memory a loaded model may hold (the model cache's budget). A
+   * runtime that allocates while bytes stream in, before their digest is
+   * known, refuses to allocate beyond it.
+   */
+  limitBytes?: number;
 }
 
 export interface LoadedModel {

@@ -280,6 +280,7 @@ export class Executor {
     const limit = this.cache.budgetBytes;
     const artifacts: ArtifactSource = (role) => this.registry.readArtifact(manifest, role, limit);
     artifacts.stream = (role, sink) => this.registry.streamArtifact(manifest, role, limit, sink);
+    artifacts.limitBytes = limit;
     return () => runtime.load(manifest, artifacts);
   }
 

@@ -47,7 +47,7 @@ export class Int8Runtime implements Runtime {
     try {
       program = bytes
         ? await loadProgram(this.kernels, bytes)
-        : await streamProgram(this.kernels, artifact.bytes, feed);
+        : await streamProgram(this.kernels, artifact.bytes, feed, artifacts.limitBytes);
     } catch (cause) {
       if (cause === sourceError) throw cause;
       throw unavailable(
@@ -88,7 +88,8 @@ export interface Int8Program {
 
 /**
  * Loads a plan as its bytes stream in (`feed` calls the sink in order, then
- * resolves once the bytes are verified). A text plan is placed in its kernels
+ * resolves once the bytes are verified), never allocating more than
+ * `limitBytes` of kernel memory before they are. A text plan is placed in its kernels
  * instance chunk by chunk and never held whole; other formats are collected
  * and loaded as a whole (they are small).
  */
@@ -96,6 +97,7 @@ export async function streamProgram(
   module: WebAssembly.Module,
   totalBytes: number,
   feed: (sink: (chunk: Uint8Array, offset: number) => void) => Promise<void>,
+  limitBytes = Infinity,
 ): Promise<Int8Program> {
   const abi = await textAbi(module);
   let text: TextPlanPlacement | undefined;
@@ -117,7 +119,7 @@ export async function streamProgram(
     } else if (head.byteLength < PLAN_HEADER_BYTES || head.byteLength < headBytes(head)) {
       pending = head === chunk ? chunk.slice() : head;
     } else {
-      text = new TextPlanPlacement(abi, head, totalBytes);
+      text = new TextPlanPlacement(abi, head, totalBytes, limitBytes);
       text.place(head, 0);
     }
   };

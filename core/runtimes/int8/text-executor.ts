@@ -6,7 +6,7 @@
  * samples run one after another; the steps, bound to their pointers and sizes
  * for a sequence length, are made once per length and reused.
  */
-import { invalid } from "../../errors";
+import { invalid, unavailable } from "../../errors";
 import type { Tensor } from "../../protocol/datatypes";
 import { allocateIn, copyIn } from "./kernel-memory";
 import { PLAN_HEADER_BYTES } from "./plan";
@@ -114,7 +114,8 @@ export class TextPlanPlacement {
   constructor(
     private readonly abi: TextAbi,
     head: Uint8Array,
-    private readonly totalBytes: number,
+    totalBytes: number,
+    limitBytes = Infinity,
   ) {
     this.plan = decodeTextPlan(head, totalBytes);
     const { plan, dense } = this;
@@ -148,8 +149,16 @@ export class TextPlanPlacement {
       held += (shape ? abi.packedBytes(shape.k, shape.n) : ref.bytes) + 16;
       if (shape) staged = Math.max(staged, ref.bytes);
     });
+    // The metadata is not verified yet (the digest comes at the end): never grow past what the
+    // model cache would refuse anyway.
+    const needed = held + staged + 32 + plan.arenaElements * 4 + (1 << 20);
+    if (needed > limitBytes) {
+      throw unavailable(
+        `this int8 text plan needs about ${needed} bytes loaded, more than this isolate's model budget of ${limitBytes}`,
+      );
+    }
     const reserve = abi.mark();
-    allocateIn(abi, held + staged + 32 + plan.arenaElements * 4 + (1 << 20));
+    allocateIn(abi, needed);
     abi.release(reserve);
     this.blobs = plan.blobs.map((ref, i) => {
       const shape = dense.get(i);

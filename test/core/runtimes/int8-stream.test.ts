@@ -87,7 +87,7 @@ describe("int8 plans loaded as they stream in", () => {
     }
   });
 
-  it("judges a plan only once all of it went by, and refuses one cut short", async () => {
+  it("judges a plan only once all of it went by; refuses one over the budget or cut short", async () => {
     const bogus = new Uint8Array(5000).fill(7);
     let fed = 0;
     const feed = chunked(bogus, 1000);
@@ -105,6 +105,10 @@ describe("int8 plans loaded as they stream in", () => {
       int8: true,
     });
     const plan = await planOf(manifest);
+    // Memory is reserved before the digest is known: never past the model budget.
+    await expect(
+      streamProgram(kernelsWasm, plan.byteLength, chunked(plan, 4096), 1 << 20),
+    ).rejects.toThrow(/more than this isolate's model budget of 1048576/);
     const short = plan.subarray(0, plan.byteLength - 100);
     await expect(streamProgram(kernelsWasm, plan.byteLength, chunked(short, 4096))).rejects.toThrow(
       /truncated/,
