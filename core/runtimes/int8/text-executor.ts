@@ -177,7 +177,7 @@ export class TextPlanPlacement {
     while (this.next < order.length) {
       const blob = order[this.next]!;
       const ref = plan.blobs[blob]!;
-      if (ref.offset >= end) return;
+      if (ref.bytes > 0 && ref.offset >= end) return;
       const from = Math.max(ref.offset + this.filled[blob]!, offset);
       const to = Math.min(ref.offset + ref.bytes, end);
       if (to > from) {
