@@ -18,11 +18,12 @@ import { GraphExecutor } from "./graph-executor";
 import { Int8Kernels } from "./kernels";
 import {
   GRAPH_PLAN_VERSION,
+  metadataEnd,
   PLAN_HEADER_BYTES,
   planFormatVersion,
   TEXT_PLAN_VERSION,
 } from "./plan";
-import { headBytes, TextExecutor, textAbi, TextPlanPlacement } from "./text-executor";
+import { TextExecutor, textAbi, TextPlanPlacement } from "./text-executor";
 
 export class Int8Runtime implements Runtime {
   readonly name = "int8";
@@ -99,7 +100,6 @@ export async function streamProgram(
   feed: (sink: (chunk: Uint8Array, offset: number) => void) => Promise<void>,
   limitBytes = Infinity,
 ): Promise<Int8Program> {
-  const abi = await textAbi(module);
   let text: TextPlanPlacement | undefined;
   let whole: Uint8Array | undefined;
   // The file's start, kept until its metadata is complete (usually all in the first chunk).
@@ -116,10 +116,10 @@ export async function streamProgram(
     if (head.byteLength >= PLAN_HEADER_BYTES && planFormatVersion(head) !== TEXT_PLAN_VERSION) {
       whole = new Uint8Array(totalBytes);
       whole.set(head);
-    } else if (head.byteLength < PLAN_HEADER_BYTES || head.byteLength < headBytes(head)) {
+    } else if (head.byteLength < metadataEnd(head)) {
       pending = head === chunk ? chunk.slice() : head;
     } else {
-      text = new TextPlanPlacement(abi, head, totalBytes, limitBytes);
+      text = new TextPlanPlacement(textAbi(module), head, totalBytes, limitBytes);
       text.place(head, 0);
     }
   };

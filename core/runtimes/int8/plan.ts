@@ -161,14 +161,25 @@ export function decodeContainer(
   readable: readonly number[] = READABLE_VERSIONS,
 ): { version: number; metadata: unknown } {
   const version = readVersion(bytes, readable);
-  const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true);
-  if (HEADER_BYTES + length > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
+  const end = metadataEnd(bytes);
+  if (end > bytes.byteLength) throw invalid("int8 plan is truncated (metadata)");
   try {
-    const text = new TextDecoder().decode(bytes.subarray(HEADER_BYTES, HEADER_BYTES + length));
+    const text = new TextDecoder().decode(bytes.subarray(HEADER_BYTES, end));
     return { version, metadata: JSON.parse(text) };
   } catch (error) {
     throw invalid(`int8 plan metadata is invalid: ${(error as Error).message.slice(0, 200)}`);
   }
+}
+
+/**
+ * Where a plan file's metadata ends (its blobs may start), once the fixed
+ * header is in `head`; before that, the fixed header's length. Lets a reader
+ * of a streamed plan know how much of its start to collect.
+ */
+export function metadataEnd(head: Uint8Array): number {
+  if (head.byteLength < HEADER_BYTES) return HEADER_BYTES;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  return HEADER_BYTES + view.getUint32(12, true);
 }
 
 /** The format version of a plan file, from its fixed header (the metadata is left to the decoders). */

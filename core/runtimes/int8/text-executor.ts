@@ -9,7 +9,7 @@
 import { invalid, unavailable } from "../../errors";
 import type { Tensor } from "../../protocol/datatypes";
 import { allocateIn, copyIn } from "./kernel-memory";
-import { PLAN_HEADER_BYTES } from "./plan";
+import { metadataEnd } from "./plan";
 import {
   decodeTextPlan,
   evalPoly,
@@ -83,15 +83,18 @@ export interface TextAbi {
 const I32_MIN = -2147483648;
 const I32_MAX = 2147483647;
 
-/** A fresh kernels instance for one text plan. */
-export async function textAbi(module: WebAssembly.Module): Promise<TextAbi> {
-  const instance = await WebAssembly.instantiate(module, {});
-  return instance.exports as unknown as TextAbi;
+/**
+ * A fresh kernels instance for one text plan. Synchronous (the module is
+ * compiled already), so a streamed plan gets one only once its header says it
+ * is a text plan.
+ */
+export function textAbi(module: WebAssembly.Module): TextAbi {
+  return new WebAssembly.Instance(module, {}).exports as unknown as TextAbi;
 }
 
 /**
  * Places a text plan's blobs in a kernels instance as the plan's bytes arrive,
- * in order, in chunks of any size: its metadata first (`headBytes` tells how
+ * in order, in chunks of any size: its metadata first (`metadataEnd` tells how
  * much of the file that is), then each blob straight to its final place (a
  * dense layer's weights through one reused staging block, packed for the GEMM
  * as soon as they are complete). So a cold load writes each byte of the
@@ -110,7 +113,7 @@ export class TextPlanPlacement {
   private readonly zero: number;
   private readonly beforeStaging: number;
 
-  /** `head` holds at least the file's first `headBytes(head)` bytes. */
+  /** `head` holds at least the file's first `metadataEnd(head)` bytes. */
   constructor(
     private readonly abi: TextAbi,
     head: Uint8Array,
@@ -133,7 +136,7 @@ export class TextPlanPlacement {
     this.order.forEach((blob, i) => {
       const ref = plan.blobs[blob]!;
       const after = this.order[i + 1];
-      if (ref.offset < headBytes(head))
+      if (ref.offset < metadataEnd(head))
         throw invalid(`int8 text plan blob ${blob} overlaps its metadata`);
       if (after !== undefined && ref.offset + ref.bytes > plan.blobs[after]!.offset) {
         throw invalid(`int8 text plan blobs ${blob} and ${after} overlap`);
@@ -178,10 +181,10 @@ export class TextPlanPlacement {
       const blob = order[this.next]!;
       const ref = plan.blobs[blob]!;
       if (ref.bytes > 0 && ref.offset >= end) return;
+      const shape = this.dense.get(blob);
       const from = Math.max(ref.offset + this.filled[blob]!, offset);
       const to = Math.min(ref.offset + ref.bytes, end);
       if (to > from) {
-        const shape = this.dense.get(blob);
         const base = shape ? this.staging : this.blobs[blob]!;
         new Uint8Array(this.abi.memory.buffer, base + (from - ref.offset), to - from).set(
           chunk.subarray(from - offset, to - offset),
@@ -189,7 +192,6 @@ export class TextPlanPlacement {
         this.filled[blob] = to - ref.offset;
       }
       if (this.filled[blob]! < ref.bytes) return;
-      const shape = this.dense.get(blob);
       if (shape)
         this.abi.packColumns(this.staging, shape.k, shape.n, 1, this.zero, 0, this.blobs[blob]!);
       this.next++;
@@ -204,16 +206,6 @@ export class TextPlanPlacement {
     this.abi.release(this.beforeStaging);
     return new TextExecutor(this.abi, this.plan, this.blobs);
   }
-}
-
-/**
- * How many bytes from the start of a plan file its metadata ends at, once the
- * fixed header is in `head` (before that, the fixed header's length).
- */
-export function headBytes(head: Uint8Array): number {
-  if (head.byteLength < PLAN_HEADER_BYTES) return PLAN_HEADER_BYTES;
-  const length = new DataView(head.buffer, head.byteOffset, head.byteLength).getUint32(12, true);
-  return PLAN_HEADER_BYTES + length;
 }
 
 export class TextExecutor {
@@ -246,7 +238,7 @@ export class TextExecutor {
 
   /** Loads a whole plan file (publish, tests): the streaming placement, in one chunk. */
   static async instantiate(module: WebAssembly.Module, bytes: Uint8Array): Promise<TextExecutor> {
-    const placement = new TextPlanPlacement(await textAbi(module), bytes, bytes.byteLength);
+    const placement = new TextPlanPlacement(textAbi(module), bytes, bytes.byteLength);
     placement.place(bytes, 0);
     return placement.finish();
   }
